@@ -1,0 +1,157 @@
+"""The server's configuration: one frozen object, built once from argv + environment.
+
+This is the only module that reads the environment, so every setting has one
+visible origin and tests can build a configuration from plain dicts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import devices
+from .errors import ConfigError, InvalidArgument
+
+ENGINES = ("sentence-transformers", "debug")
+MiB = 1024 * 1024
+# gRPC message size options are C ints.
+MAX_MESSAGE_CEILING = 2**31 - 1
+
+ENV_MODEL_DIR = "EMBED_MODEL_DIR"
+ENV_AUTH_TOKEN = "EMBED_AUTH_TOKEN"
+ENV_TEST_OOM_ABOVE = "EMBED_TEST_OOM_ABOVE"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask; reported by Info so that clients plan within them."""
+
+    max_batch_size: int = 1024
+    max_batch_tokens: int = 131072
+    max_message_bytes: int = 64 * MiB
+    max_text_chars: int = 200_000
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    model_dir: Path | None = None
+    device: str = "cpu"
+    # The default dtype for models loaded without one, already resolved from `auto`.
+    dtype: str = "float32"
+    engine: str = "sentence-transformers"
+    debug_dim: int = 384
+    # torch intra-op threads; None leaves torch's default (every core).
+    threads: int | None = None
+    limits: Limits = field(default_factory=Limits)
+    trust_remote_code: bool = False
+    preload: tuple[str, ...] = ()
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    auth_token: str | None = None
+    # Test hook: a forward pass over more than this many rows raises a simulated OOM.
+    test_oom_above: int | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @staticmethod
+    def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ServerConfig:
+        """Validates everything once; raises ConfigError with a one-line message."""
+        env = os.environ if environ is None else environ
+        engine = args.engine
+        if engine not in ENGINES:
+            raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}")
+        if not 0 <= args.port <= 65535:
+            raise ConfigError(f"--port {args.port} is out of range 0..65535")
+
+        model_dir_text = args.model_dir or env.get(ENV_MODEL_DIR) or None
+        model_dir = Path(model_dir_text).expanduser() if model_dir_text else None
+        if model_dir is not None and not model_dir.is_dir():
+            raise ConfigError(f"model directory {model_dir} does not exist")
+
+        device, dtype = _device_and_dtype(args.device, args.dtype, engine)
+
+        for flag, value in (
+            ("--debug-dim", args.debug_dim),
+            ("--max-batch-size", args.max_batch_size),
+            ("--max-batch-tokens", args.max_batch_tokens),
+            ("--max-message-bytes", args.max_message_bytes),
+            ("--max-text-chars", args.max_text_chars),
+        ):
+            if value <= 0:
+                raise ConfigError(f"{flag} must be positive, got {value}")
+        if args.threads is not None and args.threads <= 0:
+            raise ConfigError(f"--threads must be positive, got {args.threads}")
+        if args.max_message_bytes > MAX_MESSAGE_CEILING:
+            raise ConfigError(f"--max-message-bytes must be at most {MAX_MESSAGE_CEILING}")
+
+        if (args.tls_cert is None) != (args.tls_key is None):
+            raise ConfigError("--tls-cert and --tls-key go together")
+        tls_cert = _existing_file("--tls-cert", args.tls_cert)
+        tls_key = _existing_file("--tls-key", args.tls_key)
+
+        return ServerConfig(
+            host=args.host,
+            port=args.port,
+            model_dir=model_dir,
+            device=device,
+            dtype=dtype,
+            engine=engine,
+            debug_dim=args.debug_dim,
+            threads=args.threads,
+            limits=Limits(
+                max_batch_size=args.max_batch_size,
+                max_batch_tokens=args.max_batch_tokens,
+                max_message_bytes=args.max_message_bytes,
+                max_text_chars=args.max_text_chars,
+            ),
+            trust_remote_code=args.trust_remote_code,
+            preload=tuple(args.preload or ()),
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            auth_token=env.get(ENV_AUTH_TOKEN) or None,
+            test_oom_above=_oom_hook(env.get(ENV_TEST_OOM_ABOVE)),
+        )
+
+
+def _device_and_dtype(device_flag: str | None, dtype_flag: str, engine: str) -> tuple[str, str]:
+    try:
+        if engine == "debug":
+            # The debug engine computes on the CPU with numpy: no torch, no CUDA question.
+            device = devices.parse_device(device_flag) if device_flag else "cpu"
+            return device, devices.resolve_dtype(dtype_flag, "cpu")
+        if device_flag:
+            device = devices.parse_device(device_flag)
+            devices.check_available(device)
+        else:
+            device = devices.default_device()
+        return device, devices.resolve_dtype(dtype_flag, device)
+    except InvalidArgument as error:
+        raise ConfigError(str(error)) from None
+
+
+def _existing_file(flag: str, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{flag}: no such file: {path}")
+    return path
+
+
+def _oom_hook(value: str | None) -> int | None:
+    if value is None or value.strip() == "":
+        return None
+    try:
+        rows = int(value)
+    except ValueError:
+        raise ConfigError(f"{ENV_TEST_OOM_ABOVE} must be an integer, got {value!r}") from None
+    if rows < 0:
+        raise ConfigError(f"{ENV_TEST_OOM_ABOVE} must be >= 0, got {rows}")
+    return rows

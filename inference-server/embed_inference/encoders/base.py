@@ -1,0 +1,183 @@
+"""The encoder interface and the out-of-memory split that every engine shares.
+
+The stages are separate methods because the Embed pipeline runs them in
+different threads: tokenizing batch n+1 while batch n is in the forward pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ResourceExhausted
+
+log = logging.getLogger("embed_inference.encoders")
+
+
+class SimulatedOutOfMemoryError(MemoryError):
+    """Raised by the EMBED_TEST_OOM_ABOVE hook where torch.cuda.OutOfMemoryError is not
+    at hand (the debug engine does not import torch); handled exactly like a CUDA OOM."""
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, SimulatedOutOfMemoryError):
+        return True
+    torch = sys.modules.get("torch")  # never import torch just to ask
+    if torch is not None and isinstance(error, torch.cuda.OutOfMemoryError):
+        return True
+    # Some kernels still raise a bare RuntimeError for a CUDA OOM.
+    return isinstance(error, RuntimeError) and "CUDA out of memory" in str(error)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The LoadModel settings that change the numbers, on top of the weights."""
+
+    prefix: str
+    normalize: bool
+    max_length: int
+
+
+@dataclass
+class Weights:
+    """Loaded model weights, shared by every model_key that uses them."""
+
+    model: Any
+    dim: int
+    pooling: str
+    dtype: str
+    device: str
+    # The model's own max sequence length, and the most its position embeddings allow.
+    default_max_length: int
+    position_limit: int
+    # Commit hash for a hub/cache load; None when the caller hashes a local folder.
+    revision: str | None = None
+    # Serializes tokenizer calls on this model (see SentenceTransformerEncoder.pre).
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
+class Prepared:
+    """A tokenized batch: engine-specific features plus what the client is told per row."""
+
+    features: Any
+    rows: int
+    # Tokens per row after truncation, special tokens included.
+    token_counts: np.ndarray
+    # Whether the untruncated count exceeded max_length.
+    truncated: np.ndarray
+
+
+class Encoder(ABC):
+    """One model_key: shared weights plus its prefix, normalize and max_length."""
+
+    def __init__(self, settings: Settings, oom_above: int | None) -> None:
+        self.settings = settings
+        self.oom_above = oom_above
+
+    @property
+    @abstractmethod
+    def dim(self) -> int: ...
+
+    @abstractmethod
+    def pre(self, texts: Sequence[str]) -> Prepared:
+        """Prefix, tokenize, truncate; on CUDA also start the host-to-device copy."""
+
+    @abstractmethod
+    def core(self, features: Any) -> Any:
+        """The forward pass; returns the pooled embeddings, still on the device."""
+
+    @abstractmethod
+    def post(self, output: Any) -> np.ndarray:
+        """Normalize if asked; return a C-contiguous float32 (rows, dim) array."""
+
+    @abstractmethod
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text with the prefix and special tokens, before truncation."""
+
+    @abstractmethod
+    def split(self, features: Any, at: int) -> tuple[Any, Any]:
+        """Rows [0, at) and [at, rows) of a prepared batch, for the OOM retry."""
+
+    @abstractmethod
+    def concat(self, outputs: list[Any]) -> Any:
+        """Joins core outputs of consecutive row ranges."""
+
+    @abstractmethod
+    def release_memory(self) -> None:
+        """Returns cached device memory after an OOM (torch.cuda.empty_cache)."""
+
+    def forward(self, prepared: Prepared) -> Any:
+        """`core` with the out-of-memory fallback: split in halves and retry, down to one
+        row; the caller always gets one whole result for the batch, or ResourceExhausted."""
+        pieces = [0]
+        output = self._forward_split(prepared.features, prepared.rows, pieces)
+        if pieces[0] > 1:
+            log.warning(
+                "out of memory on a batch of %d rows: recovered by splitting it into %d pieces",
+                prepared.rows,
+                pieces[0],
+            )
+        return output
+
+    def _forward_split(self, features: Any, rows: int, pieces: list[int]) -> Any:
+        try:
+            if self.oom_above is not None and rows > self.oom_above:
+                raise self._simulated_oom(rows)
+            output = self.core(features)
+            pieces[0] += 1
+            return output
+        except Exception as error:
+            if not is_out_of_memory(error):
+                raise
+        # Outside the except block, so that the failed attempt's traceback (and the
+        # tensors its frames hold) is released before the retry allocates again.
+        self.release_memory()
+        if rows <= 1:
+            raise ResourceExhausted("out of device memory on a single row; the text is too long")
+        half = rows // 2
+        first, second = self.split(features, half)
+        return self.concat(
+            [
+                self._forward_split(first, half, pieces),
+                self._forward_split(second, rows - half, pieces),
+            ]
+        )
+
+    def _simulated_oom(self, rows: int) -> BaseException:
+        return SimulatedOutOfMemoryError(
+            f"CUDA out of memory (simulated by EMBED_TEST_OOM_ABOVE={self.oom_above}: {rows} rows)"
+        )
+
+
+class Backend(ABC):
+    """An engine: how weights are found and loaded, and how encoders are made."""
+
+    name: str
+    # Whether model ids are looked up in the model directory and the hub.
+    uses_model_files: bool = True
+
+    def start(self) -> None:  # noqa: B027 - optional hook
+        """Heavy imports and global settings (torch threads), off the event loop."""
+
+    @abstractmethod
+    def load(
+        self,
+        model_id: str,
+        local_path: Path | None,
+        revision: str,
+        device: str,
+        dtype: str,
+    ) -> Weights:
+        """Loads weights from `local_path`, or else `model_id` from the hub/cache."""
+
+    @abstractmethod
+    def encoder(self, weights: Weights, settings: Settings) -> Encoder: ...

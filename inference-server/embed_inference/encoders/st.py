@@ -1,0 +1,260 @@
+"""The sentence-transformers engine: real models on torch (CPU or CUDA).
+
+The stages use the model's own `preprocess` and forward (which yields
+'sentence_embedding'), so the numbers match `SentenceTransformer.encode` of the
+same text; the prefix is prepended to every text, as a client would do by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import InvalidArgument, NotFound
+from .base import Backend, Encoder, Prepared, Settings, Weights
+
+log = logging.getLogger("embed_inference.encoders.st")
+
+_TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+
+
+class SentenceTransformerEncoder(Encoder):
+    def __init__(self, weights: Weights, settings: Settings, oom_above: int | None) -> None:
+        super().__init__(settings, oom_above)
+        self.weights = weights
+        self.model = weights.model
+        self.device = torch.device(weights.device)
+        self._cuda = self.device.type == "cuda"
+
+    @property
+    def dim(self) -> int:
+        return self.weights.dim
+
+    def _prefixed(self, texts: Sequence[str]) -> list[str]:
+        prefix = self.settings.prefix
+        return [prefix + t for t in texts] if prefix else list(texts)
+
+    def pre(self, texts: Sequence[str]) -> Prepared:
+        max_length = self.settings.max_length
+        full = self._prefixed(texts)
+        # Fast tokenizers keep truncation/padding state and fail ("Already borrowed")
+        # when two threads call them at once; model keys sharing weights share the lock.
+        with self.weights.lock:
+            features = self.model.preprocess(
+                full, processing_kwargs={"text": {"max_length": max_length}}
+            )
+        input_ids = features["input_ids"]
+        rows = int(input_ids.shape[0])
+        mask = features.get("attention_mask")
+        if mask is not None:
+            counts = mask.sum(dim=1).numpy().astype(np.uint32)
+        else:
+            counts = np.full(rows, input_ids.shape[1], dtype=np.uint32)
+        truncated = self._truncated(features, full, counts, max_length)
+        if self._cuda:
+            # Pinned host memory lets the copy run asynchronously, overlapping the
+            # forward pass of the previous batch.
+            features = {
+                key: value.pin_memory().to(self.device, non_blocking=True)
+                if isinstance(value, torch.Tensor)
+                else value
+                for key, value in features.items()
+            }
+        else:
+            features = dict(features)
+        return Prepared(features=features, rows=rows, token_counts=counts, truncated=truncated)
+
+    def _truncated(
+        self, features: Any, texts: list[str], counts: np.ndarray, max_length: int
+    ) -> np.ndarray:
+        """Only rows exactly at max_length can have been cut. A fast tokenizer already
+        knows (its overflow pieces); otherwise those few rows are counted again uncut."""
+        truncated = np.zeros(len(counts), dtype=bool)
+        candidates = np.flatnonzero(counts >= max_length)
+        if len(candidates) == 0:
+            return truncated
+        encodings = getattr(features, "encodings", None)
+        if encodings is not None and len(encodings) == len(counts):
+            for i in candidates:
+                truncated[i] = len(encodings[i].overflowing) > 0
+            return truncated
+        full = self._untruncated_counts([texts[i] for i in candidates])
+        truncated[candidates] = np.asarray(full) > max_length
+        return truncated
+
+    def _untruncated_counts(self, texts: Sequence[str]) -> list[int]:
+        with self.weights.lock:
+            encoded = self.model.tokenizer(
+                list(texts),
+                add_special_tokens=True,
+                truncation=False,
+                padding=False,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+                verbose=False,
+            )
+        return [len(ids) for ids in encoded["input_ids"]]
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return self._untruncated_counts(self._prefixed(texts))
+
+    def core(self, features: Any) -> torch.Tensor:
+        with torch.inference_mode():
+            # A copy: the modules add their outputs to the dict they are given, and an
+            # OOM retry must split the inputs alone.
+            return self.model(dict(features))["sentence_embedding"]
+
+    def post(self, output: Any) -> np.ndarray:
+        with torch.inference_mode():
+            embeddings = output.float()
+            if self.settings.normalize:
+                embeddings = torch.nn.functional.normalize(embeddings, p=2, dim=1)
+            if embeddings.is_cuda:
+                host = torch.empty(embeddings.shape, dtype=torch.float32, pin_memory=True)
+                host.copy_(embeddings, non_blocking=True)
+                torch.cuda.current_stream(embeddings.device).synchronize()
+            else:
+                host = embeddings
+            return np.ascontiguousarray(host.numpy())
+
+    def split(self, features: Any, at: int) -> tuple[Any, Any]:
+        rows = int(features["input_ids"].shape[0])
+
+        def part(start: int, stop: int) -> dict[str, Any]:
+            return {
+                key: value[start:stop]
+                if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == rows
+                else value
+                for key, value in features.items()
+            }
+
+        return part(0, at), part(at, rows)
+
+    def concat(self, outputs: list[Any]) -> torch.Tensor:
+        return torch.cat(outputs, dim=0)
+
+    def release_memory(self) -> None:
+        if self._cuda:
+            torch.cuda.empty_cache()
+
+    def _simulated_oom(self, rows: int) -> BaseException:
+        message = f"CUDA out of memory (simulated by EMBED_TEST_OOM_ABOVE={self.oom_above})"
+        try:
+            return torch.cuda.OutOfMemoryError(message)
+        except TypeError:  # not constructible in this torch build
+            return super()._simulated_oom(rows)
+
+
+class SentenceTransformerBackend(Backend):
+    name = "sentence-transformers"
+
+    def __init__(self, threads: int | None, trust_remote_code: bool, oom_above: int | None) -> None:
+        self._threads = threads
+        self._trust_remote_code = trust_remote_code
+        self._oom_above = oom_above
+
+    def start(self) -> None:
+        if self._threads is not None:
+            torch.set_num_threads(self._threads)
+        import sentence_transformers  # noqa: F401 - the slow import, done before SERVING
+
+    def load(
+        self, model_id: str, local_path: Path | None, revision: str, device: str, dtype: str
+    ) -> Weights:
+        from sentence_transformers import SentenceTransformer
+
+        source = str(local_path) if local_path is not None else model_id
+        kwargs: dict[str, Any] = {
+            "device": device,
+            "trust_remote_code": self._trust_remote_code,
+        }
+        if local_path is None and revision:
+            kwargs["revision"] = revision
+        try:
+            try:
+                # SDPA attention where the architecture supports selecting it.
+                model = SentenceTransformer(
+                    source, model_kwargs={"attn_implementation": "sdpa"}, **kwargs
+                )
+            except (ValueError, TypeError) as error:
+                if "attn" not in str(error).lower() and "sdpa" not in str(error).lower():
+                    raise
+                model = SentenceTransformer(source, **kwargs)
+        except OSError as error:
+            where = "at revision " + revision + " " if revision else ""
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise NotFound(
+                f"model {model_id!r} {where}not found in the model directory nor in the "
+                f"Hugging Face cache/hub: {first}"
+            ) from None
+        model.eval()
+        model.to(dtype=_TORCH_DTYPES[dtype])
+
+        dim = model.get_embedding_dimension()
+        if not dim:
+            raise InvalidArgument(f"model {model_id!r} does not report an embedding dimension")
+        limit = _position_limit(model)
+        own = model.max_seq_length or limit
+        return Weights(
+            model=model,
+            dim=int(dim),
+            pooling=_pooling_of(model),
+            dtype=dtype,
+            device=device,
+            default_max_length=int(min(own, limit)),
+            position_limit=int(limit),
+            revision=None if local_path is not None else _hub_commit(model_id, revision),
+        )
+
+    def encoder(self, weights: Weights, settings: Settings) -> Encoder:
+        return SentenceTransformerEncoder(weights, settings, self._oom_above)
+
+
+def _pooling_of(model: Any) -> str:
+    for module in model:
+        mode = getattr(module, "pooling_mode", None)
+        if isinstance(mode, str):
+            return mode
+        getter = getattr(module, "get_pooling_mode_str", None)
+        if callable(getter):
+            return str(getter())
+    return "model"  # the model pools by itself (no Pooling module)
+
+
+def _position_limit(model: Any) -> int:
+    """The longest input the position embeddings allow (RoBERTa-style models
+    reserve padding_idx + 1 positions)."""
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "get_text_config"):
+        config = config.get_text_config()
+    positions = getattr(config, "max_position_embeddings", None)
+    if not isinstance(positions, int) or positions <= 0:
+        own = model.max_seq_length
+        return int(own) if own else 512
+    model_type = str(getattr(config, "model_type", ""))
+    if "roberta" in model_type or model_type in ("camembert", "longformer"):
+        positions -= int(getattr(config, "pad_token_id", 1) or 1) + 1
+    return positions
+
+
+def _hub_commit(model_id: str, revision: str) -> str:
+    """The commit hash of the snapshot the hub cache resolved, which names the
+    weights exactly (a branch name like "main" moves)."""
+    if _COMMIT_RE.match(revision):
+        return revision
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in ("modules.json", "config.json"):
+        found = try_to_load_from_cache(model_id, filename, revision=revision or None)
+        if isinstance(found, str):
+            snapshot = Path(found).parent.name
+            if _COMMIT_RE.match(snapshot):
+                return snapshot
+    return revision or "unknown"

@@ -1,0 +1,204 @@
+"""The Embed stream: receive -> tokenize -> forward -> normalize/bytes, overlapped.
+
+`async for req in it: yield work(req)` would run one batch at a time. Instead one
+task per stage hands jobs on through bounded queues (back-pressure: a client that
+stops reading results stops the forward pass, then the reading of its requests),
+and each stage runs its work in a thread pool, so batch n+1 is tokenized while
+batch n is in the forward pass. Results may leave in any order; an error in one
+batch becomes that batch's error result and the stream goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from embedmulti.v1 import inference_pb2 as pb
+
+from .config import Limits
+from .encoders.base import Prepared
+from .errors import InvalidArgument, ResourceExhausted, code_number, status_of
+from .models import LoadedModel, ModelRegistry
+
+log = logging.getLogger("embed_inference.pipeline")
+
+_END = object()  # passed down the stages after the client half-closes
+# Queue depths: enough to keep every stage busy, small enough to bound memory.
+_RECEIVED_DEPTH = 4
+_STAGE_DEPTH = 2
+_RESULTS_DEPTH = 4
+# Per-row overhead of an Embeddings message beyond the float data (varint + bool),
+# and a margin for the envelope.
+_ROW_OVERHEAD_BYTES = 8
+_ENVELOPE_BYTES = 256
+
+
+class StagePools:
+    """The worker threads, shared by every stream. One forward thread: the device
+    runs one batch at a time anyway, and torch parallelizes inside it."""
+
+    def __init__(self) -> None:
+        self.pre = ThreadPoolExecutor(2, thread_name_prefix="embed-pre")
+        self.forward = ThreadPoolExecutor(1, thread_name_prefix="embed-forward")
+        self.post = ThreadPoolExecutor(1, thread_name_prefix="embed-post")
+
+    def shutdown(self) -> None:
+        for pool in (self.pre, self.forward, self.post):
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass
+class Job:
+    """One EmbedBatch on its way through the stages."""
+
+    batch_id: int
+    model: LoadedModel
+    texts: Sequence[str]
+    prepared: Prepared | None = None
+    output: Any = None
+
+    @staticmethod
+    def from_request(batch: pb.EmbedBatch, registry: ModelRegistry, limits: Limits) -> Job:
+        """The cheap checks, on the event loop, before any work is queued."""
+        model = registry.get(batch.model_key)
+        texts = list(batch.texts)
+        rows = len(texts)
+        if rows == 0:
+            raise InvalidArgument("the batch has no texts")
+        if rows > limits.max_batch_size:
+            raise ResourceExhausted(
+                f"{rows} texts in one batch exceed max_batch_size {limits.max_batch_size}"
+            )
+        check_text_lengths(texts, limits)
+        reply = rows * (model.info.dim * 4 + _ROW_OVERHEAD_BYTES) + _ENVELOPE_BYTES
+        if reply > limits.max_message_bytes:
+            raise ResourceExhausted(
+                f"the result of {rows} rows of dim {model.info.dim} ({reply} bytes) would exceed "
+                f"max_message_bytes {limits.max_message_bytes}"
+            )
+        return Job(batch.batch_id, model, texts)
+
+    def to_result(self, data: Any) -> pb.EmbedResult:
+        prepared = self.prepared
+        assert prepared is not None
+        return pb.EmbedResult(
+            batch_id=self.batch_id,
+            embeddings=pb.Embeddings(
+                rows=prepared.rows,
+                dim=int(data.shape[1]),
+                data=data.astype("<f4", copy=False).tobytes(),
+                token_counts=prepared.token_counts.tolist(),
+                truncated=prepared.truncated.tolist(),
+            ),
+        )
+
+
+def check_text_lengths(texts: Sequence[str], limits: Limits) -> None:
+    longest = max(map(len, texts), default=0)
+    if longest > limits.max_text_chars:
+        index = next(i for i, t in enumerate(texts) if len(t) > limits.max_text_chars)
+        raise InvalidArgument(
+            f"text {index} has {len(texts[index])} characters, over max_text_chars "
+            f"{limits.max_text_chars}"
+        )
+
+
+def error_result(batch_id: int, error: BaseException) -> pb.EmbedResult:
+    code, message = status_of(error)
+    if code == grpc.StatusCode.INTERNAL:  # a bug, not a refusal: keep the traceback
+        log.error("batch %d failed", batch_id, exc_info=error)
+    return pb.EmbedResult(
+        batch_id=batch_id, error=pb.BatchError(code=code_number(code), message=message)
+    )
+
+
+class EmbedStream:
+    def __init__(self, registry: ModelRegistry, limits: Limits, pools: StagePools) -> None:
+        self._registry = registry
+        self._limits = limits
+        self._pools = pools
+
+    async def run(self, requests: AsyncIterator[pb.EmbedBatch]) -> AsyncIterator[pb.EmbedResult]:
+        received: asyncio.Queue[Any] = asyncio.Queue(_RECEIVED_DEPTH)
+        tokenized: asyncio.Queue[Any] = asyncio.Queue(_STAGE_DEPTH)
+        computed: asyncio.Queue[Any] = asyncio.Queue(_STAGE_DEPTH)
+        results: asyncio.Queue[Any] = asyncio.Queue(_RESULTS_DEPTH)
+        tasks = [
+            asyncio.create_task(self._receive(requests, received, results)),
+            asyncio.create_task(self._stage(received, tokenized, results, self._pools.pre, self._pre)),
+            asyncio.create_task(
+                self._stage(tokenized, computed, results, self._pools.forward, self._forward)
+            ),
+            asyncio.create_task(self._stage(computed, results, results, self._pools.post, self._post)),
+        ]
+        try:
+            while (item := await results.get()) is not _END:
+                yield item
+        finally:
+            # Client cancellation lands here too: no new work starts; a batch already in
+            # a thread finishes there and is dropped.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _receive(
+        self, requests: AsyncIterator[pb.EmbedBatch], received: asyncio.Queue[Any], results: asyncio.Queue[Any]
+    ) -> None:
+        try:
+            async for batch in requests:
+                try:
+                    job = Job.from_request(batch, self._registry, self._limits)
+                except Exception as error:
+                    await results.put(error_result(batch.batch_id, error))
+                    continue
+                await received.put(job)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # the request stream broke: answer what was received
+            log.warning("the Embed request stream failed: %s", status_of(error)[1])
+        await received.put(_END)
+
+    async def _stage(
+        self,
+        inbox: asyncio.Queue[Any],
+        outbox: asyncio.Queue[Any],
+        results: asyncio.Queue[Any],
+        pool: ThreadPoolExecutor,
+        work: Callable[[Job], Any],
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        while (job := await inbox.get()) is not _END:
+            try:
+                done = await loop.run_in_executor(pool, work, job)
+            except Exception as error:
+                await results.put(error_result(job.batch_id, error))
+                continue
+            await outbox.put(done)
+        await outbox.put(_END)
+
+    def _pre(self, job: Job) -> Job:
+        prepared = job.model.encoder.pre(job.texts)
+        tokens = int(prepared.token_counts.sum())
+        if tokens > self._limits.max_batch_tokens:
+            raise ResourceExhausted(
+                f"{tokens} tokens in one batch exceed max_batch_tokens {self._limits.max_batch_tokens}"
+            )
+        job.prepared = prepared
+        return job
+
+    @staticmethod
+    def _forward(job: Job) -> Job:
+        assert job.prepared is not None
+        job.output = job.model.encoder.forward(job.prepared)
+        return job
+
+    @staticmethod
+    def _post(job: Job) -> pb.EmbedResult:
+        data = job.model.encoder.post(job.output)
+        job.output = None  # frees the device tensor before the bytes are built
+        return job.to_result(data)

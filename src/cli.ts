@@ -1,0 +1,158 @@
+import yargs from "yargs";
+import { hideBin } from "yargs/helpers";
+import { type CliArgs, DEFAULTS, TOOL_VERSION } from "./config.js";
+import { main } from "./main.js";
+
+/** Only declares the flags; everything else happens in main() and run(). */
+const parser = yargs(hideBin(process.argv))
+  .scriptName("embed-multi")
+  .usage(
+    "$0 --input_file FILE.jsonl --output_dir DIR --models NAME [NAME...] [options]\n\n" +
+      "Embeds every paragraph of a JSONL file (fields paper_id, paragraph_index, text) with\n" +
+      "each model, through gRPC inference servers (a local one is started when --servers is\n" +
+      "not given). Writes <model>.npy, <model>.jsonl and <model>.metadata.json per model.\n" +
+      "Progress is checkpointed: run the same command again to resume after a crash.",
+  )
+  .option("input_file", {
+    alias: "input-file",
+    type: "string",
+    describe: "JSONL input, one paragraph per line",
+  })
+  .option("output_dir", {
+    alias: "output-dir",
+    type: "string",
+    describe: "Folder for the outputs and the checkpoint (created if missing)",
+  })
+  .option("models", {
+    type: "string",
+    array: true,
+    describe:
+      "Models to run: registry names (bge-large-en-v1.5, e5-large-v2, all-MiniLM-L6-v2, ...), names from --config, or any Hugging Face id",
+  })
+  .option("batch_size", {
+    alias: "batch-size",
+    type: "number",
+    describe: `Most paragraphs per batch [default: ${DEFAULTS.batch_size}]`,
+  })
+  .option("max_batch_tokens", {
+    alias: "max-batch-tokens",
+    type: "number",
+    describe: `Most padded tokens per batch; 0 = no limit [default: ${DEFAULTS.max_batch_tokens}]`,
+  })
+  .option("max_workers", {
+    alias: "max-workers",
+    type: "number",
+    describe: `Batches in flight per server [default: ${DEFAULTS.max_workers}]`,
+  })
+  .option("checkpoint_interval", {
+    alias: "checkpoint-interval",
+    type: "number",
+    describe: `Paragraphs between durable checkpoints [default: ${DEFAULTS.checkpoint_interval}]`,
+  })
+  .option("device", {
+    type: "string",
+    describe: "Device for the models: cpu, cuda, cuda:0, ... [default: the server's]",
+  })
+  .option("dtype", {
+    type: "string",
+    describe:
+      "auto (float16 on CUDA, float32 on CPU), float32, float16 or bfloat16 [default: auto]",
+  })
+  .option("servers", {
+    type: "string",
+    array: true,
+    describe:
+      "Inference servers host:port[,host:port...] or dns:///name:port (round-robin); none = start a local one",
+  })
+  .option("config", {
+    type: "string",
+    describe: "JSON or YAML file with model entries (models:) and flag defaults (defaults:)",
+  })
+  .option("output_format", {
+    alias: "output-format",
+    type: "string",
+    describe: `npy, jsonl or both [default: ${DEFAULTS.output_format}]`,
+  })
+  .option("restart", {
+    type: "boolean",
+    describe: "Discard the checkpoint and this run's outputs in --output_dir and start over",
+  })
+  .option("skip_invalid", {
+    alias: "skip-invalid",
+    type: "boolean",
+    describe: "Skip invalid input lines (listed in the metadata) instead of stopping",
+  })
+  .option("max_text_chars", {
+    alias: "max-text-chars",
+    type: "number",
+    describe: `Longest paragraph accepted, in characters [default: ${DEFAULTS.max_text_chars}]`,
+  })
+  .option("batch_timeout", {
+    alias: "batch-timeout",
+    type: "number",
+    describe: `Seconds a server may take for one batch before it counts as hung [default: ${DEFAULTS.batch_timeout}]`,
+  })
+  .option("server_timeout", {
+    alias: "server-timeout",
+    type: "number",
+    describe: `Seconds to wait for a server to come up, or back, before stopping [default: ${DEFAULTS.server_timeout}]`,
+  })
+  .option("max_attempts", {
+    alias: "max-attempts",
+    type: "number",
+    describe: `Attempts per batch before the run stops [default: ${DEFAULTS.max_attempts}]`,
+  })
+  .option("tls", {
+    type: "boolean",
+    describe: "Connect to the servers over TLS (the token goes in EMBED_AUTH_TOKEN)",
+  })
+  .option("tls_ca", {
+    alias: "tls-ca",
+    type: "string",
+    describe: "PEM file of the CA that signed the servers' certificates (implies --tls)",
+  })
+  .option("engine", {
+    type: "string",
+    describe: "Local server engine: sentence-transformers, or debug (fast fake vectors, for tests)",
+  })
+  .option("debug_dim", {
+    alias: "debug-dim",
+    type: "number",
+    describe: `Dimension of the debug engine's vectors [default: ${DEFAULTS.debug_dim}]`,
+  })
+  .option("threads", {
+    type: "number",
+    describe: "CPU threads of the local server's torch; 0 = torch's default",
+  })
+  .option("model_dir", {
+    alias: "model-dir",
+    type: "string",
+    describe: "Model directory of the local server [default: EMBED_MODEL_DIR or ./models]",
+  })
+  .option("progress", {
+    type: "string",
+    describe: "auto (bars on a terminal, log lines otherwise), bar, log or none",
+  })
+  .example(
+    "$0 --input_file examples/paragraphs.jsonl --output_dir out --models all-MiniLM-L6-v2",
+    "Embed with the local server",
+  )
+  .example(
+    "$0 --input_file data.jsonl --output_dir out --models bge-large-en-v1.5 e5-large-v2 --servers gpu1:50051,gpu2:50051",
+    "Two models on two remote GPU hosts",
+  )
+  .epilogue(
+    "Environment: EMBED_AUTH_TOKEN (bearer token for the servers), EMBED_MODEL_DIR, EMBED_VENV.",
+  )
+  .strict()
+  .version(TOOL_VERSION)
+  .help()
+  .alias("h", "help")
+  .wrap(Math.min(110, process.stdout.columns || 100))
+  .fail((message, err) => {
+    process.stderr.write(`embed-multi: error: ${message ?? err?.message} (see --help)\n`);
+    process.exit(2);
+  });
+
+const args = (await parser.parseAsync()) as unknown as CliArgs;
+process.exitCode = await main(args);

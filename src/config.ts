@@ -1,0 +1,280 @@
+import { existsSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { loadConfigFile } from "./config/file.js";
+import { BUILTIN_MODELS, isValidModelId, type ModelSpec, safeFileStem } from "./config/registry.js";
+import { ConfigError } from "./errors.js";
+
+export type { ModelSpec } from "./config/registry.js";
+
+export type OutputFormat = "npy" | "jsonl" | "both";
+export type ProgressMode = "auto" | "bar" | "log" | "none";
+
+/** A model of this run: its registry settings plus the file stem of its outputs. */
+export interface RunModel extends ModelSpec {
+  readonly fileStem: string;
+}
+
+export interface EmbeddedServerConfig {
+  /** The inference server's console script. */
+  readonly command: string;
+  readonly modelDir: string;
+  readonly engine: "sentence-transformers" | "debug";
+  readonly debugDim: number;
+  /** torch threads; 0 = the server's default. */
+  readonly threads: number;
+}
+
+export interface TlsConfig {
+  /** PEM file of the CA that signed the servers' certificates; "" = system roots. */
+  readonly caFile: string;
+}
+
+/** Everything a run needs, validated once, built only by buildRunConfig. */
+export interface RunConfig {
+  readonly inputFile: string;
+  readonly outputDir: string;
+  readonly models: readonly RunModel[];
+  readonly batchSize: number;
+  /** Tokens (padded) per batch at most; 0 = no token budget. */
+  readonly maxBatchTokens: number;
+  /** Batches in flight per server. */
+  readonly maxWorkers: number;
+  /** Paragraphs between durable checkpoints. */
+  readonly checkpointInterval: number;
+  /** "" = the server's default. */
+  readonly device: string;
+  /** "" = each model's own (auto). */
+  readonly dtype: string;
+  /** Remote servers; empty = start the embedded local server. */
+  readonly servers: readonly string[];
+  readonly embedded: EmbeddedServerConfig;
+  readonly outputFormat: OutputFormat;
+  readonly restart: boolean;
+  readonly skipInvalid: boolean;
+  readonly maxTextChars: number;
+  readonly batchTimeoutMs: number;
+  readonly serverTimeoutMs: number;
+  readonly maxAttempts: number;
+  readonly tls: TlsConfig | null;
+  readonly authToken: string;
+  readonly progress: ProgressMode;
+  readonly toolVersion: string;
+}
+
+/** The flags as yargs hands them over: all optional, defaults applied here. */
+export interface CliArgs {
+  input_file?: string;
+  output_dir?: string;
+  models?: string[];
+  batch_size?: number;
+  max_batch_tokens?: number;
+  max_workers?: number;
+  checkpoint_interval?: number;
+  device?: string;
+  dtype?: string;
+  servers?: string[];
+  config?: string;
+  output_format?: string;
+  restart?: boolean;
+  skip_invalid?: boolean;
+  max_text_chars?: number;
+  batch_timeout?: number;
+  server_timeout?: number;
+  max_attempts?: number;
+  tls?: boolean;
+  tls_ca?: string;
+  engine?: string;
+  debug_dim?: number;
+  threads?: number;
+  model_dir?: string;
+  progress?: string;
+}
+
+export const DEFAULTS = {
+  batch_size: 32,
+  max_batch_tokens: 16384,
+  max_workers: 4,
+  checkpoint_interval: 1000,
+  output_format: "both",
+  max_text_chars: 100_000,
+  batch_timeout: 120,
+  server_timeout: 60,
+  max_attempts: 3,
+  engine: "sentence-transformers",
+  debug_dim: 384,
+  threads: 0,
+  progress: "auto",
+} as const;
+
+/** The repository (or installed package) root: dist/src/config.js → ../.. */
+export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
+
+export function buildRunConfig(args: CliArgs, env: NodeJS.ProcessEnv): RunConfig {
+  const file = args.config ? loadConfigFile(args.config) : { models: [], defaults: {} };
+  const fileDefaults = file.defaults;
+  const pick = <T>(key: keyof CliArgs & string, fallback: T): T =>
+    (args[key] as T | undefined) ?? (fileDefaults[key] as T | undefined) ?? fallback;
+
+  const inputFile = pick<string | undefined>("input_file", undefined);
+  if (!inputFile) throw new ConfigError("missing --input_file (the JSONL corpus to embed)");
+  const outputDir = pick<string | undefined>("output_dir", undefined);
+  if (!outputDir) throw new ConfigError("missing --output_dir (where the embeddings go)");
+
+  const registry = new Map<string, ModelSpec>(BUILTIN_MODELS.map((m) => [m.alias, m]));
+  for (const m of file.models) registry.set(m.alias, m);
+  const modelNames = flattenList(pick<string[] | string>("models", []));
+  if (modelNames.length === 0) throw new ConfigError("missing --models (one or more model names)");
+  const models = resolveModels(modelNames, registry);
+
+  const dtype = pick("dtype", "");
+  const validDtypes = ["", "auto", "float32", "float16", "bfloat16"];
+  if (!validDtypes.includes(dtype)) {
+    throw new ConfigError(
+      `--dtype must be one of auto, float32, float16, bfloat16 (got "${dtype}")`,
+    );
+  }
+  const outputFormat = pick<string>("output_format", DEFAULTS.output_format);
+  if (!["npy", "jsonl", "both"].includes(outputFormat)) {
+    throw new ConfigError(`--output_format must be npy, jsonl or both (got "${outputFormat}")`);
+  }
+  const engine = pick<string>("engine", DEFAULTS.engine);
+  if (engine !== "sentence-transformers" && engine !== "debug") {
+    throw new ConfigError(`--engine must be sentence-transformers or debug (got "${engine}")`);
+  }
+  const progress = pick<string>("progress", DEFAULTS.progress);
+  if (!["auto", "bar", "log", "none"].includes(progress)) {
+    throw new ConfigError(`--progress must be auto, bar, log or none (got "${progress}")`);
+  }
+  const servers = flattenList(pick<string[] | string>("servers", [])).map(validateServer);
+  const tlsWanted = pick("tls", false) || Boolean(args.tls_ca ?? fileDefaults.tls_ca);
+
+  return {
+    inputFile: resolve(inputFile),
+    outputDir: resolve(outputDir),
+    models: applyDtype(models, dtype),
+    batchSize: positiveInt("batch_size", pick("batch_size", DEFAULTS.batch_size)),
+    maxBatchTokens: nonNegativeInt(
+      "max_batch_tokens",
+      pick("max_batch_tokens", DEFAULTS.max_batch_tokens),
+    ),
+    maxWorkers: positiveInt("max_workers", pick("max_workers", DEFAULTS.max_workers)),
+    checkpointInterval: positiveInt(
+      "checkpoint_interval",
+      pick("checkpoint_interval", DEFAULTS.checkpoint_interval),
+    ),
+    device: pick("device", ""),
+    dtype,
+    servers,
+    embedded: {
+      command: env.EMBED_INFERENCE_SERVER ?? defaultServerCommand(env),
+      modelDir: resolve(pick("model_dir", env.EMBED_MODEL_DIR ?? join(PACKAGE_ROOT, "models"))),
+      engine,
+      debugDim: positiveInt("debug_dim", pick("debug_dim", DEFAULTS.debug_dim)),
+      threads: nonNegativeInt("threads", pick("threads", DEFAULTS.threads)),
+    },
+    outputFormat: outputFormat as OutputFormat,
+    restart: pick("restart", false),
+    skipInvalid: pick("skip_invalid", false),
+    maxTextChars: positiveInt("max_text_chars", pick("max_text_chars", DEFAULTS.max_text_chars)),
+    batchTimeoutMs:
+      1000 * positiveNumber("batch_timeout", pick("batch_timeout", DEFAULTS.batch_timeout)),
+    serverTimeoutMs:
+      1000 * positiveNumber("server_timeout", pick("server_timeout", DEFAULTS.server_timeout)),
+    maxAttempts: positiveInt("max_attempts", pick("max_attempts", DEFAULTS.max_attempts)),
+    tls: tlsWanted ? { caFile: pick("tls_ca", "") } : null,
+    authToken: env.EMBED_AUTH_TOKEN ?? "",
+    progress: progress as ProgressMode,
+    toolVersion: TOOL_VERSION,
+  };
+}
+
+export const TOOL_VERSION = "0.1.0";
+
+function resolveModels(names: string[], registry: Map<string, ModelSpec>): RunModel[] {
+  const seenAlias = new Set<string>();
+  const seenStem = new Map<string, string>();
+  return names.map((name) => {
+    const spec = registry.get(name) ?? customModel(name);
+    if (!isValidModelId(spec.modelId)) {
+      throw new ConfigError(
+        `model "${name}": "${spec.modelId}" is not a valid model id (expected name or org/name)`,
+      );
+    }
+    if (seenAlias.has(spec.alias)) throw new ConfigError(`model "${name}" is listed twice`);
+    seenAlias.add(spec.alias);
+    const fileStem = safeFileStem(spec.alias);
+    const clash = seenStem.get(fileStem);
+    if (clash) throw new ConfigError(`models "${clash}" and "${name}" would write the same files`);
+    seenStem.set(fileStem, name);
+    return { ...spec, fileStem };
+  });
+}
+
+function customModel(name: string): ModelSpec {
+  if (!isValidModelId(name)) {
+    throw new ConfigError(
+      `unknown model "${name}": not in the registry and not a Hugging Face id (org/name)`,
+    );
+  }
+  return {
+    alias: name,
+    modelId: name,
+    revision: "",
+    prefix: "",
+    normalize: false,
+    maxLength: 0,
+    dtype: "",
+  };
+}
+
+function applyDtype(models: RunModel[], dtype: string): RunModel[] {
+  if (dtype === "" || dtype === "auto") return models;
+  return models.map((m) => ({ ...m, dtype: m.dtype || dtype }));
+}
+
+function flattenList(value: string[] | string): string[] {
+  const items = Array.isArray(value) ? value : [value];
+  return items
+    .flatMap((item) => String(item).split(","))
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
+}
+
+/** host:port, [v6]:port or dns:///name:port. */
+function validateServer(target: string): string {
+  const hostPort = target.startsWith("dns:///") ? target.slice("dns:///".length) : target;
+  const match = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(hostPort);
+  const port = match ? Number(match[2]) : 0;
+  if (!match || port < 1 || port > 65535) {
+    throw new ConfigError(`--servers: "${target}" is not host:port or dns:///name:port`);
+  }
+  return target;
+}
+
+function defaultServerCommand(env: NodeJS.ProcessEnv): string {
+  const venv = env.EMBED_VENV ?? join(PACKAGE_ROOT, ".venv");
+  const command = join(venv, "bin", "embed-inference-server");
+  return existsSync(command) ? command : "embed-inference-server";
+}
+
+function positiveInt(flag: string, value: unknown): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 1) {
+    throw new ConfigError(`--${flag} must be a positive integer (got ${String(value)})`);
+  }
+  return value;
+}
+
+function nonNegativeInt(flag: string, value: unknown): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 0) {
+    throw new ConfigError(`--${flag} must be a non-negative integer (got ${String(value)})`);
+  }
+  return value;
+}
+
+function positiveNumber(flag: string, value: unknown): number {
+  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
+    throw new ConfigError(`--${flag} must be a positive number of seconds (got ${String(value)})`);
+  }
+  return value;
+}

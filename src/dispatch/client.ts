@@ -1,0 +1,169 @@
+import { readFileSync } from "node:fs";
+import {
+  type CallOptions,
+  type ChannelCredentials,
+  type ClientDuplexStream,
+  type ClientOptions,
+  credentials,
+  Metadata,
+  type ServiceError,
+  status,
+} from "@grpc/grpc-js";
+import { ConfigError } from "../errors.js";
+import {
+  type CountTokensResponse,
+  type EmbedBatch,
+  type EmbedResult,
+  InferenceClient,
+  type InfoResponse,
+  type LoadModelRequest,
+  type ModelInfo,
+} from "../gen/embedmulti/v1/inference.js";
+import { HealthCheckResponse_ServingStatus, HealthClient } from "../gen/grpc/health/v1/health.js";
+
+/** How to reach servers: the same for every target of a run. */
+export interface ConnectionOptions {
+  readonly tls: { readonly caFile: string } | null;
+  readonly authToken: string;
+  /** Largest message accepted or sent; the embeddings of one batch must fit. */
+  readonly maxMessageBytes: number;
+}
+
+/** A failed call, with its gRPC status code and the server it went to. */
+export class RpcError extends Error {
+  constructor(
+    readonly target: string,
+    readonly code: status,
+    readonly details: string,
+  ) {
+    super(`${target}: ${status[code] ?? code}: ${details}`);
+    this.name = "RpcError";
+  }
+
+  static from(target: string, err: unknown): RpcError {
+    if (err instanceof RpcError) return err;
+    const e = err as Partial<ServiceError>;
+    const code = typeof e.code === "number" ? e.code : status.UNKNOWN;
+    const details = e.details || (err instanceof Error ? err.message : String(err));
+    return new RpcError(target, code, firstLine(details));
+  }
+}
+
+export type HealthState = "serving" | "not-serving" | "unknown";
+
+export interface HealthReport {
+  readonly state: HealthState;
+  /** Why the state is not "serving", in the server's or the transport's words. */
+  readonly detail: string;
+}
+
+/**
+ * One inference server (or one dns:/// name balanced round-robin by gRPC):
+ * unary calls with deadlines, and the bidirectional Embed stream.
+ */
+export class ServerConnection {
+  private readonly client: InferenceClient;
+  private readonly health: HealthClient;
+
+  constructor(
+    readonly target: string,
+    private readonly options: ConnectionOptions,
+  ) {
+    const channelOptions: ClientOptions = {
+      "grpc.max_receive_message_length": options.maxMessageBytes,
+      "grpc.max_send_message_length": options.maxMessageBytes,
+      // Reconnect quickly after a server restarts: failover waits on this.
+      "grpc.initial_reconnect_backoff_ms": 200,
+      "grpc.max_reconnect_backoff_ms": 2000,
+    };
+    if (target.startsWith("dns:///")) {
+      channelOptions["grpc.service_config"] = JSON.stringify({
+        loadBalancingConfig: [{ round_robin: {} }],
+      });
+    }
+    const creds = makeCredentials(options.tls);
+    this.client = new InferenceClient(target, creds, channelOptions);
+    this.health = new HealthClient(target, creds, channelOptions);
+  }
+
+  private metadata(): Metadata {
+    const md = new Metadata();
+    if (this.options.authToken) md.set("authorization", `Bearer ${this.options.authToken}`);
+    return md;
+  }
+
+  private callOptions(timeoutMs: number): Partial<CallOptions> {
+    return { deadline: Date.now() + timeoutMs };
+  }
+
+  /** The server's health, "unknown" when it cannot be reached. */
+  checkHealth(timeoutMs: number): Promise<HealthReport> {
+    return new Promise((resolve) => {
+      this.health.check(
+        { service: "" },
+        this.metadata(),
+        this.callOptions(timeoutMs),
+        (err, res) => {
+          if (err) resolve({ state: "unknown", detail: RpcError.from(this.target, err).details });
+          else if (res.status === HealthCheckResponse_ServingStatus.SERVING) {
+            resolve({ state: "serving", detail: "" });
+          } else resolve({ state: "not-serving", detail: "health NOT_SERVING" });
+        },
+      );
+    });
+  }
+
+  info(timeoutMs: number): Promise<InfoResponse> {
+    return new Promise((resolve, reject) => {
+      this.client.info({}, this.metadata(), this.callOptions(timeoutMs), (err, res) =>
+        err ? reject(RpcError.from(this.target, err)) : resolve(res),
+      );
+    });
+  }
+
+  loadModel(request: LoadModelRequest, timeoutMs: number): Promise<ModelInfo> {
+    return new Promise((resolve, reject) => {
+      this.client.loadModel(request, this.metadata(), this.callOptions(timeoutMs), (err, res) =>
+        err ? reject(RpcError.from(this.target, err)) : resolve(res),
+      );
+    });
+  }
+
+  countTokens(modelKey: string, texts: string[], timeoutMs: number): Promise<CountTokensResponse> {
+    return new Promise((resolve, reject) => {
+      this.client.countTokens(
+        { modelKey, texts },
+        this.metadata(),
+        this.callOptions(timeoutMs),
+        (err, res) => (err ? reject(RpcError.from(this.target, err)) : resolve(res)),
+      );
+    });
+  }
+
+  openEmbedStream(): ClientDuplexStream<EmbedBatch, EmbedResult> {
+    return this.client.embed(this.metadata());
+  }
+
+  close(): void {
+    this.client.close();
+    this.health.close();
+  }
+}
+
+function makeCredentials(tls: ConnectionOptions["tls"]): ChannelCredentials {
+  if (!tls) return credentials.createInsecure();
+  let ca: Buffer | null = null;
+  if (tls.caFile) {
+    try {
+      ca = readFileSync(tls.caFile);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? String(err);
+      throw new ConfigError(`cannot read --tls_ca file ${tls.caFile}: ${code}`);
+    }
+  }
+  return credentials.createSsl(ca);
+}
+
+function firstLine(text: string): string {
+  return text.split("\n")[0] ?? text;
+}

@@ -1,0 +1,289 @@
+import { status } from "@grpc/grpc-js";
+import { ExitError, ServerError } from "../errors.js";
+import type { Embeddings, ModelInfo } from "../gen/embedmulti/v1/inference.js";
+import { RpcError } from "./client.js";
+import { describeDifference, type ServerSession, sleep } from "./servers.js";
+import { EmbedStream } from "./stream.js";
+
+/** A batch waiting for, or on its way to, a server. */
+export interface WorkItem {
+  readonly alias: string;
+  readonly batchNo: number;
+  readonly rows: Uint32Array;
+  /** Failed attempts so far, across runs. */
+  attempts: number;
+}
+
+export interface DispatchOptions {
+  /** Batches in flight per server. */
+  readonly maxWorkers: number;
+  readonly batchTimeoutMs: number;
+  /** How long the run waits with no server up before it stops. */
+  readonly serverTimeoutMs: number;
+  /** Attempts of one batch before the run stops. */
+  readonly maxAttempts: number;
+}
+
+export type ServerState = "up" | "down" | "retired";
+
+export interface DispatchHooks {
+  texts(item: WorkItem): string[];
+  /** Writes a result. Synchronous; throwing stops the run. */
+  accept(item: WorkItem, embeddings: Embeddings, server: string): void;
+  /** Where a batch's rows are, for messages. */
+  describe(item: WorkItem): string;
+  attemptFailed(item: WorkItem): void;
+  serverChanged(target: string, state: ServerState, detail: string): void;
+  /** Re-checks a server that came back: health, models (same dim and weights). */
+  reopen(session: ServerSession): Promise<ServerSession>;
+}
+
+class ServerSlot {
+  state: ServerState = "up";
+  stream: EmbedStream | null = null;
+  inFlight = new Set<WorkItem>();
+  rowsDone = 0;
+  lastError = "";
+
+  constructor(public session: ServerSession) {}
+
+  get target(): string {
+    return this.session.target;
+  }
+
+  modelKey(alias: string): string {
+    const key = this.session.models.get(alias)?.modelKey;
+    if (!key) throw new Error(`server ${this.target} has no model ${alias}`);
+    return key;
+  }
+}
+
+const BACKOFF_START_MS = 250;
+const BACKOFF_MAX_MS = 5000;
+
+/**
+ * Hands batches from one shared queue to whichever server has room (each
+ * server has one stream and a window of maxWorkers batches), so faster
+ * servers do more. A server that fails is taken out, its batches go back to
+ * the queue, and it is retried with exponential backoff. A batch that fails
+ * maxAttempts times stops the run; so does having no server up for
+ * serverTimeoutMs.
+ */
+export class Dispatcher {
+  private readonly slots: ServerSlot[];
+  private readonly queue: WorkItem[] = [];
+  private nextBatchId = 1;
+  private outstanding = 0;
+  private settle: ((err?: Error) => void) | null = null;
+  private finished = false;
+  private allDownTimer: NodeJS.Timeout | null = null;
+
+  constructor(
+    sessions: readonly ServerSession[],
+    private readonly options: DispatchOptions,
+    private readonly hooks: DispatchHooks,
+  ) {
+    this.slots = sessions.map((s) => new ServerSlot(s));
+  }
+
+  /** Rows each server has embedded this run, and its state. */
+  serverShares(): { target: string; state: ServerState; rows: number; detail: string }[] {
+    return this.slots.map((s) => ({
+      target: s.target,
+      state: s.state,
+      rows: s.rowsDone,
+      detail: s.lastError,
+    }));
+  }
+
+  run(items: readonly WorkItem[], signal: AbortSignal): Promise<void> {
+    this.queue.push(...items);
+    this.outstanding = items.length;
+    return new Promise<void>((resolve, reject) => {
+      this.settle = (err) => {
+        if (this.finished) return;
+        this.finished = true;
+        signal.removeEventListener("abort", onAbort);
+        if (this.allDownTimer) clearTimeout(this.allDownTimer);
+        for (const slot of this.slots) slot.stream?.close();
+        if (err) reject(err);
+        else resolve();
+      };
+      const onAbort = () => this.settle?.(signal.reason as Error);
+      if (signal.aborted) return onAbort();
+      signal.addEventListener("abort", onAbort);
+      for (const slot of this.slots) slot.stream = this.openStream(slot);
+      if (this.outstanding === 0) this.settle(undefined);
+      else this.pump();
+    });
+  }
+
+  private openStream(slot: ServerSlot): EmbedStream {
+    const stream = new EmbedStream(slot.session.connection, (err) => {
+      if (slot.stream === stream) this.serverFailed(slot, err);
+    });
+    return stream;
+  }
+
+  /** Fills every up server's window from the queue. */
+  private pump(): void {
+    for (const slot of this.slots) {
+      while (
+        !this.finished &&
+        slot.state === "up" &&
+        slot.inFlight.size < this.options.maxWorkers &&
+        this.queue.length > 0
+      ) {
+        const item = this.queue.shift() as WorkItem;
+        this.send(slot, item);
+      }
+    }
+  }
+
+  private send(slot: ServerSlot, item: WorkItem): void {
+    const stream = slot.stream;
+    if (!stream) return;
+    slot.inFlight.add(item);
+    let texts: string[];
+    let modelKey: string;
+    try {
+      texts = this.hooks.texts(item);
+      modelKey = slot.modelKey(item.alias);
+    } catch (err) {
+      this.settle?.(err as Error);
+      return;
+    }
+    const batchId = this.nextBatchId++;
+    stream.send({ batchId, modelKey, texts }, this.options.batchTimeoutMs).then(
+      (result) => {
+        if (this.finished || !slot.inFlight.delete(item)) return;
+        if (result.embeddings) {
+          this.completed(slot, item, result.embeddings);
+        } else {
+          const err = result.error ?? { code: status.INTERNAL, message: "empty result" };
+          this.batchFailed(slot, item, new RpcError(slot.target, err.code, err.message));
+        }
+      },
+      () => {
+        // The stream broke: serverFailed() requeues everything that was on it.
+      },
+    );
+  }
+
+  private completed(slot: ServerSlot, item: WorkItem, embeddings: Embeddings): void {
+    try {
+      this.hooks.accept(item, embeddings, slot.target);
+    } catch (err) {
+      this.settle?.(err as Error);
+      return;
+    }
+    slot.rowsDone += item.rows.length;
+    this.outstanding--;
+    if (this.outstanding === 0) this.settle?.(undefined);
+    else this.pump();
+  }
+
+  /** The server answered this batch with an error: the batch may be at fault. */
+  private batchFailed(slot: ServerSlot, item: WorkItem, err: RpcError): void {
+    if (err.code === status.NOT_FOUND || err.code === status.UNAVAILABLE) {
+      // The server lost its models (restarted) or is going away: its fault, not the batch's.
+      this.serverFailed(slot, err);
+      this.requeue(item, false, err);
+      return;
+    }
+    this.requeue(item, true, err);
+    this.pump();
+  }
+
+  private requeue(item: WorkItem, counts: boolean, err: RpcError): void {
+    if (counts) {
+      item.attempts++;
+      this.hooks.attemptFailed(item);
+      if (item.attempts >= this.options.maxAttempts) {
+        this.settle?.(
+          new ExitError(
+            `${this.hooks.describe(item)} failed ${item.attempts} times, last: ${status[err.code]}: ${err.details}; the checkpoint is intact, fix the input or the servers and run again`,
+          ),
+        );
+        return;
+      }
+    }
+    this.queue.unshift(item);
+  }
+
+  private serverFailed(slot: ServerSlot, err: RpcError): void {
+    if (slot.state !== "up" || this.finished) return;
+    slot.state = "down";
+    slot.lastError = `${status[err.code] ?? err.code}: ${err.details}`;
+    const orphans = [...slot.inFlight];
+    slot.inFlight.clear();
+    slot.stream?.close();
+    slot.stream = null;
+    this.hooks.serverChanged(slot.target, "down", slot.lastError);
+    for (const item of orphans.reverse()) this.requeue(item, true, err);
+    this.watchAllDown();
+    this.pump();
+    void this.revive(slot);
+  }
+
+  private watchAllDown(): void {
+    if (this.allDownTimer || this.slots.some((s) => s.state === "up")) return;
+    this.allDownTimer = setTimeout(() => {
+      this.allDownTimer = null;
+      if (this.slots.some((s) => s.state === "up")) return;
+      const reasons = this.slots.map((s) => `${s.target}: ${s.lastError}`).join("; ");
+      this.settle?.(
+        new ServerError(
+          `no inference server up for ${Math.round(this.options.serverTimeoutMs / 1000)} s (--server_timeout): ${reasons}. What is done is kept: run the same command again to resume`,
+        ),
+      );
+    }, this.options.serverTimeoutMs);
+  }
+
+  /** Retries a failed server with exponential backoff until it is healthy again. */
+  private async revive(slot: ServerSlot): Promise<void> {
+    let delay = BACKOFF_START_MS;
+    while (!this.finished) {
+      await sleep(delay);
+      if (this.finished) return;
+      try {
+        const fresh = await this.hooks.reopen(slot.session);
+        if (this.finished) return;
+        const mismatch = compareModels(slot.session.models, fresh.models);
+        if (mismatch) {
+          slot.state = "retired";
+          slot.lastError = `came back with a different model: ${mismatch}`;
+          this.hooks.serverChanged(slot.target, "retired", slot.lastError);
+          return;
+        }
+        slot.session = fresh;
+        slot.state = "up";
+        slot.lastError = "";
+        slot.stream = this.openStream(slot);
+        if (this.allDownTimer) {
+          clearTimeout(this.allDownTimer);
+          this.allDownTimer = null;
+        }
+        this.hooks.serverChanged(slot.target, "up", "");
+        this.pump();
+        return;
+      } catch (err) {
+        slot.lastError = err instanceof Error ? err.message : String(err);
+        delay = Math.min(BACKOFF_MAX_MS, delay * 2);
+      }
+    }
+  }
+}
+
+function compareModels(
+  before: Map<string, ModelInfo>,
+  after: Map<string, ModelInfo>,
+): string | null {
+  for (const [alias, info] of before) {
+    const now = after.get(alias);
+    if (!now) return `${alias} missing`;
+    const diff = describeDifference(info, now);
+    if (diff) return `${alias}: ${diff}`;
+  }
+  return null;
+}

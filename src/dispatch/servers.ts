@@ -1,0 +1,131 @@
+import { status } from "@grpc/grpc-js";
+import type { RunModel } from "../config.js";
+import { ServerError } from "../errors.js";
+import type { InfoResponse, LoadModelRequest, ModelInfo } from "../gen/embedmulti/v1/inference.js";
+import {
+  type ConnectionOptions,
+  type HealthReport,
+  RpcError,
+  type ServerConnection,
+} from "./client.js";
+
+/** Loading a model can mean reading gigabytes from disk or the hub. */
+const LOAD_MODEL_TIMEOUT_MS = 15 * 60 * 1000;
+const HEALTH_POLL_MS = 250;
+
+/** What a server said about itself and about each model of the run. */
+export interface ServerSession {
+  readonly target: string;
+  readonly connection: ServerConnection;
+  readonly info: InfoResponse;
+  /** Alias → the model as this server loaded it. */
+  readonly models: Map<string, ModelInfo>;
+}
+
+export function loadRequest(model: RunModel, device: string): LoadModelRequest {
+  return {
+    modelId: model.modelId,
+    revision: model.revision,
+    device,
+    dtype: model.dtype,
+    maxLength: model.maxLength,
+    prefix: model.prefix,
+    normalize: model.normalize,
+  };
+}
+
+/** Waits until the server reports SERVING, or throws after timeoutMs. */
+export async function waitHealthy(connection: ServerConnection, timeoutMs: number): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  let last: HealthReport = { state: "unknown", detail: "no answer" };
+  while (Date.now() < until) {
+    last = await connection.checkHealth(Math.min(2000, Math.max(100, until - Date.now())));
+    if (last.state === "serving") return;
+    await sleep(HEALTH_POLL_MS);
+  }
+  const why =
+    last.state === "not-serving"
+      ? "not ready (health NOT_SERVING)"
+      : `unreachable (${last.detail})`;
+  throw new ServerError(
+    `server ${connection.target} is ${why} after ${Math.round(timeoutMs / 1000)} s (--server_timeout)`,
+  );
+}
+
+/** Health, Info and LoadModel for every model: a server fit to take this run's batches. */
+export async function openSession(
+  connection: ServerConnection,
+  models: readonly RunModel[],
+  device: string,
+  healthTimeoutMs: number,
+): Promise<ServerSession> {
+  await waitHealthy(connection, healthTimeoutMs);
+  const info = await connection.info(10_000).catch((err) => {
+    throw explain(connection.target, "Info", err);
+  });
+  const loaded = new Map<string, ModelInfo>();
+  for (const model of models) {
+    const modelInfo = await connection
+      .loadModel(loadRequest(model, device), LOAD_MODEL_TIMEOUT_MS)
+      .catch((err) => {
+        throw explain(connection.target, `loading model "${model.alias}" (${model.modelId})`, err);
+      });
+    loaded.set(model.alias, modelInfo);
+  }
+  return { target: connection.target, connection, info, models: loaded };
+}
+
+/** Every server must compute the same numbers for a model: same dim, same weights. */
+export function checkAgreement(
+  sessions: readonly ServerSession[],
+  models: readonly RunModel[],
+): void {
+  const [first, ...rest] = sessions;
+  if (!first) return;
+  for (const model of models) {
+    const reference = first.models.get(model.alias);
+    for (const other of rest) {
+      const theirs = other.models.get(model.alias);
+      if (!reference || !theirs) continue;
+      const differences = describeDifference(reference, theirs);
+      if (differences) {
+        throw new ServerError(
+          `servers ${first.target} and ${other.target} disagree on model "${model.alias}" (${differences}); give servers that hold the same model`,
+        );
+      }
+    }
+  }
+}
+
+export function describeDifference(a: ModelInfo, b: ModelInfo): string | null {
+  if (a.dim !== b.dim) return `dim ${a.dim} vs ${b.dim}`;
+  if (a.revision !== b.revision) return `revision ${a.revision} vs ${b.revision}`;
+  if (a.maxLength !== b.maxLength) return `max_length ${a.maxLength} vs ${b.maxLength}`;
+  if (a.dtype !== b.dtype) return `dtype ${a.dtype} vs ${b.dtype}`;
+  return null;
+}
+
+/** A gRPC failure at start-up, in words a user can act on. */
+export function explain(target: string, what: string, err: unknown): ServerError {
+  const rpc = RpcError.from(target, err);
+  switch (rpc.code) {
+    case status.NOT_FOUND:
+      return new ServerError(`server ${target}: ${what}: not found (${rpc.details})`);
+    case status.UNAUTHENTICATED:
+      return new ServerError(
+        `server ${target}: UNAUTHENTICATED: ${rpc.details} (set EMBED_AUTH_TOKEN to the server's token)`,
+      );
+    case status.UNAVAILABLE:
+      return new ServerError(`server ${target}: unreachable during ${what} (${rpc.details})`);
+    default:
+      return new ServerError(
+        `server ${target}: ${what} failed: ${status[rpc.code]}: ${rpc.details}`,
+      );
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+export type { ConnectionOptions };

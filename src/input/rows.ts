@@ -1,0 +1,45 @@
+import { closeSync, openSync, readSync } from "node:fs";
+import { describeFsError } from "../errors.js";
+import type { CorpusIndex } from "./scan.js";
+import { checkLine, type Paragraph } from "./validate.js";
+
+/**
+ * Reads paragraphs back from the input by row number, through the index made
+ * by the scan. The scan validated every line, so a line that no longer
+ * parses means the file changed under us.
+ */
+export class RowReader {
+  private readonly fd: number;
+  private scratch = Buffer.alloc(64 * 1024);
+
+  constructor(private readonly index: CorpusIndex) {
+    try {
+      this.fd = openSync(index.file, "r");
+    } catch (err) {
+      throw describeFsError(err, "read input file", index.file);
+    }
+  }
+
+  paragraph(row: number): Paragraph {
+    const length = this.index.byteLengths[row] ?? 0;
+    if (this.scratch.length < length) this.scratch = Buffer.alloc(length * 2);
+    const bytes = this.scratch.subarray(0, length);
+    readSync(this.fd, bytes, 0, length, this.index.offsets[row] ?? 0);
+    const checked = checkLine(bytes, Number.MAX_SAFE_INTEGER);
+    if (!checked.ok) {
+      const line = this.index.lineNumbers[row];
+      throw new Error(`${this.index.file}:${line} changed during the run (${checked.problem})`);
+    }
+    return checked.paragraph;
+  }
+
+  texts(rows: ArrayLike<number>): string[] {
+    const out = new Array<string>(rows.length);
+    for (let i = 0; i < rows.length; i++) out[i] = this.paragraph(rows[i] ?? 0).text;
+    return out;
+  }
+
+  close(): void {
+    closeSync(this.fd);
+  }
+}
