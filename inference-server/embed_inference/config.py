@@ -55,13 +55,16 @@ class ServerConfig:
     auth_token: str | None = None
     # Test hook: a forward pass over more than this many rows raises a simulated OOM.
     test_oom_above: int | None = None
+    log_level: str = "INFO"
 
     @property
     def tls(self) -> bool:
         return self.tls_cert is not None
 
     @staticmethod
-    def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ServerConfig:
+    def from_args(
+        args: argparse.Namespace, environ: Mapping[str, str] | None = None
+    ) -> ServerConfig:
         """Validates everything once; raises ConfigError with a one-line message."""
         env = os.environ if environ is None else environ
         engine = args.engine
@@ -74,8 +77,6 @@ class ServerConfig:
         model_dir = Path(model_dir_text).expanduser() if model_dir_text else None
         if model_dir is not None and not model_dir.is_dir():
             raise ConfigError(f"model directory {model_dir} does not exist")
-
-        device, dtype = _device_and_dtype(args.device, args.dtype, engine)
 
         for flag, value in (
             ("--debug-dim", args.debug_dim),
@@ -95,6 +96,9 @@ class ServerConfig:
             raise ConfigError("--tls-cert and --tls-key go together")
         tls_cert = _existing_file("--tls-cert", args.tls_cert)
         tls_key = _existing_file("--tls-key", args.tls_key)
+        oom_above = _oom_hook(env.get(ENV_TEST_OOM_ABOVE))
+        # Last: without --device it imports torch to ask about CUDA.
+        device, dtype = _device_and_dtype(args.device, args.dtype, engine)
 
         return ServerConfig(
             host=args.host,
@@ -116,7 +120,8 @@ class ServerConfig:
             tls_cert=tls_cert,
             tls_key=tls_key,
             auth_token=env.get(ENV_AUTH_TOKEN) or None,
-            test_oom_above=_oom_hook(env.get(ENV_TEST_OOM_ABOVE)),
+            test_oom_above=oom_above,
+            log_level=args.log_level,
         )
 
 

@@ -69,7 +69,8 @@ def validate_model_id(model_id: str) -> None:
     parts = model_id.split("/")
     if len(parts) > 2 or ".." in model_id or not all(_COMPONENT_RE.match(p) for p in parts):
         raise InvalidArgument(
-            f"bad model_id {model_id!r}: expected NAME or ORG/NAME of letters, digits, '.', '_', '-'"
+            f"bad model_id {model_id!r}: expected NAME or ORG/NAME made of letters, digits, "
+            "'.', '_' and '-'"
         )
 
 
@@ -172,12 +173,17 @@ class ModelRegistry:
                 # The folder holds other weights than the ones asked for: try the cache/hub.
                 log.info("%s: model directory holds %s, not %s", model_id, digest, revision)
                 local = None
-        log.info("loading %s from %s on %s as %s", model_id, local or "the HF cache/hub", device, dtype)
+        log.info(
+            "loading %s from %s on %s as %s", model_id, local or self._source_name(), device, dtype
+        )
         weights = self._backend.load(model_id, local, revision, device, dtype)
         if local is not None:
             weights.revision = digest
         self._weights[cache_key] = weights
         return weights
+
+    def _source_name(self) -> str:
+        return "the HF cache/hub" if self._backend.uses_model_files else "the debug engine"
 
     def _local_folder(self, model_id: str) -> Path | None:
         model_dir = self._config.model_dir

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+
 from embedmulti.v1 import inference_pb2 as pb
 
 from .config import Limits
@@ -130,11 +131,15 @@ class EmbedStream:
         results: asyncio.Queue[Any] = asyncio.Queue(_RESULTS_DEPTH)
         tasks = [
             asyncio.create_task(self._receive(requests, received, results)),
-            asyncio.create_task(self._stage(received, tokenized, results, self._pools.pre, self._pre)),
+            asyncio.create_task(
+                self._stage(received, tokenized, results, self._pools.pre, self._pre)
+            ),
             asyncio.create_task(
                 self._stage(tokenized, computed, results, self._pools.forward, self._forward)
             ),
-            asyncio.create_task(self._stage(computed, results, results, self._pools.post, self._post)),
+            asyncio.create_task(
+                self._stage(computed, results, results, self._pools.post, self._post)
+            ),
         ]
         try:
             while (item := await results.get()) is not _END:
@@ -147,7 +152,10 @@ class EmbedStream:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _receive(
-        self, requests: AsyncIterator[pb.EmbedBatch], received: asyncio.Queue[Any], results: asyncio.Queue[Any]
+        self,
+        requests: AsyncIterator[pb.EmbedBatch],
+        received: asyncio.Queue[Any],
+        results: asyncio.Queue[Any],
     ) -> None:
         try:
             async for batch in requests:
@@ -184,10 +192,9 @@ class EmbedStream:
     def _pre(self, job: Job) -> Job:
         prepared = job.model.encoder.pre(job.texts)
         tokens = int(prepared.token_counts.sum())
-        if tokens > self._limits.max_batch_tokens:
-            raise ResourceExhausted(
-                f"{tokens} tokens in one batch exceed max_batch_tokens {self._limits.max_batch_tokens}"
-            )
+        budget = self._limits.max_batch_tokens
+        if tokens > budget:
+            raise ResourceExhausted(f"{tokens} tokens in a batch exceed max_batch_tokens {budget}")
         job.prepared = prepared
         return job
 

@@ -14,10 +14,11 @@ from importlib import metadata
 from typing import Any
 
 import grpc
-from embedmulti.v1 import inference_pb2 as pb
-from embedmulti.v1 import inference_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
+from embedmulti.v1 import inference_pb2 as pb
+from embedmulti.v1 import inference_pb2_grpc as pb_grpc
 
 from .config import ServerConfig
 from .encoders.base import Backend

@@ -69,6 +69,6 @@ export function checkLine(bytes: Uint8Array, maxTextChars: number): Checked {
 function typeName(value: unknown): string {
   if (value === null) return "null";
   if (Array.isArray(value)) return "an array";
-  if (typeof value === "number") return Number.isInteger(value) ? `${value}` : `${value}`;
+  if (typeof value === "number" && (value < 0 || !Number.isInteger(value))) return String(value);
   return typeof value === "object" ? "an object" : `a ${typeof value}`;
 }

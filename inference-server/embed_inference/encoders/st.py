@@ -189,7 +189,9 @@ class SentenceTransformerBackend(Backend):
                 model = SentenceTransformer(source, **kwargs)
         except OSError as error:
             where = "at revision " + revision + " " if revision else ""
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            first = (
+                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            )
             raise NotFound(
                 f"model {model_id!r} {where}not found in the model directory nor in the "
                 f"Hugging Face cache/hub: {first}"

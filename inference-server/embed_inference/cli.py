@@ -1,0 +1,170 @@
+"""`embed-inference-server`: flags -> ServerConfig -> serve until SIGTERM/SIGINT.
+
+stdout carries exactly one line, `embed-inference-server listening on HOST:PORT`,
+printed once the port is bound (the orchestrator reads a port picked with
+--port 0 from it); every log line goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from typing import NoReturn
+
+from .config import ENGINES, ENV_AUTH_TOKEN, ENV_MODEL_DIR, ENV_TEST_OOM_ABOVE, Limits, ServerConfig
+from .errors import ConfigError, ServiceError
+
+PROG = "embed-inference-server"
+STOP_GRACE_SECONDS = 2.0
+log = logging.getLogger("embed_inference")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line instead of argparse's usage block: the orchestrator shows it verbatim.
+        self.exit(2, f"{PROG}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = Limits()
+    parser = _Parser(
+        prog=PROG,
+        description="gRPC inference server for embed-multi: streams embeddings of text batches "
+        "from sentence-transformers models (or a deterministic debug engine).",
+        epilog=f"Environment: {ENV_MODEL_DIR} (default for --model-dir); {ENV_AUTH_TOKEN} (when "
+        "set, every call except health checks must carry 'authorization: Bearer <token>'); "
+        f"{ENV_TEST_OOM_ABOVE}=N (test hook: a forward pass over more than N rows raises a "
+        "simulated CUDA out-of-memory error). Set HF_HUB_OFFLINE=1 where the hub is unreachable.",
+    )
+    add = parser.add_argument
+    add("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    add("--port", type=int, default=50051, help="port; 0 picks a free one (default: %(default)s)")
+    add(
+        "--model-dir",
+        help=f"folder of models, one sub-folder per model id, searched before the "
+        f"Hugging Face cache (default: ${ENV_MODEL_DIR})",
+    )
+    add("--device", help="cpu, cuda or cuda:N (default: cuda:0 if CUDA is available, else cpu)")
+    add(
+        "--dtype",
+        default="auto",
+        help="default dtype for loaded models: auto, float32, float16 "
+        "or bfloat16; auto = float16 on CUDA, float32 on CPU (default: %(default)s)",
+    )
+    add(
+        "--engine",
+        default="sentence-transformers",
+        choices=ENGINES,
+        help="sentence-transformers (real models, torch) or debug (deterministic vectors, no "
+        "model, no torch) (default: %(default)s)",
+    )
+    add(
+        "--debug-dim",
+        type=int,
+        default=384,
+        help="vector size of the debug engine (default: %(default)s)",
+    )
+    add("--threads", type=int, help="torch intra-op threads (default: torch's own, every core)")
+    add(
+        "--max-batch-size",
+        type=int,
+        default=defaults.max_batch_size,
+        help="most texts in one batch (default: %(default)s)",
+    )
+    add(
+        "--max-batch-tokens",
+        type=int,
+        default=defaults.max_batch_tokens,
+        help="most tokens, after truncation, in one batch (default: %(default)s)",
+    )
+    add(
+        "--max-message-bytes",
+        type=int,
+        default=defaults.max_message_bytes,
+        help="largest gRPC message received or sent (default: %(default)s = 64 MiB)",
+    )
+    add(
+        "--max-text-chars",
+        type=int,
+        default=defaults.max_text_chars,
+        help="longest text in characters; longer ones are refused (default: %(default)s)",
+    )
+    add(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow models whose code comes with their weights (off by default)",
+    )
+    add(
+        "--preload",
+        action="append",
+        metavar="MODEL_ID",
+        default=[],
+        help="load this model (default settings) before reporting SERVING; repeatable",
+    )
+    add("--tls-cert", metavar="FILE", help="PEM certificate chain: serve TLS (with --tls-key)")
+    add("--tls-key", metavar="FILE", help="PEM private key for --tls-cert")
+    add(
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="stderr log level (default: %(default)s)",
+    )
+    return parser
+
+
+def parse_config(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> ServerConfig:
+    return ServerConfig.from_args(build_parser().parse_args(argv), environ)
+
+
+async def serve(config: ServerConfig) -> None:
+    from .server import InferenceServer  # after flag checks: grpc start-up is not free
+
+    server = InferenceServer(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await server.start()
+    print(f"{PROG} listening on {server.address}", flush=True)
+    prepare = asyncio.create_task(server.prepare())
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        done, _ = await asyncio.wait({prepare, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if prepare in done:
+            prepare.result()
+            log.info("serving (%s engine on %s)", config.engine, config.device)
+            await stopping
+        log.info("stopping")
+    finally:
+        prepare.cancel()
+        stopping.cancel()
+        await server.stop(STOP_GRACE_SECONDS)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config = parse_config(argv)
+    except ConfigError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=config.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        asyncio.run(serve(config))
+    except (OSError, ServiceError) as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+import assert from "node:assert/strict";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { test } from "node:test";
+import { safeFileStem } from "../src/config/registry.js";
+import { buildRunConfig } from "../src/config.js";
+import { ConfigError } from "../src/errors.js";
+import { tempDir } from "./helpers.js";
+
+const base = { input_file: "in.jsonl", output_dir: "out" };
+
+test("registry models carry their settings; others are custom Hugging Face ids", () => {
+  const config = buildRunConfig(
+    { ...base, models: ["bge-large-en-v1.5", "e5-small-v2,intfloat/some-model"] },
+    {},
+  );
+  const [bge, e5, custom] = config.models;
+  assert.equal(bge?.modelId, "BAAI/bge-large-en-v1.5");
+  assert.equal(bge?.normalize, true);
+  assert.equal(e5?.prefix, "passage: ");
+  assert.equal(custom?.modelId, "intfloat/some-model");
+  assert.equal(custom?.fileStem, "intfloat__some-model");
+  assert.equal(config.batchSize, 32);
+  assert.equal(config.maxWorkers, 4);
+  assert.equal(config.checkpointInterval, 1000);
+  assert.equal(config.outputFormat, "both");
+});
+
+test("a config file adds models and defaults; flags win over it", () => {
+  const dir = tempDir("config");
+  const yaml = join(dir, "c.yaml");
+  writeFileSync(
+    yaml,
+    [
+      "models:",
+      "  e5-mini:",
+      "    model_name: sentence-transformers/all-MiniLM-L6-v2",
+      '    prefix: "passage: "',
+      "    normalize_embeddings: true",
+      "defaults:",
+      "  batch_size: 64",
+      "  max_workers: 2",
+    ].join("\n"),
+  );
+  const config = buildRunConfig({ ...base, config: yaml, models: ["e5-mini"], max_workers: 3 }, {});
+  assert.equal(config.models[0]?.prefix, "passage: ");
+  assert.equal(config.models[0]?.normalize, true);
+  assert.equal(config.batchSize, 64);
+  assert.equal(config.maxWorkers, 3);
+  const json = join(dir, "c.json");
+  writeFileSync(json, JSON.stringify({ models: { x: { model_name: "a/b", max_length: -1 } } }));
+  assert.throws(() => buildRunConfig({ ...base, config: json, models: ["x"] }, {}), /max_length/);
+});
+
+test("model names and file names cannot escape their folders", () => {
+  for (const bad of ["../etc/passwd", "a/../../b", "/abs/path", "a/b/c", ".hidden", "a b"]) {
+    assert.throws(() => buildRunConfig({ ...base, models: [bad] }, {}), ConfigError, bad);
+  }
+  assert.ok(!safeFileStem("../../x").includes("/"));
+  assert.ok(!safeFileStem("..").startsWith("."));
+});
+
+test("bad flag values are one-line configuration errors", () => {
+  const cases: [Record<string, unknown>, RegExp][] = [
+    [{ models: ["m/x"], batch_size: 0 }, /--batch_size must be a positive integer/],
+    [{ models: ["m/x"], output_format: "csv" }, /--output_format/],
+    [{ models: ["m/x"], dtype: "int8" }, /--dtype/],
+    [{ models: ["m/x"], servers: ["nohost"] }, /not host:port/],
+    [{ models: [] }, /missing --models/],
+    [{ models: ["m/x", "m/x"] }, /listed twice/],
+  ];
+  for (const [args, pattern] of cases) {
+    assert.throws(() => buildRunConfig({ ...base, ...args }, {}), pattern);
+  }
+  assert.throws(() => buildRunConfig({ models: ["m/x"] }, {}), /missing --input_file/);
+});
