@@ -1,8 +1,18 @@
+import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { readNpyShape } from "../src/output/npy.js";
 
 /** The repository root (tests run from dist/test/). */
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -90,4 +100,95 @@ export function pythonJson<T>(script: string, args: readonly string[] = []): T {
 /** The error lines a failed run printed: exactly one expected, no stack trace. */
 export function errorLines(stderr: string): string[] {
   return stderr.split("\n").filter((l) => l.trim().length > 0);
+}
+
+export interface RunningServer {
+  readonly target: string;
+  readonly pid: number;
+  stop(): Promise<void>;
+}
+
+/** Starts a real inference server on 127.0.0.1 and a free port (parsed from its first line). */
+export function startServer(
+  args: readonly string[] = [],
+  env: NodeJS.ProcessEnv = testEnv(),
+): Promise<RunningServer> {
+  const command = join(
+    process.env.EMBED_VENV ?? join(ROOT, ".venv"),
+    "bin",
+    "embed-inference-server",
+  );
+  const child = spawn(
+    command,
+    ["--host", "127.0.0.1", "--port", "0", "--model-dir", join(ROOT, "models"), ...args],
+    { env, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let stderr = "";
+  child.stderr.on("data", (d) => {
+    stderr += d;
+  });
+  const exited = new Promise<void>((resolveExit) => child.once("exit", () => resolveExit()));
+  return new Promise((resolvePromise, reject) => {
+    let stdout = "";
+    const timer = setTimeout(() => reject(new Error(`server did not start: ${stderr}`)), 120_000);
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited (${code}): ${stderr}`));
+    });
+    child.stdout.on("data", (d) => {
+      stdout += d;
+      const match = /listening on (\S+):(\d+)/.exec(stdout);
+      if (match) {
+        clearTimeout(timer);
+        child.removeAllListeners("exit");
+        resolvePromise({
+          target: `${match[1]}:${match[2]}`,
+          pid: child.pid ?? 0,
+          stop: async () => {
+            if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+            await exited;
+          },
+        });
+      }
+    });
+  });
+}
+
+/** Starts the CLI without waiting for it, for tests that signal it. */
+export function spawnCli(args: readonly string[], env: NodeJS.ProcessEnv = testEnv()) {
+  const child = spawn(process.execPath, [CLI, "--progress", "none", ...args], { env });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (d) => {
+    stdout += d;
+  });
+  child.stderr.on("data", (d) => {
+    stderr += d;
+  });
+  const done = new Promise<CliResult>((resolvePromise) =>
+    child.on("close", (code, signal) => resolvePromise({ code, signal, stdout, stderr })),
+  );
+  return { child, done };
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Reads a whole float32 .npy: its shape and its values. */
+export function readNpy(path: string): { rows: number; dim: number; data: Float32Array } {
+  const fd = openSync(path, "r");
+  try {
+    const shape = readNpyShape(fd);
+    assert.ok(shape, `${path} is an NPY file`);
+    const bytes = Buffer.alloc(shape.rows * shape.dim * 4);
+    readSync(fd, bytes, 0, bytes.length, shape.dataOffset);
+    return {
+      rows: shape.rows,
+      dim: shape.dim,
+      data: new Float32Array(bytes.buffer, 0, shape.rows * shape.dim),
+    };
+  } finally {
+    closeSync(fd);
+  }
 }

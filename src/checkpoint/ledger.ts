@@ -166,6 +166,8 @@ export class Ledger {
         real_tokens INTEGER NOT NULL,
         status TEXT NOT NULL CHECK (status IN ('pending', 'done')),
         attempts INTEGER NOT NULL DEFAULT 0,
+        -- How many times the batch went from pending to done: 1 at the end, whatever crashed.
+        completions INTEGER NOT NULL DEFAULT 0,
         server TEXT,
         tokens INTEGER,
         truncated INTEGER,
@@ -316,7 +318,8 @@ export class Ledger {
     if (batches.length === 0) return;
     const update = this.db.prepare(
       `UPDATE batches SET status = 'done', attempts = ?, server = ?, tokens = ?, truncated = ?,
-         finished_at = ? WHERE alias = ? AND batch_no = ? AND status = 'pending'`,
+         finished_at = ?, completions = completions + 1
+       WHERE alias = ? AND batch_no = ? AND status = 'pending'`,
     );
     const now = new Date().toISOString();
     this.db.transaction(() => {
@@ -341,7 +344,7 @@ export class Ledger {
       this.db
         .prepare(
           `UPDATE batches SET status = 'pending', server = NULL, tokens = NULL, truncated = NULL,
-             finished_at = NULL WHERE alias = ?`,
+             finished_at = NULL, completions = 0 WHERE alias = ?`,
         )
         .run(alias);
       this.db.prepare("UPDATE models SET finalized_at = NULL WHERE alias = ?").run(alias);

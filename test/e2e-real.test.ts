@@ -1,0 +1,139 @@
+import assert from "node:assert/strict";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { test } from "node:test";
+import { corpusSlice, pythonJson, runCli, tempDir, writeLines } from "./helpers.js";
+
+interface Comparison {
+  shape: number[];
+  dtype: string;
+  min_cos: number;
+  max_cos_other?: number;
+  jsonl_rows?: number;
+  jsonl_identical?: boolean;
+  jsonl_order?: boolean;
+  jsonl_models?: string[];
+}
+
+const METADATA_FIELDS = [
+  "model_name",
+  "embedding_dim",
+  "num_paragraphs",
+  "processing_time",
+  "batch_size",
+  "dtype",
+  "normalize",
+  "prefix",
+  "max_length",
+  "truncated_count",
+  "total_tokens",
+  "input_sha256",
+  "servers",
+  "tool_version",
+  "padding_efficiency",
+  "resumed_count",
+];
+
+test("all-MiniLM-L6-v2 through the embedded server equals a direct encode, in input order", async () => {
+  const dir = tempDir("e2e-real");
+  // Paragraphs of several lengths from two papers, some over 256 tokens (truncated).
+  const input = writeLines(join(dir, "in.jsonl"), corpusSlice(48, 100));
+  const out = join(dir, "out");
+  const result = await runCli([
+    "--input_file",
+    input,
+    "--output_dir",
+    out,
+    "--models",
+    "all-MiniLM-L6-v2",
+    "--batch_size",
+    "8",
+    "--threads",
+    "2",
+  ]);
+  assert.equal(result.code, 0, result.stderr);
+  assert.match(result.stdout, /all-MiniLM-L6-v2\s+48\s+48/);
+
+  const cmp = pythonJson<Comparison>("compare_direct.py", [
+    "--input",
+    input,
+    "--npy",
+    join(out, "all-MiniLM-L6-v2.npy"),
+    "--jsonl",
+    join(out, "all-MiniLM-L6-v2.jsonl"),
+  ]);
+  assert.deepEqual(cmp.shape, [48, 384]);
+  assert.equal(cmp.dtype, "float32");
+  assert.ok(cmp.min_cos >= 0.9999, `lowest cosine with a direct encode: ${cmp.min_cos}`);
+  assert.equal(cmp.jsonl_rows, 48);
+  assert.equal(cmp.jsonl_identical, true, "JSONL vectors equal the .npy rows");
+  assert.equal(cmp.jsonl_order, true, "JSONL in input order");
+  assert.deepEqual(cmp.jsonl_models, ["all-MiniLM-L6-v2"]);
+
+  const meta = JSON.parse(readFileSync(join(out, "all-MiniLM-L6-v2.metadata.json"), "utf8"));
+  for (const field of METADATA_FIELDS) assert.ok(field in meta, `metadata has ${field}`);
+  assert.equal(meta.model_name, "sentence-transformers/all-MiniLM-L6-v2");
+  assert.equal(meta.embedding_dim, 384);
+  assert.equal(meta.num_paragraphs, 48);
+  assert.equal(meta.batch_size, 8);
+  assert.equal(meta.max_length, 256);
+  assert.equal(meta.dtype, "float32");
+  assert.ok(meta.total_tokens > 48 * 10);
+  assert.ok(meta.truncated_count >= 1, "some long paragraphs were truncated at 256 tokens");
+  assert.equal(meta.servers.length, 1);
+  assert.match(meta.servers[0], /^127\.0\.0\.1:\d+$/);
+  const leftovers = readdirSync(out).filter((f) => f.endsWith(".partial"));
+  assert.deepEqual(leftovers, []);
+});
+
+test("two models in one run: a config-file e5-style entry gets the passage: prefix", async () => {
+  const dir = tempDir("e2e-two");
+  const input = writeLines(join(dir, "in.jsonl"), corpusSlice(24, 300));
+  const config = join(dir, "models.yaml");
+  writeFileSync(
+    config,
+    [
+      "models:",
+      "  e5-style-minilm:",
+      "    model_name: sentence-transformers/all-MiniLM-L6-v2",
+      '    prefix: "passage: "',
+    ].join("\n"),
+  );
+  const out = join(dir, "out");
+  const result = await runCli([
+    "--input_file",
+    input,
+    "--output_dir",
+    out,
+    "--models",
+    "all-MiniLM-L6-v2",
+    "e5-style-minilm",
+    "--config",
+    config,
+    "--threads",
+    "2",
+  ]);
+  assert.equal(result.code, 0, result.stderr);
+  for (const stem of ["all-MiniLM-L6-v2", "e5-style-minilm"]) {
+    for (const ext of [".npy", ".jsonl", ".metadata.json"]) {
+      assert.ok(existsSync(join(out, stem + ext)), `${stem}${ext}`);
+    }
+  }
+  const prefixed = pythonJson<Comparison>("compare_direct.py", [
+    "--input",
+    input,
+    "--npy",
+    join(out, "e5-style-minilm.npy"),
+    "--prefix",
+    "passage: ",
+    "--other-npy",
+    join(out, "all-MiniLM-L6-v2.npy"),
+  ]);
+  assert.ok(
+    prefixed.min_cos >= 0.9999,
+    `prefixed vs direct "passage: " + text: ${prefixed.min_cos}`,
+  );
+  assert.ok((prefixed.max_cos_other ?? 1) < 0.9999, "prefixed vectors differ from the plain ones");
+  const meta = JSON.parse(readFileSync(join(out, "e5-style-minilm.metadata.json"), "utf8"));
+  assert.equal(meta.prefix, "passage: ");
+});

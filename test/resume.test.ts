@@ -1,0 +1,268 @@
+import assert from "node:assert/strict";
+import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import Database from "better-sqlite3";
+import {
+  corpusSlice,
+  errorLines,
+  type RunningServer,
+  runCli,
+  sleep,
+  spawnCli,
+  startServer,
+  tempDir,
+  writeLines,
+} from "./helpers.js";
+
+const CHECKPOINT = "embed-multi.checkpoint.sqlite";
+const STEM = "all-MiniLM-L6-v2";
+
+let server: RunningServer;
+before(async () => {
+  server = await startServer(["--threads", "2"]);
+});
+after(async () => {
+  await server?.stop();
+});
+
+/** A small deterministic generator, so a failing run can be replayed. */
+function random(seed: number): () => number {
+  let x = seed;
+  return () => {
+    x = (x * 1664525 + 1013904223) % 2 ** 32;
+    return x / 2 ** 32;
+  };
+}
+
+interface LedgerView {
+  batches: number;
+  done: number;
+  completionsOne: number;
+  rowsCovered: number[];
+}
+
+function readLedger(outDir: string): LedgerView {
+  const db = new Database(join(outDir, CHECKPOINT), { readonly: true, fileMustExist: true });
+  try {
+    const rows = db.prepare("SELECT rows, status, completions FROM batches").all() as {
+      rows: Buffer;
+      status: string;
+      completions: number;
+    }[];
+    const covered: number[] = [];
+    for (const r of rows) {
+      const copy = new Uint8Array(r.rows.length);
+      copy.set(r.rows);
+      covered.push(...new Uint32Array(copy.buffer));
+    }
+    return {
+      batches: rows.length,
+      done: rows.filter((r) => r.status === "done").length,
+      completionsOne: rows.filter((r) => r.completions === 1).length,
+      rowsCovered: covered.sort((a, b) => a - b),
+    };
+  } finally {
+    db.close();
+  }
+}
+
+function args(input: string, out: string): string[] {
+  return [
+    "--input_file",
+    input,
+    "--output_dir",
+    out,
+    "--models",
+    STEM,
+    "--servers",
+    server.target,
+    "--batch_size",
+    "8",
+    "--checkpoint_interval",
+    "16",
+  ];
+}
+
+test("killed with SIGKILL at random moments and resumed, the outputs are byte-identical", async () => {
+  const dir = tempDir("resume-kill");
+  const count = 160;
+  const input = writeLines(join(dir, "in.jsonl"), corpusSlice(count, 2000));
+
+  const reference = join(dir, "reference");
+  const started = Date.now();
+  const clean = await runCli(args(input, reference));
+  const duration = Date.now() - started;
+  assert.equal(clean.code, 0, clean.stderr);
+
+  const out = join(dir, "killed");
+  const next = random(20261126);
+  let kills = 0;
+  let resumedSeen = false;
+  for (let attempt = 0; attempt < 4; attempt++) {
+    const { child, done } = spawnCli(args(input, out));
+    await sleep(Math.round(duration * (0.2 + 0.6 * next())));
+    const killed = child.kill("SIGKILL");
+    const result = await done;
+    if (result.signal === "SIGKILL" && killed) kills++;
+    if (/resuming: \d+ of \d+ batches done/.test(result.stderr)) resumedSeen = true;
+    if (result.code === 0) break;
+  }
+  assert.ok(kills >= 2, `the run was killed ${kills} times (needs at least 2 to mean anything)`);
+  const last = await runCli(args(input, out));
+  assert.equal(last.code, 0, last.stderr);
+  resumedSeen ||= /resuming: \d+ of \d+ batches done/.test(last.stderr);
+  assert.ok(resumedSeen, "a later run said it resumed");
+
+  for (const ext of [".npy", ".jsonl"]) {
+    const a = readFileSync(join(reference, STEM + ext));
+    const b = readFileSync(join(out, STEM + ext));
+    assert.ok(a.equals(b), `${STEM}${ext} is byte-identical to the uninterrupted run's`);
+  }
+  const ledger = readLedger(out);
+  assert.equal(ledger.done, ledger.batches, "every batch done");
+  assert.equal(ledger.completionsOne, ledger.batches, "every batch done exactly once");
+  assert.deepEqual(
+    ledger.rowsCovered,
+    Array.from({ length: count }, (_, i) => i),
+    "the plan covers every row exactly once",
+  );
+  const meta = JSON.parse(readFileSync(join(out, `${STEM}.metadata.json`), "utf8"));
+  assert.ok(meta.resumed_count >= 1, `resumed_count ${meta.resumed_count}`);
+});
+
+test("SIGINT stops the run with exit 130, keeps what is done, and the run resumes to the same result", async () => {
+  const dir = tempDir("resume-sigint");
+  const input = writeLines(join(dir, "in.jsonl"), corpusSlice(240, 2500));
+  const reference = join(dir, "reference");
+  const clean = await runCli(args(input, reference));
+  assert.equal(clean.code, 0, clean.stderr);
+
+  const out = join(dir, "interrupted");
+  const { child, done } = spawnCli(args(input, out));
+  // Interrupt once some batches are durably done.
+  const until = Date.now() + 120_000;
+  let doneBefore = 0;
+  while (Date.now() < until) {
+    await sleep(100);
+    try {
+      doneBefore = readLedger(out).done;
+    } catch {
+      continue; // not created yet
+    }
+    if (doneBefore > 0) break;
+  }
+  child.kill("SIGINT");
+  const result = await done;
+  assert.equal(result.code, 130, result.stderr);
+  const lines = errorLines(result.stderr).filter((l) => l.includes("error:"));
+  assert.equal(lines.length, 1);
+  assert.match(
+    lines[0] ?? "",
+    /interrupted by SIGINT; what is done is kept: run the same command again to resume/,
+  );
+  const kept = readLedger(out);
+  assert.ok(
+    kept.done >= doneBefore && kept.done < kept.batches,
+    `${kept.done} of ${kept.batches} done`,
+  );
+
+  const resumed = await runCli(args(input, out));
+  assert.equal(resumed.code, 0, resumed.stderr);
+  assert.match(
+    resumed.stderr,
+    new RegExp(`resuming: ${kept.done} of ${kept.batches} batches done`),
+  );
+  assert.ok(
+    readFileSync(join(reference, `${STEM}.npy`)).equals(readFileSync(join(out, `${STEM}.npy`))),
+  );
+});
+
+test("resume refuses a changed input file, naming it, and --restart starts over", async () => {
+  const dir = tempDir("refuse-input");
+  const input = writeLines(join(dir, "in.jsonl"), corpusSlice(20));
+  const out = join(dir, "out");
+  const debugArgs = [
+    "--input_file",
+    input,
+    "--output_dir",
+    out,
+    "--models",
+    STEM,
+    "--engine",
+    "debug",
+  ];
+  assert.equal((await runCli(debugArgs)).code, 0);
+  appendFileSync(input, `${corpusSlice(1, 20)[0]}\n`);
+  const refused = await runCli(debugArgs);
+  assert.notEqual(refused.code, 0);
+  assert.match(
+    refused.stderr,
+    /error: the input file changed since the checkpoint was made \(size \d+ → \d+ bytes\); run with --restart/,
+  );
+  const restarted = await runCli([...debugArgs, "--restart"]);
+  assert.equal(restarted.code, 0, restarted.stderr);
+  assert.equal(
+    JSON.parse(readFileSync(join(out, `${STEM}.metadata.json`), "utf8")).num_paragraphs,
+    21,
+  );
+});
+
+test("resume refuses a changed model setting, naming the setting", async () => {
+  const dir = tempDir("refuse-setting");
+  const input = writeLines(join(dir, "in.jsonl"), corpusSlice(20));
+  const out = join(dir, "out");
+  const config = join(dir, "models.yaml");
+  const withPrefix = (prefix: string) =>
+    writeFileSync(
+      config,
+      `models:\n  mine:\n    model_name: sentence-transformers/all-MiniLM-L6-v2\n    prefix: "${prefix}"\n`,
+    );
+  const runArgs = [
+    "--input_file",
+    input,
+    "--output_dir",
+    out,
+    "--models",
+    "mine",
+    "--config",
+    config,
+    "--engine",
+    "debug",
+  ];
+  withPrefix("query: ");
+  assert.equal((await runCli(runArgs)).code, 0);
+  withPrefix("passage: ");
+  const refused = await runCli(runArgs);
+  assert.notEqual(refused.code, 0);
+  assert.match(
+    refused.stderr,
+    /model "mine" settings changed since the checkpoint \(prefix "query: " → "passage: "\)/,
+  );
+});
+
+test("a corrupt checkpoint is a clear error, not a crash", async () => {
+  const dir = tempDir("refuse-corrupt");
+  const input = writeLines(join(dir, "in.jsonl"), corpusSlice(20));
+  const out = join(dir, "out");
+  const runArgs = [
+    "--input_file",
+    input,
+    "--output_dir",
+    out,
+    "--models",
+    STEM,
+    "--engine",
+    "debug",
+  ];
+  assert.equal((await runCli(runArgs)).code, 0);
+  writeFileSync(join(out, CHECKPOINT), Buffer.alloc(8192, 0x41));
+  const refused = await runCli(runArgs);
+  assert.notEqual(refused.code, 0);
+  const lines = errorLines(refused.stderr);
+  assert.equal(lines.length, 1, refused.stderr);
+  assert.match(
+    lines[0] ?? "",
+    /checkpoint .*embed-multi\.checkpoint\.sqlite is unreadable .*--restart/,
+  );
+});
