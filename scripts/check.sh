@@ -18,6 +18,8 @@ npx --no-install buf lint
 step "lint and format (ruff)"
 "$venv/bin/ruff" check inference-server
 "$venv/bin/ruff" format --check inference-server
+step "deployment files (compose, Dockerfiles, Kubernetes)"
+bash scripts/check-deploy.sh
 step "TypeScript tests (node --test)"
 node --test --test-concurrency=1 --test-reporter=spec dist/test/
 step "Python tests (pytest)"

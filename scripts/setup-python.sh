@@ -9,6 +9,10 @@
 #   EMBED_MODEL_DIR  the model directory            (default: <repo>/models)
 #   EMBED_PYTHON     the Python that makes the venv (default: python3)
 #   EMBED_PIP_EXTRAS extras of the server package   (default: dev)
+#   EMBED_VENV_SYSTEM_SITE_PACKAGES=1  make the venv see the packages of
+#                    EMBED_PYTHON (default: 0). Dockerfile.inference sets it so
+#                    the CUDA torch of its PyTorch base image satisfies the
+#                    torch requirement instead of pip downloading a second copy.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="${EMBED_VENV:-$root/.venv}"
@@ -19,7 +23,11 @@ log() { echo "[setup] $*" >&2; }
 
 if [ ! -x "$venv/bin/python" ]; then
   log "creating the Python virtual environment in $venv"
-  "$python" -m venv "$venv"
+  if [ "${EMBED_VENV_SYSTEM_SITE_PACKAGES:-0}" = 1 ]; then
+    "$python" -m venv --system-site-packages "$venv"
+  else
+    "$python" -m venv "$venv"
+  fi
 fi
 
 # Reinstall only when the package's declared dependencies change; the
