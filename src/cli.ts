@@ -62,7 +62,7 @@ const parser = yargs(hideBin(process.argv))
     type: "string",
     array: true,
     describe:
-      "Inference servers host:port[,host:port...] or dns:///name:port (round-robin); none = start a local one",
+      "Inference servers host:port[,host:port...] or dns:///name:port (every address of the name); none = start a local one",
   })
   .option("config", {
     type: "string",

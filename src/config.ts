@@ -100,7 +100,7 @@ export const DEFAULTS = {
   max_text_chars: 100_000,
   batch_timeout: 120,
   server_timeout: 60,
-  max_attempts: 3,
+  max_attempts: 4,
   engine: "sentence-transformers",
   debug_dim: 384,
   threads: 0,

@@ -6,9 +6,15 @@ import { Ledger, type LedgerModel } from "./checkpoint/ledger.js";
 import type { RunConfig, RunModel } from "./config.js";
 import { ServerConnection } from "./dispatch/client.js";
 import { Dispatcher, type WorkItem } from "./dispatch/dispatcher.js";
-import { checkAgreement, openSession, type ServerSession } from "./dispatch/servers.js";
+import {
+  checkAgreement,
+  openSession,
+  type ServerSession,
+  ServerUnreachableError,
+} from "./dispatch/servers.js";
+import { resolveTargets } from "./dispatch/targets.js";
 import { describeFsError } from "./errors.js";
-import type { ModelInfo } from "./gen/embedmulti/v1/inference.js";
+import type { InfoResponse, ModelInfo } from "./gen/embedmulti/v1/inference.js";
 import { RowReader } from "./input/rows.js";
 import { type CorpusIndex, scanInput } from "./input/scan.js";
 import { partialPath } from "./output/atomic.js";
@@ -68,6 +74,7 @@ export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummar
   const startedAt = Date.now();
   let embedded: EmbeddedServer | null = null;
   const sessions: ServerSession[] = [];
+  const waiting: ServerSession[] = [];
   const matrices = new Map<string, NpyMatrixFile>();
   const reader = new RowReader(corpus);
   try {
@@ -105,7 +112,9 @@ export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummar
         ctx.onEmbeddedServer?.(embedded);
       }
       const targets = embedded ? [embedded.target] : config.servers;
-      sessions.push(...(await connectAll(targets, config)));
+      const pool = await connectAll(targets, config, progress);
+      sessions.push(...pool.ready);
+      waiting.push(...pool.waiting);
       checkAgreement(sessions, config.models);
       await planNewModels(config, ledger, known, sessions, reader, corpus, progress);
     }
@@ -162,6 +171,8 @@ export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummar
           reopen: (session) =>
             openSession(session.connection, config.models, config.device, config.serverTimeoutMs),
         },
+        (sessions[0] as ServerSession).models,
+        waiting,
       );
       try {
         await dispatcher.run(items, ctx.signal);
@@ -189,7 +200,7 @@ export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummar
         matrices.get(model.alias) as NpyMatrixFile,
         reader,
         model.alias,
-        (outputs) =>
+        (outputs, jsonlSeconds) =>
           buildMetadata({
             config,
             model,
@@ -198,6 +209,7 @@ export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummar
             run,
             corpus,
             outputs,
+            jsonlSeconds,
           }),
       );
       ledger.markFinalized(model.alias);
@@ -207,7 +219,7 @@ export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummar
   } finally {
     for (const matrix of matrices.values()) matrix.close();
     reader.close();
-    for (const session of sessions) session.connection.close();
+    for (const session of [...sessions, ...waiting]) session.connection.close();
     if (embedded) {
       await embedded.stop();
       ctx.onEmbeddedServer?.(null);
@@ -268,21 +280,62 @@ function resetLostOutputs(
   }
 }
 
-async function connectAll(targets: readonly string[], config: RunConfig): Promise<ServerSession[]> {
+/** Servers ready to work, and servers not reachable yet that may join later. */
+interface ServerPool {
+  readonly ready: ServerSession[];
+  readonly waiting: ServerSession[];
+}
+
+/**
+ * Opens every server. One that cannot be reached is left to join later when
+ * at least one other is ready (the run goes on and says so); any other
+ * failure (unknown model, bad token, disagreeing servers) stops the run.
+ */
+async function connectAll(
+  targets: readonly string[],
+  config: RunConfig,
+  progress: Progress,
+): Promise<ServerPool> {
   const options = {
     tls: config.tls,
     authToken: config.authToken,
     maxMessageBytes: 256 * 1024 * 1024,
   };
-  const connections = targets.map((t) => new ServerConnection(t, options));
-  try {
-    return await Promise.all(
-      connections.map((c) => openSession(c, config.models, config.device, config.serverTimeoutMs)),
-    );
-  } catch (err) {
+  const resolved = await resolveTargets(targets);
+  const connections = resolved.map((t) => new ServerConnection(t.address, options, t.authority));
+  const outcomes = await Promise.allSettled(
+    connections.map((c) => openSession(c, config.models, config.device, config.serverTimeoutMs)),
+  );
+  const ready: ServerSession[] = [];
+  const waiting: ServerSession[] = [];
+  let firstError: unknown = null;
+  outcomes.forEach((outcome, i) => {
+    const connection = connections[i] as ServerConnection;
+    if (outcome.status === "fulfilled") {
+      ready.push(outcome.value);
+      return;
+    }
+    const unreachable = outcome.reason instanceof ServerUnreachableError;
+    if (!unreachable && !firstError) firstError = outcome.reason;
+    if (unreachable) {
+      firstError ??= null;
+      waiting.push({ target: connection.target, connection, info: emptyInfo(), models: new Map() });
+    }
+  });
+  if (firstError || ready.length === 0) {
     for (const c of connections) c.close();
-    throw err;
+    const reason =
+      firstError ?? (outcomes.find((o) => o.status === "rejected") as PromiseRejectedResult).reason;
+    throw reason;
   }
+  for (const w of waiting) {
+    progress.note(`server ${w.target} is unreachable; going on without it until it comes up`);
+  }
+  return { ready, waiting };
+}
+
+function emptyInfo(): InfoResponse {
+  return { serverVersion: "", device: "", dtype: "", engine: "", models: [], limits: undefined };
 }
 
 /** Plans the batches of models new to the checkpoint and stores them, all pending. */

@@ -58,7 +58,7 @@ export interface HealthReport {
 }
 
 /**
- * One inference server (or one dns:/// name balanced round-robin by gRPC):
+ * One inference server:
  * unary calls with deadlines, and the bidirectional Embed stream.
  */
 export class ServerConnection {
@@ -68,6 +68,8 @@ export class ServerConnection {
   constructor(
     readonly target: string,
     private readonly options: ConnectionOptions,
+    /** The name on the server's certificate, when dialing it by address. */
+    authority: string | null = null,
   ) {
     const channelOptions: ClientOptions = {
       "grpc.max_receive_message_length": options.maxMessageBytes,
@@ -76,10 +78,9 @@ export class ServerConnection {
       "grpc.initial_reconnect_backoff_ms": 200,
       "grpc.max_reconnect_backoff_ms": 2000,
     };
-    if (target.startsWith("dns:///")) {
-      channelOptions["grpc.service_config"] = JSON.stringify({
-        loadBalancingConfig: [{ round_robin: {} }],
-      });
+    if (authority) {
+      channelOptions["grpc.default_authority"] = authority;
+      if (options.tls) channelOptions["grpc.ssl_target_name_override"] = authority;
     }
     const creds = makeCredentials(options.tls);
     this.client = new InferenceClient(target, creds, channelOptions);

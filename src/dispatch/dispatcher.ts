@@ -78,12 +78,25 @@ export class Dispatcher {
   private finished = false;
   private allDownTimer: NodeJS.Timeout | null = null;
 
+  /**
+   * `sessions` are the servers ready at the start; `waiting` are servers not
+   * reachable yet, which join when they come up. Every server must hold the
+   * same models as `reference` (same dim and weights) to take batches.
+   */
   constructor(
     sessions: readonly ServerSession[],
     private readonly options: DispatchOptions,
     private readonly hooks: DispatchHooks,
+    private readonly reference: ReadonlyMap<string, ModelInfo>,
+    waiting: readonly ServerSession[] = [],
   ) {
     this.slots = sessions.map((s) => new ServerSlot(s));
+    for (const session of waiting) {
+      const slot = new ServerSlot(session);
+      slot.state = "down";
+      slot.lastError = "not reachable at the start";
+      this.slots.push(slot);
+    }
   }
 
   /** Rows each server has embedded this run, and its state. */
@@ -112,7 +125,10 @@ export class Dispatcher {
       const onAbort = () => this.settle?.(signal.reason as Error);
       if (signal.aborted) return onAbort();
       signal.addEventListener("abort", onAbort);
-      for (const slot of this.slots) slot.stream = this.openStream(slot);
+      for (const slot of this.slots) {
+        if (slot.state === "up") slot.stream = this.openStream(slot);
+        else void this.revive(slot);
+      }
       if (this.outstanding === 0) this.settle(undefined);
       else this.pump();
     });
@@ -249,7 +265,7 @@ export class Dispatcher {
       try {
         const fresh = await this.hooks.reopen(slot.session);
         if (this.finished) return;
-        const mismatch = compareModels(slot.session.models, fresh.models);
+        const mismatch = compareModels(this.reference, fresh.models);
         if (mismatch) {
           slot.state = "retired";
           slot.lastError = `came back with a different model: ${mismatch}`;
@@ -276,8 +292,8 @@ export class Dispatcher {
 }
 
 function compareModels(
-  before: Map<string, ModelInfo>,
-  after: Map<string, ModelInfo>,
+  before: ReadonlyMap<string, ModelInfo>,
+  after: ReadonlyMap<string, ModelInfo>,
 ): string | null {
   for (const [alias, info] of before) {
     const now = after.get(alias);

@@ -34,6 +34,9 @@ export function loadRequest(model: RunModel, device: string): LoadModelRequest {
   };
 }
 
+/** A server that did not answer (as opposed to one that answered no). */
+export class ServerUnreachableError extends ServerError {}
+
 /** Waits until the server reports SERVING, or throws after timeoutMs. */
 export async function waitHealthy(connection: ServerConnection, timeoutMs: number): Promise<void> {
   const until = Date.now() + timeoutMs;
@@ -47,7 +50,7 @@ export async function waitHealthy(connection: ServerConnection, timeoutMs: numbe
     last.state === "not-serving"
       ? "not ready (health NOT_SERVING)"
       : `unreachable (${last.detail})`;
-  throw new ServerError(
+  throw new ServerUnreachableError(
     `server ${connection.target} is ${why} after ${Math.round(timeoutMs / 1000)} s (--server_timeout)`,
   );
 }

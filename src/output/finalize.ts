@@ -50,15 +50,23 @@ export function finalizeModel(
   matrix: NpyMatrixFile,
   reader: RowReader,
   alias: string,
-  metadata: (outputs: string[]) => ModelMetadata,
+  metadata: (outputs: string[], jsonlSeconds: number | null) => ModelMetadata,
 ): void {
   try {
-    if (format !== "npy") exportJsonl(paths.jsonl, matrix, reader, alias);
+    let jsonlSeconds: number | null = null;
+    if (format !== "npy") {
+      const started = Date.now();
+      exportJsonl(paths.jsonl, matrix, reader, alias);
+      jsonlSeconds = (Date.now() - started) / 1000;
+    }
     matrix.sync();
     if (format === "jsonl") rmSync(paths.workingNpy, { force: true });
     else commitFile(paths.workingNpy, paths.npy);
     const outputs = finalFiles(paths, format);
-    writeFileAtomic(paths.metadata, `${JSON.stringify(metadata(outputs), null, 2)}\n`);
+    writeFileAtomic(
+      paths.metadata,
+      `${JSON.stringify(metadata(outputs, jsonlSeconds), null, 2)}\n`,
+    );
   } catch (err) {
     throw describeFsError(err, "write the outputs of", alias);
   }

@@ -27,6 +27,8 @@ export interface ModelMetadata {
   blank_lines: number;
   servers: string[];
   outputs: string[];
+  /** Seconds spent writing the JSONL (null when not written). */
+  jsonl_export_time: number | null;
   resumed_count: number;
   created_at: string;
   finished_at: string;
@@ -42,6 +44,7 @@ export interface MetadataInputs {
   readonly run: RunRecord;
   readonly corpus: CorpusIndex;
   readonly outputs: string[];
+  readonly jsonlSeconds: number | null;
 }
 
 export function buildMetadata(x: MetadataInputs): ModelMetadata {
@@ -71,6 +74,7 @@ export function buildMetadata(x: MetadataInputs): ModelMetadata {
     blank_lines: x.corpus.blankLines,
     servers: x.totals.servers,
     outputs: x.outputs,
+    jsonl_export_time: x.jsonlSeconds === null ? null : round(x.jsonlSeconds),
     resumed_count: Math.max(0, x.run.attempts - 1),
     created_at: x.run.createdAt,
     finished_at: new Date().toISOString(),

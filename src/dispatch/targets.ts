@@ -1,0 +1,46 @@
+import { lookup } from "node:dns/promises";
+import { ServerError } from "../errors.js";
+
+/** One server to open a connection and a stream to. */
+export interface ServerTarget {
+  /** host:port to dial. */
+  readonly address: string;
+  /** The name the server's TLS certificate carries, when it differs from the address. */
+  readonly authority: string | null;
+}
+
+/**
+ * Turns --servers into servers. A `dns:///name:port` target (a Kubernetes
+ * headless Service) becomes one server per address the name resolves to.
+ * gRPC's own round-robin would spread calls over the pods, but our work goes
+ * over one long-lived stream per server, which round-robin pins to a single
+ * pod, and models loaded on one pod are unknown to another. One connection
+ * per pod gives each its own stream, window and failover instead.
+ */
+export async function resolveTargets(targets: readonly string[]): Promise<ServerTarget[]> {
+  const out: ServerTarget[] = [];
+  for (const target of targets) {
+    if (!target.startsWith("dns:///")) {
+      out.push({ address: target, authority: null });
+      continue;
+    }
+    const hostPort = target.slice("dns:///".length);
+    const colon = hostPort.lastIndexOf(":");
+    const host = hostPort.slice(0, colon);
+    const port = hostPort.slice(colon + 1);
+    let addresses: { address: string; family: number }[];
+    try {
+      addresses = await lookup(host, { all: true });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? String(err);
+      throw new ServerError(`--servers ${target}: cannot resolve ${host} (${code})`);
+    }
+    const unique = [
+      ...new Set(addresses.map((a) => (a.family === 6 ? `[${a.address}]` : a.address))),
+    ];
+    if (unique.length === 0) throw new ServerError(`--servers ${target}: ${host} has no addresses`);
+    for (const address of unique.sort())
+      out.push({ address: `${address}:${port}`, authority: host });
+  }
+  return out;
+}
