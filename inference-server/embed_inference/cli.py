@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
@@ -108,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--tls-cert", metavar="FILE", help="PEM certificate chain: serve TLS (with --tls-key)")
     add("--tls-key", metavar="FILE", help="PEM private key for --tls-cert")
     add(
+        "--exit-on-stdin-eof",
+        action="store_true",
+        help="stop, as on SIGTERM, when standard input reaches end of file: a server "
+        "started by another process (with stdin a pipe) then never outlives it",
+    )
+    add(
         "--log-level",
         default="INFO",
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -130,6 +138,13 @@ async def serve(config: ServerConfig) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if config.exit_on_stdin_eof:
+        _stop_at_stdin_eof(loop, stop)
+    model_dir = config.model_dir
+    if config.engine != "debug" and model_dir is not None and not model_dir.is_dir():
+        log.warning(
+            "model directory %s does not exist; models come from the HF cache/hub", model_dir
+        )
     await server.start()
     print(f"{PROG} listening on {server.address}", flush=True)
     prepare = asyncio.create_task(server.prepare())
@@ -145,6 +160,21 @@ async def serve(config: ServerConfig) -> None:
         prepare.cancel()
         stopping.cancel()
         await server.stop(STOP_GRACE_SECONDS)
+
+
+def _stop_at_stdin_eof(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """A daemon thread reads stdin until EOF (any fd kind works, unlike add_reader)."""
+
+    def watch() -> None:
+        try:
+            while os.read(0, 65536):
+                pass
+        except OSError:
+            pass
+        log.info("standard input closed: stopping")
+        loop.call_soon_threadsafe(stop.set)
+
+    threading.Thread(target=watch, name="stdin-eof", daemon=True).start()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -56,6 +56,8 @@ class ServerConfig:
     # Test hook: a forward pass over more than this many rows raises a simulated OOM.
     test_oom_above: int | None = None
     log_level: str = "INFO"
+    # Stop when stdin reaches EOF: an embedded server never outlives its parent.
+    exit_on_stdin_eof: bool = False
 
     @property
     def tls(self) -> bool:
@@ -74,9 +76,9 @@ class ServerConfig:
             raise ConfigError(f"--port {args.port} is out of range 0..65535")
 
         model_dir_text = args.model_dir or env.get(ENV_MODEL_DIR) or None
+        # Not required to exist: it is only the first place a model is looked for (the
+        # server warns at start), and an orchestrator passes its default one blindly.
         model_dir = Path(model_dir_text).expanduser() if model_dir_text else None
-        if model_dir is not None and not model_dir.is_dir():
-            raise ConfigError(f"model directory {model_dir} does not exist")
 
         for flag, value in (
             ("--debug-dim", args.debug_dim),
@@ -85,8 +87,8 @@ class ServerConfig:
             ("--max-message-bytes", args.max_message_bytes),
             ("--max-text-chars", args.max_text_chars),
         ):
-            if value <= 0:
-                raise ConfigError(f"{flag} must be positive, got {value}")
+            if not 0 < value < 2**32:  # uint32 in the Info reply
+                raise ConfigError(f"{flag} must be in 1..{2**32 - 1}, got {value}")
         if args.threads is not None and args.threads <= 0:
             raise ConfigError(f"--threads must be positive, got {args.threads}")
         if args.max_message_bytes > MAX_MESSAGE_CEILING:
@@ -122,6 +124,7 @@ class ServerConfig:
             auth_token=env.get(ENV_AUTH_TOKEN) or None,
             test_oom_above=oom_above,
             log_level=args.log_level,
+            exit_on_stdin_eof=args.exit_on_stdin_eof,
         )
 
 

@@ -87,16 +87,16 @@ class Job:
     def to_result(self, data: Any) -> pb.EmbedResult:
         prepared = self.prepared
         assert prepared is not None
-        return pb.EmbedResult(
-            batch_id=self.batch_id,
-            embeddings=pb.Embeddings(
-                rows=prepared.rows,
-                dim=int(data.shape[1]),
-                data=data.astype("<f4", copy=False).tobytes(),
-                token_counts=prepared.token_counts.tolist(),
-                truncated=prepared.truncated.tolist(),
-            ),
-        )
+        result = pb.EmbedResult(batch_id=self.batch_id)
+        # Filled in place: passing a built Embeddings to the EmbedResult constructor
+        # costs a slow deep copy (about 25x the cost of the 2 MB bytes copy itself).
+        embeddings = result.embeddings
+        embeddings.rows = prepared.rows
+        embeddings.dim = int(data.shape[1])
+        embeddings.data = data.astype("<f4", copy=False).tobytes()
+        embeddings.token_counts.extend(prepared.token_counts.tolist())
+        embeddings.truncated.extend(prepared.truncated.tolist())
+        return result
 
 
 def check_text_lengths(texts: Sequence[str], limits: Limits) -> None:
