@@ -64,7 +64,11 @@ test("row i of every model's .npy is input line i, whatever the batching (debug 
     const source = JSON.parse(lines[17] ?? "{}");
     assert.equal(row17.paper_id, source.paper_id);
     assert.equal(row17.paragraph_index, source.paragraph_index);
-    assert.deepEqual(row17.embedding, Array.from(npy.data.subarray(17 * dim, 18 * dim)));
+    assert.deepEqual(
+      (row17.embedding as number[]).map(Math.fround),
+      Array.from(npy.data.subarray(17 * dim, 18 * dim)),
+      "the JSONL numbers read back as the same float32",
+    );
   }
 
   // The same command again: nothing to do, nothing changed.

@@ -67,6 +67,15 @@ function readLedger(outDir: string): LedgerView {
   }
 }
 
+/** Done batches, or 0 while the checkpoint is being created. */
+function safeDone(outDir: string): number {
+  try {
+    return readLedger(outDir).done;
+  } catch {
+    return 0;
+  }
+}
+
 function args(input: string, out: string): string[] {
   return [
     "--input_file",
@@ -90,25 +99,43 @@ test("killed with SIGKILL at random moments and resumed, the outputs are byte-id
   const input = writeLines(join(dir, "in.jsonl"), corpusSlice(count, 2000));
 
   const reference = join(dir, "reference");
-  const started = Date.now();
   const clean = await runCli(args(input, reference));
-  const duration = Date.now() - started;
   assert.equal(clean.code, 0, clean.stderr);
+  const total = readLedger(reference).batches;
 
+  // Kill at random points of progress (so every kill lands mid-run), plus a
+  // random few milliseconds so some land between a write and its commit.
   const out = join(dir, "killed");
   const next = random(20261126);
   let kills = 0;
   let resumedSeen = false;
+  const history: string[] = [];
   for (let attempt = 0; attempt < 4; attempt++) {
+    const before = safeDone(out);
+    if (before >= total - 2) break;
+    const target = before + 1 + Math.floor(next() * (total - before - 2) * 0.6);
     const { child, done } = spawnCli(args(input, out));
-    await sleep(Math.round(duration * (0.2 + 0.6 * next())));
+    let exited = false;
+    void done.then(() => {
+      exited = true;
+    });
+    while (!exited) {
+      const now = safeDone(out);
+      if (now >= target) break;
+      await sleep(20);
+    }
+    await sleep(Math.round(next() * 150));
     const killed = child.kill("SIGKILL");
     const result = await done;
+    history.push(`target ${target}: ${result.code}/${result.signal}`);
     if (result.signal === "SIGKILL" && killed) kills++;
     if (/resuming: \d+ of \d+ batches done/.test(result.stderr)) resumedSeen = true;
     if (result.code === 0) break;
   }
-  assert.ok(kills >= 2, `the run was killed ${kills} times (needs at least 2 to mean anything)`);
+  assert.ok(
+    kills >= 2,
+    `the run was killed ${kills} times (needs at least 2 to mean anything): ${history.join(" | ")}`,
+  );
   const last = await runCli(args(input, out));
   assert.equal(last.code, 0, last.stderr);
   resumedSeen ||= /resuming: \d+ of \d+ batches done/.test(last.stderr);

@@ -127,7 +127,12 @@ export class Ledger {
     }
   }
 
+  /** In one transaction: a run killed here leaves an empty file, not half a schema. */
   private createSchema(): void {
+    this.db.transaction(() => this.createTables())();
+  }
+
+  private createTables(): void {
     this.db.exec(`
       CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
       CREATE TABLE run (

@@ -1,0 +1,179 @@
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { test } from "node:test";
+import Database from "better-sqlite3";
+import {
+  corpusSlice,
+  errorLines,
+  type RunningServer,
+  runCli,
+  sleep,
+  spawnCli,
+  startServer,
+  tempDir,
+  writeLines,
+} from "./helpers.js";
+
+const STEM = "all-MiniLM-L6-v2";
+const CHECKPOINT = "embed-multi.checkpoint.sqlite";
+
+function doneBatches(outDir: string): number {
+  try {
+    const db = new Database(join(outDir, CHECKPOINT), { readonly: true, fileMustExist: true });
+    try {
+      return (
+        db.prepare("SELECT COUNT(*) AS n FROM batches WHERE status = 'done'").get() as { n: number }
+      ).n;
+    } finally {
+      db.close();
+    }
+  } catch {
+    return 0;
+  }
+}
+
+async function waitForDone(outDir: string, atLeast: number, timeoutMs = 120_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    if (doneBatches(outDir) >= atLeast) return;
+    await sleep(50);
+  }
+  throw new Error(`fewer than ${atLeast} batches done after ${timeoutMs} ms`);
+}
+
+function runArgs(input: string, out: string, servers: string[], extra: string[] = []): string[] {
+  return [
+    "--input_file",
+    input,
+    "--output_dir",
+    out,
+    "--models",
+    STEM,
+    "--servers",
+    servers.join(","),
+    "--batch_size",
+    "8",
+    "--checkpoint_interval",
+    "8",
+    "--max_workers",
+    "2",
+    ...extra,
+  ];
+}
+
+/** The vectors of a finished run, for comparing runs. */
+function vectors(outDir: string): Buffer {
+  return readFileSync(join(outDir, `${STEM}.npy`));
+}
+
+async function withServers<T>(
+  count: number,
+  body: (servers: RunningServer[]) => Promise<T>,
+): Promise<T> {
+  const servers = await Promise.all(
+    Array.from({ length: count }, () => startServer(["--threads", "1"])),
+  );
+  try {
+    return await body(servers);
+  } finally {
+    for (const s of servers) {
+      try {
+        process.kill(s.pid, "SIGCONT");
+      } catch {
+        // already gone
+      }
+      await s.stop();
+    }
+  }
+}
+
+test("two real servers, one killed with SIGKILL mid-run: every row once, same vectors as one server", async () => {
+  const dir = tempDir("failover-kill");
+  const input = writeLines(join(dir, "in.jsonl"), corpusSlice(200, 3000));
+  await withServers(2, async ([a, b]) => {
+    assert.ok(a && b);
+    const single = join(dir, "single");
+    const reference = await runCli(runArgs(input, single, [a.target]));
+    assert.equal(reference.code, 0, reference.stderr);
+
+    const out = join(dir, "two");
+    const { done } = spawnCli(runArgs(input, out, [a.target, b.target]));
+    await waitForDone(out, 3);
+    await b.stop(); // SIGKILL
+    const result = await done;
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stderr, new RegExp(`server ${b.target.replace(/\./g, "\\.")} is down`));
+    assert.ok(vectors(single).equals(vectors(out)), "same vectors as the single-server run");
+    const meta = JSON.parse(readFileSync(join(out, `${STEM}.metadata.json`), "utf8"));
+    assert.equal(meta.num_paragraphs, 200);
+  });
+});
+
+test("a hung server (SIGSTOP) costs a deadline, not the run", async () => {
+  const dir = tempDir("failover-stop");
+  const input = writeLines(join(dir, "in.jsonl"), corpusSlice(160, 3300));
+  await withServers(2, async ([a, b]) => {
+    assert.ok(a && b);
+    const out = join(dir, "out");
+    const { done } = spawnCli(runArgs(input, out, [a.target, b.target], ["--batch_timeout", "3"]));
+    await waitForDone(out, 2);
+    process.kill(b.pid, "SIGSTOP");
+    const result = await done;
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stderr, /DEADLINE_EXCEEDED/);
+    const reference = join(dir, "reference");
+    assert.equal((await runCli(runArgs(input, reference, [a.target]))).code, 0);
+    assert.ok(vectors(reference).equals(vectors(out)));
+  });
+});
+
+test("all servers down: one coming back within --server_timeout lets the run finish", async () => {
+  const dir = tempDir("failover-back");
+  const input = writeLines(join(dir, "in.jsonl"), corpusSlice(160, 3500));
+  const first = await startServer(["--threads", "2"]);
+  const port = Number(first.target.split(":")[1]);
+  const out = join(dir, "out");
+  const { done } = spawnCli(runArgs(input, out, [first.target], ["--server_timeout", "90"]));
+  await waitForDone(out, 2);
+  await first.stop();
+  await sleep(1000);
+  const second = await startServer(["--threads", "2"], undefined, port);
+  try {
+    const result = await done;
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stderr, /is down/);
+    assert.match(result.stderr, /is up/);
+  } finally {
+    await second.stop();
+  }
+});
+
+test("all servers down for longer than --server_timeout: a clear error, then a resumable checkpoint", async () => {
+  const dir = tempDir("failover-none");
+  const input = writeLines(join(dir, "in.jsonl"), corpusSlice(160, 3700));
+  const only = await startServer(["--threads", "2"]);
+  const out = join(dir, "out");
+  const { done } = spawnCli(runArgs(input, out, [only.target], ["--server_timeout", "2"]));
+  await waitForDone(out, 2);
+  await only.stop();
+  const result = await done;
+  assert.notEqual(result.code, 0);
+  const errors = errorLines(result.stderr).filter((l) => l.includes("error:"));
+  assert.equal(errors.length, 1, result.stderr);
+  assert.match(
+    errors[0] ?? "",
+    /no inference server up for 2 s \(--server_timeout\).*run the same command again to resume/,
+  );
+  const kept = doneBatches(out);
+  assert.ok(kept >= 2);
+
+  const again = await startServer(["--threads", "2"]);
+  try {
+    const resumed = await runCli(runArgs(input, out, [again.target]));
+    assert.equal(resumed.code, 0, resumed.stderr);
+    assert.match(resumed.stderr, /resuming: \d+ of \d+ batches done/);
+  } finally {
+    await again.stop();
+  }
+});
