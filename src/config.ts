@@ -113,8 +113,12 @@ export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..
 export function buildRunConfig(args: CliArgs, env: NodeJS.ProcessEnv): RunConfig {
   const file = args.config ? loadConfigFile(args.config) : { models: [], defaults: {} };
   const fileDefaults = file.defaults;
-  const pick = <T>(key: keyof CliArgs & string, fallback: T): T =>
-    (args[key] as T | undefined) ?? (fileDefaults[key] as T | undefined) ?? fallback;
+  const pick = <T>(key: keyof CliArgs & string, fallback: T): T => {
+    let given = args[key] as unknown;
+    // A flag given twice arrives as an array: the last one wins, as in most CLIs.
+    if (Array.isArray(given) && !LIST_FLAGS.has(key)) given = given[given.length - 1];
+    return (given as T | undefined) ?? (fileDefaults[key] as T | undefined) ?? fallback;
+  };
 
   const inputFile = pick<string | undefined>("input_file", undefined);
   if (!inputFile) throw new ConfigError("missing --input_file (the JSONL corpus to embed)");
@@ -190,6 +194,8 @@ export function buildRunConfig(args: CliArgs, env: NodeJS.ProcessEnv): RunConfig
 }
 
 export const TOOL_VERSION = "0.1.0";
+
+const LIST_FLAGS = new Set(["models", "servers"]);
 
 function resolveModels(names: string[], registry: Map<string, ModelSpec>): RunModel[] {
   const seenAlias = new Set<string>();

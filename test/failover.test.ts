@@ -1,17 +1,20 @@
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import Database from "better-sqlite3";
 import {
+  type CliResult,
   corpusSlice,
   errorLines,
   type RunningServer,
+  readNpy,
   runCli,
   sleep,
   spawnCli,
   startServer,
   tempDir,
+  testEnv,
   writeLines,
 } from "./helpers.js";
 
@@ -33,10 +36,20 @@ function doneBatches(outDir: string): number {
   }
 }
 
-async function waitForDone(outDir: string, atLeast: number, timeoutMs = 120_000): Promise<void> {
+async function waitForDone(
+  outDir: string,
+  atLeast: number,
+  run: Promise<CliResult>,
+  timeoutMs = 120_000,
+): Promise<void> {
+  let ended: CliResult | null = null;
+  void run.then((r) => {
+    ended = r;
+  });
   const until = Date.now() + timeoutMs;
   while (Date.now() < until) {
     if (doneBatches(outDir) >= atLeast) return;
+    if (ended) throw new Error(`the run ended early: ${(ended as CliResult).stderr}`);
     await sleep(50);
   }
   throw new Error(`fewer than ${atLeast} batches done after ${timeoutMs} ms`);
@@ -99,7 +112,7 @@ test("two real servers, one killed with SIGKILL mid-run: every row once, same ve
 
     const out = join(dir, "two");
     const { done } = spawnCli(runArgs(input, out, [a.target, b.target]));
-    await waitForDone(out, 3);
+    await waitForDone(out, 3, done);
     await b.stop(); // SIGKILL
     const result = await done;
     assert.equal(result.code, 0, result.stderr);
@@ -117,7 +130,7 @@ test("a hung server (SIGSTOP) costs a deadline, not the run", async () => {
     assert.ok(a && b);
     const out = join(dir, "out");
     const { done } = spawnCli(runArgs(input, out, [a.target, b.target], ["--batch_timeout", "3"]));
-    await waitForDone(out, 2);
+    await waitForDone(out, 2, done);
     process.kill(b.pid, "SIGSTOP");
     const result = await done;
     assert.equal(result.code, 0, result.stderr);
@@ -135,7 +148,7 @@ test("all servers down: one coming back within --server_timeout lets the run fin
   const port = Number(first.target.split(":")[1]);
   const out = join(dir, "out");
   const { done } = spawnCli(runArgs(input, out, [first.target], ["--server_timeout", "90"]));
-  await waitForDone(out, 2);
+  await waitForDone(out, 2, done);
   await first.stop();
   await sleep(1000);
   const second = await startServer(["--threads", "2"], undefined, port);
@@ -155,7 +168,7 @@ test("all servers down for longer than --server_timeout: a clear error, then a r
   const only = await startServer(["--threads", "2"]);
   const out = join(dir, "out");
   const { done } = spawnCli(runArgs(input, out, [only.target], ["--server_timeout", "2"]));
-  await waitForDone(out, 2);
+  await waitForDone(out, 2, done);
   await only.stop();
   const result = await done;
   assert.notEqual(result.code, 0);
@@ -175,5 +188,64 @@ test("all servers down for longer than --server_timeout: a clear error, then a r
     assert.match(resumed.stderr, /resuming: \d+ of \d+ batches done/);
   } finally {
     await again.stop();
+  }
+});
+
+test("out-of-memory splitting on the server (test hook) gives the same vectors as unsplit batches", async () => {
+  const dir = tempDir("failover-oom");
+  const input = writeLines(join(dir, "in.jsonl"), corpusSlice(40, 4000));
+  const plain = await startServer(["--threads", "2"]);
+  const splitting = await startServer(["--threads", "2"], testEnv({ EMBED_TEST_OOM_ABOVE: "2" }));
+  try {
+    const a = join(dir, "plain");
+    const b = join(dir, "split");
+    assert.equal((await runCli(runArgs(input, a, [plain.target]))).code, 0);
+    const result = await runCli(runArgs(input, b, [splitting.target]));
+    assert.equal(result.code, 0, result.stderr);
+    const x = readNpy(join(a, `${STEM}.npy`));
+    const y = readNpy(join(b, `${STEM}.npy`));
+    assert.equal(x.rows, 40);
+    let worst = 0;
+    for (let i = 0; i < x.data.length; i++) {
+      worst = Math.max(worst, Math.abs((x.data[i] ?? 0) - (y.data[i] ?? 0)));
+    }
+    assert.ok(worst < 1e-5, `largest difference ${worst}`);
+  } finally {
+    await plain.stop();
+    await splitting.stop();
+  }
+});
+
+test("a batch that fails on every attempt stops the run, naming its input lines; the checkpoint stays", async () => {
+  const dir = tempDir("failover-poison");
+  const lines = corpusSlice(60, 4100);
+  const poisonLine = 37;
+  lines[poisonLine - 1] = JSON.stringify({
+    paper_id: "p",
+    paragraph_index: 0,
+    text: "zz-poison-zz here",
+  });
+  const input = writeLines(join(dir, "in.jsonl"), lines);
+  const server = await startServer(
+    ["--engine", "debug"],
+    testEnv({ EMBED_TEST_POISON: "zz-poison-zz" }),
+  );
+  try {
+    const out = join(dir, "out");
+    const result = await runCli(runArgs(input, out, [server.target], ["--max_attempts", "3"]));
+    assert.notEqual(result.code, 0);
+    const errors = errorLines(result.stderr).filter((l) => l.includes("error:"));
+    assert.equal(errors.length, 1, result.stderr);
+    assert.match(
+      errors[0] ?? "",
+      new RegExp(
+        `batch \\d+ of ${STEM} \\(input lines [\\d, ]*\\b${poisonLine}\\b.*failed 3 times`,
+      ),
+    );
+    assert.match(errors[0] ?? "", /poisoned batch/);
+    assert.ok(doneBatches(out) >= 1, "the other batches are kept");
+    assert.ok(!existsSync(join(out, `${STEM}.npy`)), "no output that looks complete");
+  } finally {
+    await server.stop();
   }
 });

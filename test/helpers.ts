@@ -12,6 +12,8 @@ import {
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { ServerConnection } from "../src/dispatch/client.js";
+import { waitHealthy } from "../src/dispatch/servers.js";
 import { readNpyShape } from "../src/output/npy.js";
 
 /** The repository root (tests run from dist/test/). */
@@ -137,18 +139,31 @@ export function startServer(
   return new Promise((resolvePromise, reject) => {
     let stdout = "";
     const timer = setTimeout(() => reject(new Error(`server did not start: ${stderr}`)), 120_000);
-    child.once("exit", (code) => {
+    const resolveReady = (server: RunningServer) => {
+      const connection = new ServerConnection(server.target, {
+        tls: null,
+        authToken: "",
+        maxMessageBytes: 1 << 20,
+      });
+      waitHealthy(connection, 120_000)
+        .then(() => resolvePromise(server), reject)
+        .finally(() => connection.close());
+    };
+    const onEarlyExit = (code: number | null) => {
       clearTimeout(timer);
       reject(new Error(`server exited (${code}): ${stderr}`));
-    });
+    };
+    child.once("exit", onEarlyExit);
     child.stdout.on("data", (d) => {
       stdout += d;
       const match = /listening on (\S+):(\d+)/.exec(stdout);
       if (match) {
         clearTimeout(timer);
-        child.removeAllListeners("exit");
-        resolvePromise({
-          target: `${match[1]}:${match[2]}`,
+        child.off("exit", onEarlyExit);
+        const target = `${match[1]}:${match[2]}`;
+        // Ready means SERVING (torch imported, engine up), not just listening.
+        resolveReady({
+          target,
           pid: child.pid ?? 0,
           stop: async () => {
             if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");

@@ -23,6 +23,7 @@ MAX_MESSAGE_CEILING = 2**31 - 1
 ENV_MODEL_DIR = "EMBED_MODEL_DIR"
 ENV_AUTH_TOKEN = "EMBED_AUTH_TOKEN"
 ENV_TEST_OOM_ABOVE = "EMBED_TEST_OOM_ABOVE"
+ENV_TEST_POISON = "EMBED_TEST_POISON"
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class ServerConfig:
     auth_token: str | None = None
     # Test hook: a forward pass over more than this many rows raises a simulated OOM.
     test_oom_above: int | None = None
+    # Test hook: a batch holding a text that contains this string fails (a poison batch).
+    test_poison: str | None = None
     log_level: str = "INFO"
     # Stop when stdin reaches EOF: an embedded server never outlives its parent.
     exit_on_stdin_eof: bool = False
@@ -123,6 +126,7 @@ class ServerConfig:
             tls_key=tls_key,
             auth_token=env.get(ENV_AUTH_TOKEN) or None,
             test_oom_above=oom_above,
+            test_poison=env.get(ENV_TEST_POISON) or None,
             log_level=args.log_level,
             exit_on_stdin_eof=args.exit_on_stdin_eof,
         )

@@ -119,10 +119,17 @@ def error_result(batch_id: int, error: BaseException) -> pb.EmbedResult:
 
 
 class EmbedStream:
-    def __init__(self, registry: ModelRegistry, limits: Limits, pools: StagePools) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        limits: Limits,
+        pools: StagePools,
+        poison: str | None = None,
+    ) -> None:
         self._registry = registry
         self._limits = limits
         self._pools = pools
+        self._poison = poison
 
     async def run(self, requests: AsyncIterator[pb.EmbedBatch]) -> AsyncIterator[pb.EmbedResult]:
         received: asyncio.Queue[Any] = asyncio.Queue(_RECEIVED_DEPTH)
@@ -190,6 +197,8 @@ class EmbedStream:
         await outbox.put(_END)
 
     def _pre(self, job: Job) -> Job:
+        if self._poison and any(self._poison in t for t in job.texts):
+            raise RuntimeError(f"poisoned batch (EMBED_TEST_POISON={self._poison!r})")
         prepared = job.model.encoder.pre(job.texts)
         tokens = int(prepared.token_counts.sum())
         budget = self._limits.max_batch_tokens

@@ -136,7 +136,8 @@ class InferenceService(pb_grpc.InferenceServicer):
         self, request_iterator: AsyncIterator[pb.EmbedBatch], context: Any
     ) -> AsyncIterator[pb.EmbedResult]:
         registry = await self._rt.models()
-        stream = EmbedStream(registry, self._rt.config.limits, self._rt.pools)
+        config = self._rt.config
+        stream = EmbedStream(registry, config.limits, self._rt.pools, config.test_poison)
         async for result in stream.run(request_iterator):
             yield result
 

@@ -75,14 +75,14 @@ export class EmbeddedServer {
             : `cannot be started: ${err.message}`,
         );
       });
-      child.once("exit", (code, signal) =>
-        fail(`exited during start-up (${signal ?? `code ${code}`})`),
-      );
+      const onEarlyExit = (code: number | null, signal: NodeJS.Signals | null) =>
+        fail(`exited during start-up (${signal ?? `code ${code}`})`);
+      child.once("exit", onEarlyExit);
       createInterface({ input: child.stdout as NodeJS.ReadableStream }).on("line", (line) => {
         const match = LISTENING.exec(line);
         if (match) {
           clearTimeout(timer);
-          child.removeAllListeners("exit");
+          child.off("exit", onEarlyExit);
           resolve(`${match[1]}:${match[2]}`);
         }
       });
