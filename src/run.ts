@@ -145,6 +145,7 @@ export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummar
 
     if (items.length > 0) {
       const committer = new Committer(ledger, matrices, config.checkpointInterval);
+      const manyServers = sessions.length + waiting.length > 1;
       const dispatcher = new Dispatcher(
         sessions,
         {
@@ -160,6 +161,7 @@ export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummar
             rowsThisRun.set(item.alias, (rowsThisRun.get(item.alias) ?? 0) + item.rows.length);
             const now = Date.now();
             activity.set(item.alias, { first: activity.get(item.alias)?.first ?? now, last: now });
+            if (manyServers) progress.servers(dispatcher.serverShares());
             progress.advance(item.alias, item.rows.length);
           },
           describe: (item) => describeBatch(item, corpus),
@@ -286,10 +288,16 @@ interface ServerPool {
   readonly waiting: ServerSession[];
 }
 
+/** Once one server is ready, how long the others get before the run starts without them. */
+const STRAGGLER_GRACE_MS = 5000;
+
+type Opened = { ok: true; session: ServerSession } | { ok: false; error: unknown };
+
 /**
- * Opens every server. One that cannot be reached is left to join later when
- * at least one other is ready (the run goes on and says so); any other
- * failure (unknown model, bad token, disagreeing servers) stops the run.
+ * Opens every server. The run starts once all are open, or once one is and
+ * the others had a few more seconds: a server not reachable by then joins
+ * when it comes up (the run says so). A server that answers no (unknown
+ * model, bad token) stops the run, as do disagreeing servers.
  */
 async function connectAll(
   targets: readonly string[],
@@ -303,33 +311,47 @@ async function connectAll(
   };
   const resolved = await resolveTargets(targets);
   const connections = resolved.map((t) => new ServerConnection(t.address, options, t.authority));
-  const outcomes = await Promise.allSettled(
-    connections.map((c) => openSession(c, config.models, config.device, config.serverTimeoutMs)),
+  const outcomes: (Opened | undefined)[] = connections.map(() => undefined);
+  let anyReady: () => void = () => {};
+  const firstReady = new Promise<void>((resolve) => {
+    anyReady = resolve;
+  });
+  const all = Promise.all(
+    connections.map((c, i) =>
+      openSession(c, config.models, config.device, config.serverTimeoutMs).then(
+        (session) => {
+          outcomes[i] = { ok: true, session };
+          anyReady();
+        },
+        (error: unknown) => {
+          outcomes[i] = { ok: false, error };
+        },
+      ),
+    ),
   );
+  // unref: a pending grace timer must not keep a finished run alive.
+  const grace = firstReady.then(
+    () => new Promise<void>((resolve) => setTimeout(resolve, STRAGGLER_GRACE_MS).unref()),
+  );
+  await Promise.race([all, grace]);
+
   const ready: ServerSession[] = [];
   const waiting: ServerSession[] = [];
-  let firstError: unknown = null;
+  let refusal: unknown = null;
   outcomes.forEach((outcome, i) => {
     const connection = connections[i] as ServerConnection;
-    if (outcome.status === "fulfilled") {
-      ready.push(outcome.value);
-      return;
-    }
-    const unreachable = outcome.reason instanceof ServerUnreachableError;
-    if (!unreachable && !firstError) firstError = outcome.reason;
-    if (unreachable) {
-      firstError ??= null;
+    if (outcome?.ok) ready.push(outcome.session);
+    else if (outcome && !(outcome.error instanceof ServerUnreachableError))
+      refusal ??= outcome.error;
+    else
       waiting.push({ target: connection.target, connection, info: emptyInfo(), models: new Map() });
-    }
   });
-  if (firstError || ready.length === 0) {
+  if (refusal || ready.length === 0) {
     for (const c of connections) c.close();
-    const reason =
-      firstError ?? (outcomes.find((o) => o.status === "rejected") as PromiseRejectedResult).reason;
-    throw reason;
+    throw refusal ?? (outcomes.find((o) => o && !o.ok) as { error: unknown }).error;
   }
   for (const w of waiting) {
-    progress.note(`server ${w.target} is unreachable; going on without it until it comes up`);
+    progress.note(`server ${w.target} is not reachable yet; going on without it until it comes up`);
   }
   return { ready, waiting };
 }

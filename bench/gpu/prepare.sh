@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Builds bench/work/gpu-kit/: everything the GPU benchmark (bench/gpu/run.sh) needs on a host
+# that has no network and no Node.js, in ONE folder to carry (ignored by git, so a device run
+# gets it only when named in its carry list). Runs here, on the development machine, after
+# scripts/setup.sh (it needs dist/, node_modules/ and .venv/).
+#
+#   bash bench/gpu/prepare.sh
+#
+# Contents: node.xz (this machine's node, xz -9), orchestrator/ (package.json, bin/, dist/src/
+# and the production node_modules with better-sqlite3's native addon), tokenizer/ (the
+# bert-base-uncased files of the offline all-MiniLM-L6-v2, no weights), corpus.jsonl.xz (the
+# unarXive sample, which lies outside the working tree), pylib/ (protobuf, grpc_health and
+# grpc_reflection from .venv: pure Python, or abi3), grpcio-cpXY.tar.xz (grpcio from .venv, used
+# only when the host's grpcio is too old and its Python matches), COMMIT and MANIFEST.
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$root"
+kit="bench/work/gpu-kit"
+venv="${EMBED_VENV:-$root/.venv}"
+corpus="$root/../shared/data/unarxive-2212-paragraphs.jsonl"
+tokenizer_src="models/sentence-transformers/all-MiniLM-L6-v2"
+# The device tool carries at most 64 MiB in all; leave room for the rest of the working tree.
+limit_mib=60
+
+say() { echo "prepare: $*" >&2; }
+die() {
+  say "error: $*"
+  exit 1
+}
+
+[[ -f dist/src/cli.js ]] || die "dist/ is missing: run 'npm run build' (or scripts/setup.sh) first"
+[[ -f node_modules/better-sqlite3/build/Release/better_sqlite3.node ]] ||
+  die "node_modules lacks better-sqlite3's native addon: run 'npm ci' first"
+[[ -x "$venv/bin/python" ]] || die "no Python environment at $venv: run scripts/setup.sh first"
+[[ -f "$tokenizer_src/tokenizer.json" ]] || die "$tokenizer_src is missing (scripts/setup.sh)"
+command -v xz >/dev/null || die "xz is not installed"
+# A stale dist/ would benchmark other code than the commit the kit names.
+newer="$(find src -name '*.ts' -newer dist/src/cli.js -print -quit)"
+[[ -z "$newer" ]] || say "warning: $newer is newer than dist/: run 'npm run build' if it changed"
+
+rm -rf "$kit"
+mkdir -p "$kit"
+
+# --- Node: the binary itself (self-contained apart from glibc and libstdc++).
+node_bin="$(readlink -f "$(command -v node)")"
+say "compressing $node_bin ($(node --version))"
+xz -T0 -9 -c "$node_bin" >"$kit/node.xz"
+
+# --- The orchestrator: what bin/embed-multi.js loads, nothing else (no tests, no benchmarks).
+orch="$kit/orchestrator"
+mkdir -p "$orch/bin" "$orch/dist"
+cp package.json "$orch/"
+cp bin/embed-multi.js "$orch/bin/"
+cp -r dist/src "$orch/dist/src"
+# The run-time closure of package.json's dependencies, resolved in package-lock.json the way
+# node resolves them (nested node_modules first); offline, unlike `npm ci --omit=dev`.
+# prebuild-install is pruned: better-sqlite3 runs it only when installing.
+mapfile -t closure < <(node -e '
+  const lock = require(process.argv[1]);
+  const pkgs = lock.packages;
+  const skip = new Set(["prebuild-install"]);
+  const seen = new Set();
+  const resolve = (from, name) => {
+    for (let dir = from; ; dir = dir.replace(/\/?node_modules\/(@[^/]+\/)?[^/]+$/, "")) {
+      const key = `${dir ? `${dir}/` : ""}node_modules/${name}`;
+      if (pkgs[key]) return key;
+      if (!dir) throw new Error(`cannot resolve ${name} from ${from}`);
+    }
+  };
+  const visit = (key) => {
+    if (seen.has(key)) return;
+    seen.add(key);
+    const entry = pkgs[key];
+    const deps = { ...entry.dependencies, ...entry.optionalDependencies };
+    for (const name of Object.keys(deps)) {
+      if (skip.has(name)) continue;
+      const found = resolve(key, name);
+      if (found) visit(found);
+    }
+  };
+  for (const name of Object.keys(pkgs[""].dependencies)) visit(resolve("", name));
+  for (const key of [...seen].sort()) console.log(key);' "$root/package-lock.json")
+for dir in "${closure[@]}"; do
+  [[ -d "$dir" ]] || continue # an optional package not installed on this platform
+  mkdir -p "$orch/$dir"
+  # Without its nested node_modules: those in the closure are listed themselves.
+  tar -C "$dir" --exclude=./node_modules -cf - . | tar -C "$orch/$dir" -xf -
+done
+# better-sqlite3 at run time needs lib/ and the addon; its SQLite sources and build
+# intermediates are most of its size.
+bs="$orch/node_modules/better-sqlite3"
+rm -rf "$bs/deps" "$bs/src" "$bs/build"
+mkdir -p "$bs/build/Release"
+cp node_modules/better-sqlite3/build/Release/better_sqlite3.node "$bs/build/Release/"
+# Smoke test with this machine's node: the CLI starts and the addon opens a database.
+node "$orch/bin/embed-multi.js" --version >/dev/null || die "the kit's orchestrator does not start"
+node -e '
+  const req = require("node:module").createRequire(process.argv[1]);
+  new (req("better-sqlite3"))(":memory:").close();' "$root/$orch/package.json" ||
+  die "the kit's better-sqlite3 does not load"
+
+# --- Tokenizer files (the bert-base-uncased vocabulary shared by both benchmark models).
+mkdir -p "$kit/tokenizer"
+for f in tokenizer.json tokenizer_config.json vocab.txt special_tokens_map.json; do
+  cp "$tokenizer_src/$f" "$kit/tokenizer/"
+done
+
+# --- The corpus: ../shared is not part of the working tree a device run receives.
+if [[ -f "$corpus" ]]; then
+  xz -T0 -9 -c "$corpus" >"$kit/corpus.jsonl.xz"
+else
+  say "warning: $corpus not found: the GPU run will repeat examples/paragraphs.jsonl instead"
+fi
+
+# --- Python packages a bare host may lack or hold in too old a version: the server imports
+# grpc_health and grpc_reflection, and the generated code in inference-server/embedmulti needs
+# protobuf >= 7.35.1 (< 8) and grpcio >= 1.85.1. run.sh adds these only where the host's own
+# fail the import check.
+site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+mkdir -p "$kit/pylib/google"
+cp -r "$site/grpc_health" "$site/grpc_reflection" "$kit/pylib/"
+cp -r "$site/google/protobuf" "$site/google/_upb" "$kit/pylib/google/"
+cp -r "$site"/protobuf-*.dist-info "$site"/grpcio_health_checking-*.dist-info \
+  "$site"/grpcio_reflection-*.dist-info "$kit/pylib/"
+find "$kit/pylib" -name __pycache__ -type d -prune -exec rm -rf {} +
+# grpcio is compiled for one CPython version: carried compressed, used only on a matching host.
+pytag="$("$venv/bin/python" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
+tar -C "$site" --exclude=__pycache__ -cf - grpc grpcio-*.dist-info | xz -T0 -9 >"$kit/grpcio-$pytag.tar.xz"
+
+# --- Provenance: the device host's copy of the tree may have no .git.
+sha="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if [[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]]; then
+  sha="$sha (with uncommitted changes)"
+fi
+echo "$sha" >"$kit/COMMIT"
+{
+  echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname)"
+  echo "node $(node --version) ($(uname -m), glibc $(ldd --version | head -1 | awk '{print $NF}'))"
+  "$venv/bin/python" -c 'import google.protobuf as p, grpc, sys
+print(f"python {sys.version.split()[0]}; protobuf {p.__version__}; grpcio {grpc.__version__}")'
+  echo "commit $sha"
+} >"$kit/MANIFEST"
+
+bytes="$(du -sb "$kit" | cut -f1)"
+mib=$((bytes / 1024 / 1024))
+du -sh "$kit"/* >&2
+((mib <= limit_mib)) || die "the kit is $mib MiB, over $limit_mib MiB"
+echo "kit: $kit, $mib MiB ($bytes bytes), commit $sha"
+echo "carry: [\"$kit\"]"
+echo "GPU host: bash bench/gpu/run.sh   (results also land in \$OUT when it is set)"

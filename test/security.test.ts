@@ -1,0 +1,139 @@
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import {
+  corpusSlice,
+  errorLines,
+  type RunningServer,
+  runCli,
+  startServer,
+  tempDir,
+  testEnv,
+  writeLines,
+} from "./helpers.js";
+
+const TOKEN = "s3cret-token-for-tests";
+let dir: string;
+let server: RunningServer;
+let input: string;
+let caFile: string;
+
+before(async () => {
+  dir = tempDir("security");
+  caFile = join(dir, "server.crt");
+  // A self-signed certificate for 127.0.0.1, made here with the openssl command.
+  execFileSync(
+    "openssl",
+    [
+      "req",
+      "-x509",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-days",
+      "1",
+      "-subj",
+      "/CN=localhost",
+      "-addext",
+      "subjectAltName=IP:127.0.0.1,DNS:localhost",
+      "-keyout",
+      join(dir, "server.key"),
+      "-out",
+      caFile,
+    ],
+    { stdio: "ignore" },
+  );
+  server = await startServer(
+    ["--threads", "2", "--tls-cert", caFile, "--tls-key", join(dir, "server.key")],
+    testEnv({ EMBED_AUTH_TOKEN: TOKEN }),
+  );
+  input = writeLines(join(dir, "in.jsonl"), corpusSlice(6, 50));
+});
+
+after(async () => {
+  await server?.stop();
+});
+
+function cli(out: string, extra: string[], token: string | undefined) {
+  const env = testEnv();
+  delete env.EMBED_AUTH_TOKEN;
+  if (token !== undefined) env.EMBED_AUTH_TOKEN = token;
+  return runCli(
+    [
+      "--input_file",
+      input,
+      "--output_dir",
+      join(dir, out),
+      "--models",
+      "all-MiniLM-L6-v2",
+      "--servers",
+      server.target,
+      "--server_timeout",
+      "3",
+      ...extra,
+    ],
+    env,
+  );
+}
+
+function oneError(stderr: string): string {
+  const errors = errorLines(stderr).filter((l) => l.includes("error:"));
+  assert.equal(errors.length, 1, stderr);
+  assert.ok(!/\n\s+at /.test(stderr), "no stack trace");
+  return errors[0] ?? "";
+}
+
+test("TLS with the right token embeds", async () => {
+  const result = await cli("ok", ["--tls_ca", caFile], TOKEN);
+  assert.equal(result.code, 0, result.stderr);
+  assert.match(result.stdout, /all-MiniLM-L6-v2\s+6\s+6/);
+});
+
+test("a wrong token is a one-line UNAUTHENTICATED error", async () => {
+  const result = await cli("wrong", ["--tls_ca", caFile], "not-the-token");
+  assert.notEqual(result.code, 0);
+  assert.match(oneError(result.stderr), /UNAUTHENTICATED.*EMBED_AUTH_TOKEN/);
+});
+
+test("a missing token is a one-line UNAUTHENTICATED error", async () => {
+  const result = await cli("missing", ["--tls_ca", caFile], undefined);
+  assert.notEqual(result.code, 0);
+  assert.match(oneError(result.stderr), /UNAUTHENTICATED/);
+});
+
+test("plaintext to a TLS server fails clearly", async () => {
+  const result = await cli("plain", [], TOKEN);
+  assert.notEqual(result.code, 0);
+  assert.match(
+    oneError(result.stderr),
+    new RegExp(`server ${server.target.replace(/\./g, "\\.")} is unreachable`),
+  );
+});
+
+test("TLS against a certificate from another CA fails clearly", async () => {
+  const otherDir = tempDir("security-other");
+  const otherCa = join(otherDir, "other.crt");
+  execFileSync(
+    "openssl",
+    [
+      "req",
+      "-x509",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-days",
+      "1",
+      "-subj",
+      "/CN=other",
+      "-keyout",
+      join(otherDir, "other.key"),
+      "-out",
+      otherCa,
+    ],
+    { stdio: "ignore" },
+  );
+  const result = await cli("other-ca", ["--tls_ca", otherCa], TOKEN);
+  assert.notEqual(result.code, 0);
+  assert.match(oneError(result.stderr), /unreachable/);
+});
