@@ -140,8 +140,10 @@ export function startServer(
     let stdout = "";
     const timer = setTimeout(() => reject(new Error(`server did not start: ${stderr}`)), 120_000);
     const resolveReady = (server: RunningServer) => {
+      // A TLS server (self-signed in the tests) is checked over TLS with its own certificate.
+      const cert = args.indexOf("--tls-cert");
       const connection = new ServerConnection(server.target, {
-        tls: null,
+        tls: cert >= 0 ? { caFile: args[cert + 1] ?? "" } : null,
         authToken: "",
         maxMessageBytes: 1 << 20,
       });

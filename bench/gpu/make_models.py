@@ -24,7 +24,12 @@ from pathlib import Path
 ORG = "bench"
 # Both truncate at 512 in this benchmark (the real all-MiniLM-L6-v2 stops at 256).
 MAX_SEQ_LENGTH = 512
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "special_tokens_map.json",
+)
 
 # The published configurations (config.json of BAAI/bge-large-en-v1.5 and of
 # sentence-transformers/all-MiniLM-L6-v2), minus bookkeeping keys.
