@@ -99,7 +99,16 @@ test("a changed input or a changed model setting is refused, naming what changed
   assert.throws(() => checkSameModels([model], [runModel]), /prefix "" → "passage: "/);
   assert.throws(
     () => checkSameModels([model], [{ ...runModel, alias: "n", prefix: "" }]),
-    /models differ/,
+    /the checkpoint also holds m, missing from --models/,
   );
   checkSameModels([model], [{ ...runModel, prefix: "" }]);
+  // A model new to the checkpoint is added, not refused.
+  checkSameModels(
+    [model],
+    [
+      { ...runModel, prefix: "" },
+      { ...runModel, alias: "n" },
+    ],
+  );
+  checkSameModels([], [runModel]);
 });

@@ -25,13 +25,17 @@ export function checkSameInput(stored: InputIdentity, corpus: CorpusIndex): void
   }
 }
 
-/** Refuses a different set of models, or a model whose number-changing settings differ. */
+/**
+ * Refuses to drop a model of the checkpoint, or to change a setting that
+ * changes its numbers. A model not in the checkpoint yet is new: it is
+ * planned and added (also when a run stopped before planning all of them).
+ */
 export function checkSameModels(stored: readonly LedgerModel[], models: readonly RunModel[]): void {
-  const before = stored.map((m) => m.alias).join(", ");
-  const now = models.map((m) => m.alias).join(", ");
-  if (before !== now) {
+  const now = new Set(models.map((m) => m.alias));
+  const dropped = stored.filter((m) => !now.has(m.alias)).map((m) => m.alias);
+  if (dropped.length > 0) {
     throw new CheckpointError(
-      `the models differ from the checkpoint's (checkpoint: ${before}; now: ${now}); ${HOW_TO_START_OVER}`,
+      `the checkpoint also holds ${dropped.join(", ")}, missing from --models (checkpoint: ${stored.map((m) => m.alias).join(", ")}); list them too, ${HOW_TO_START_OVER}`,
     );
   }
   for (const model of models) {

@@ -87,6 +87,10 @@ export class ServerConnection {
     this.health = new HealthClient(target, creds, channelOptions);
   }
 
+  get usesTls(): boolean {
+    return this.options.tls !== null;
+  }
+
   private metadata(): Metadata {
     const md = new Metadata();
     if (this.options.authToken) md.set("authorization", `Bearer ${this.options.authToken}`);

@@ -46,12 +46,15 @@ export async function waitHealthy(connection: ServerConnection, timeoutMs: numbe
     if (last.state === "serving") return;
     await sleep(HEALTH_POLL_MS);
   }
+  const hint = connection.usesTls
+    ? "; with TLS, check --tls_ca and the names on the server's certificate"
+    : "; if the server uses TLS, add --tls or --tls_ca";
   const why =
     last.state === "not-serving"
       ? "not ready (health NOT_SERVING)"
-      : `unreachable (${last.detail})`;
+      : `unreachable (${tidy(last.detail)})`;
   throw new ServerUnreachableError(
-    `server ${connection.target} is ${why} after ${Math.round(timeoutMs / 1000)} s (--server_timeout)`,
+    `server ${connection.target} is ${why} after ${Math.round(timeoutMs / 1000)} s (--server_timeout)${last.state === "not-serving" ? "" : hint}`,
   );
 }
 
@@ -125,6 +128,11 @@ export function explain(target: string, what: string, err: unknown): ServerError
         `server ${target}: ${what} failed: ${status[rpc.code]}: ${rpc.details}`,
       );
   }
+}
+
+/** grpc-js's connection failures end in an empty "Resolution note" and carry a timestamp. */
+function tidy(detail: string): string {
+  return detail.replace(/\s*Resolution note:\s*$/, "").replace(/\s*\(\d{4}-\d\d-\d\dT[^)]*\)/, "");
 }
 
 export function sleep(ms: number): Promise<void> {
