@@ -105,10 +105,9 @@ test("a missing token is a one-line UNAUTHENTICATED error", async () => {
 test("plaintext to a TLS server fails clearly", async () => {
   const result = await cli("plain", [], TOKEN);
   assert.notEqual(result.code, 0);
-  assert.match(
-    oneError(result.stderr),
-    new RegExp(`server ${server.target.replace(/\./g, "\\.")} is unreachable`),
-  );
+  const line = oneError(result.stderr);
+  assert.match(line, new RegExp(`server ${server.target.replace(/\./g, "\\.")} is unreachable`));
+  assert.match(line, /if the server uses TLS, add --tls or --tls_ca/);
 });
 
 test("TLS against a certificate from another CA fails clearly", async () => {
