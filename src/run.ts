@@ -176,10 +176,16 @@ export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummar
         (sessions[0] as ServerSession).models,
         waiting,
       );
+      let dispatchFailed = true;
       try {
         await dispatcher.run(items, ctx.signal);
+        dispatchFailed = false;
       } finally {
-        committer.commit();
+        // Also after an error or a signal: what is written is kept. A flush
+        // failure must not hide the error that stopped the run.
+        await committer.flush().catch((err: unknown) => {
+          if (!dispatchFailed) throw err;
+        });
       }
     }
 

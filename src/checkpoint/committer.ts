@@ -15,20 +15,26 @@ export interface CommitBatch {
  * every `interval` paragraphs the touched .npy files are fsynced, and only
  * then one transaction marks their batches done. A crash in between only
  * means those batches are done again.
+ *
+ * The fsync runs on the thread pool while results keep arriving: a commit
+ * takes the batches written before it started, and rows written meanwhile
+ * wait for the next one.
  */
 export class Committer {
   private waiting: FinishedBatch[] = [];
   private dirty = new Set<NpyMatrixFile>();
   private rowsSinceCommit = 0;
+  private inFlight: Promise<void> | null = null;
+  private failure: Error | null = null;
 
   constructor(
     private readonly ledger: Ledger,
     private readonly matrices: ReadonlyMap<string, NpyMatrixFile>,
     private readonly interval: number,
-    private readonly onCommit: (batches: readonly FinishedBatch[]) => void = () => {},
   ) {}
 
   accept(batch: CommitBatch, embeddings: Embeddings, server: string): void {
+    if (this.failure) throw this.failure;
     const matrix = this.matrices.get(batch.alias);
     if (!matrix) throw new Error(`no output matrix for ${batch.alias}`);
     const expectedBytes = batch.rows.length * matrix.rowBytes;
@@ -60,23 +66,39 @@ export class Committer {
       truncated,
     });
     this.rowsSinceCommit += batch.rows.length;
-    if (this.rowsSinceCommit >= this.interval) this.commit();
+    if (this.rowsSinceCommit >= this.interval && !this.inFlight) this.startCommit();
   }
 
-  /** fsync, then mark done. Safe to call at any time, also with nothing waiting. */
-  commit(): void {
-    for (const matrix of this.dirty) {
-      try {
-        matrix.sync();
-      } catch (err) {
-        throw describeFsError(err, "flush", matrix.path);
-      }
-    }
-    this.dirty.clear();
+  private startCommit(): void {
     const batches = this.waiting;
+    const matrices = [...this.dirty];
     this.waiting = [];
+    this.dirty = new Set();
     this.rowsSinceCommit = 0;
-    this.ledger.markDone(batches);
-    this.onCommit(batches);
+    this.inFlight = Promise.all(
+      matrices.map((m) =>
+        m.syncAsync().catch((err: unknown) => {
+          throw describeFsError(err, "flush", m.path);
+        }),
+      ),
+    )
+      .then(() => this.ledger.markDone(batches))
+      .catch((err: unknown) => {
+        this.failure = err instanceof Error ? err : new Error(String(err));
+      })
+      .finally(() => {
+        this.inFlight = null;
+        if (!this.failure && this.rowsSinceCommit >= this.interval) this.startCommit();
+      });
+  }
+
+  /** Waits for the commit under way, then commits everything written. Call at the end. */
+  async flush(): Promise<void> {
+    while (this.inFlight) await this.inFlight;
+    if (!this.failure && (this.waiting.length > 0 || this.dirty.size > 0)) {
+      this.startCommit();
+      while (this.inFlight) await this.inFlight;
+    }
+    if (this.failure) throw this.failure;
   }
 }

@@ -1,5 +1,6 @@
 import {
   closeSync,
+  fdatasync,
   fdatasyncSync,
   fstatSync,
   ftruncateSync,
@@ -120,6 +121,13 @@ export class NpyMatrixFile {
   /** Makes every row written so far durable. */
   sync(): void {
     fdatasyncSync(this.fd);
+  }
+
+  /** sync() on the thread pool, so results keep arriving while the disk works. */
+  syncAsync(): Promise<void> {
+    return new Promise((resolve, reject) =>
+      fdatasync(this.fd, (err) => (err ? reject(err) : resolve())),
+    );
   }
 
   close(): void {
