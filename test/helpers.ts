@@ -128,8 +128,18 @@ export function startServer(
   );
   const child = spawn(
     command,
-    ["--host", "127.0.0.1", "--port", String(port), "--model-dir", join(ROOT, "models"), ...args],
-    { env, stdio: ["ignore", "pipe", "pipe"] },
+    // --exit-on-stdin-eof: the server goes with the test process, even one killed by a timeout.
+    [
+      "--host",
+      "127.0.0.1",
+      "--port",
+      String(port),
+      "--model-dir",
+      join(ROOT, "models"),
+      "--exit-on-stdin-eof",
+      ...args,
+    ],
+    { env, stdio: ["pipe", "pipe", "pipe"] },
   );
   let stderr = "";
   child.stderr.on("data", (d) => {
