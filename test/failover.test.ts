@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import Database from "better-sqlite3";
 import {
   type CliResult,
   corpusSlice,
@@ -10,6 +9,7 @@ import {
   type RunningServer,
   readNpy,
   runCli,
+  safeDone,
   sleep,
   spawnCli,
   startServer,
@@ -19,22 +19,6 @@ import {
 } from "./helpers.js";
 
 const STEM = "all-MiniLM-L6-v2";
-const CHECKPOINT = "embed-multi.checkpoint.sqlite";
-
-function doneBatches(outDir: string): number {
-  try {
-    const db = new Database(join(outDir, CHECKPOINT), { readonly: true, fileMustExist: true });
-    try {
-      return (
-        db.prepare("SELECT COUNT(*) AS n FROM batches WHERE status = 'done'").get() as { n: number }
-      ).n;
-    } finally {
-      db.close();
-    }
-  } catch {
-    return 0;
-  }
-}
 
 async function waitForDone(
   outDir: string,
@@ -48,7 +32,7 @@ async function waitForDone(
   });
   const until = Date.now() + timeoutMs;
   while (Date.now() < until) {
-    if (doneBatches(outDir) >= atLeast) return;
+    if (safeDone(outDir) >= atLeast) return;
     if (ended) throw new Error(`the run ended early: ${(ended as CliResult).stderr}`);
     await sleep(50);
   }
@@ -178,7 +162,7 @@ test("all servers down for longer than --server_timeout: a clear error, then a r
     errors[0] ?? "",
     /no inference server up for 2 s \(--server_timeout\).*run the same command again to resume/,
   );
-  const kept = doneBatches(out);
+  const kept = safeDone(out);
   assert.ok(kept >= 2);
 
   const again = await startServer(["--threads", "2"]);
@@ -243,7 +227,7 @@ test("a batch that fails on every attempt stops the run, naming its input lines;
       ),
     );
     assert.match(errors[0] ?? "", /poisoned batch/);
-    assert.ok(doneBatches(out) >= 1, "the other batches are kept");
+    assert.ok(safeDone(out) >= 1, "the other batches are kept");
     assert.ok(!existsSync(join(out, `${STEM}.npy`)), "no output that looks complete");
   } finally {
     await server.stop();

@@ -12,6 +12,7 @@ import {
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import Database from "better-sqlite3";
 import { ServerConnection } from "../src/dispatch/client.js";
 import { waitHealthy } from "../src/dispatch/servers.js";
 import { readNpyShape } from "../src/output/npy.js";
@@ -77,18 +78,7 @@ export function runCli(
   args: readonly string[],
   env: NodeJS.ProcessEnv = testEnv(),
 ): Promise<CliResult> {
-  return new Promise((resolvePromise) => {
-    const child = spawn(process.execPath, [CLI, "--progress", "none", ...args], { env });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d) => {
-      stdout += d;
-    });
-    child.stderr.on("data", (d) => {
-      stderr += d;
-    });
-    child.on("close", (code, signal) => resolvePromise({ code, signal, stdout, stderr }));
-  });
+  return spawnCli(args, env).done;
 }
 
 /** Runs a Python snippet in the project's venv; returns its stdout parsed as JSON. */
@@ -223,5 +213,50 @@ export function readNpy(path: string): { rows: number; dim: number; data: Float3
     };
   } finally {
     closeSync(fd);
+  }
+}
+
+export interface LedgerView {
+  batches: number;
+  done: number;
+  completionsOne: number;
+  rowsCovered: number[];
+}
+
+/** What the checkpoint of a run says about its batches (read-only, safe during a run). */
+export function readLedger(outDir: string): LedgerView {
+  const db = new Database(join(outDir, "embed-multi.checkpoint.sqlite"), {
+    readonly: true,
+    fileMustExist: true,
+  });
+  try {
+    const rows = db.prepare("SELECT rows, status, completions FROM batches").all() as {
+      rows: Buffer;
+      status: string;
+      completions: number;
+    }[];
+    const covered: number[] = [];
+    for (const r of rows) {
+      const copy = new Uint8Array(r.rows.length);
+      copy.set(r.rows);
+      covered.push(...new Uint32Array(copy.buffer));
+    }
+    return {
+      batches: rows.length,
+      done: rows.filter((r) => r.status === "done").length,
+      completionsOne: rows.filter((r) => r.completions === 1).length,
+      rowsCovered: covered.sort((a, b) => a - b),
+    };
+  } finally {
+    db.close();
+  }
+}
+
+/** Done batches, or 0 while the checkpoint is being created. */
+export function safeDone(outDir: string): number {
+  try {
+    return readLedger(outDir).done;
+  } catch {
+    return 0;
   }
 }

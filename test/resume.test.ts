@@ -2,12 +2,13 @@ import assert from "node:assert/strict";
 import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import Database from "better-sqlite3";
 import {
   corpusSlice,
   errorLines,
   type RunningServer,
+  readLedger,
   runCli,
+  safeDone,
   sleep,
   spawnCli,
   startServer,
@@ -33,47 +34,6 @@ function random(seed: number): () => number {
     x = (x * 1664525 + 1013904223) % 2 ** 32;
     return x / 2 ** 32;
   };
-}
-
-interface LedgerView {
-  batches: number;
-  done: number;
-  completionsOne: number;
-  rowsCovered: number[];
-}
-
-function readLedger(outDir: string): LedgerView {
-  const db = new Database(join(outDir, CHECKPOINT), { readonly: true, fileMustExist: true });
-  try {
-    const rows = db.prepare("SELECT rows, status, completions FROM batches").all() as {
-      rows: Buffer;
-      status: string;
-      completions: number;
-    }[];
-    const covered: number[] = [];
-    for (const r of rows) {
-      const copy = new Uint8Array(r.rows.length);
-      copy.set(r.rows);
-      covered.push(...new Uint32Array(copy.buffer));
-    }
-    return {
-      batches: rows.length,
-      done: rows.filter((r) => r.status === "done").length,
-      completionsOne: rows.filter((r) => r.completions === 1).length,
-      rowsCovered: covered.sort((a, b) => a - b),
-    };
-  } finally {
-    db.close();
-  }
-}
-
-/** Done batches, or 0 while the checkpoint is being created. */
-function safeDone(outDir: string): number {
-  try {
-    return readLedger(outDir).done;
-  } catch {
-    return 0;
-  }
 }
 
 function args(input: string, out: string): string[] {

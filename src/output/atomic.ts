@@ -22,16 +22,21 @@ export function commitFile(tempPath: string, finalPath: string): void {
   syncDirectory(finalPath);
 }
 
-/** Writes a whole small file atomically: readers see the old file or the new one, never half. */
-export function writeFileAtomic(path: string, content: string): void {
+/** Writes all of `bytes` at the file's position (a write may take less than asked). */
+export function writeAll(fd: number, bytes: Uint8Array): void {
+  let written = 0;
+  while (written < bytes.length) written += writeSync(fd, bytes, written, bytes.length - written);
+}
+
+/**
+ * Makes `path` by writing a temporary file through `write`, fsyncing it and
+ * renaming it: readers see no file or the whole file, never half of one.
+ */
+export function writeThenCommit(path: string, write: (fd: number) => void): void {
   const temp = partialPath(path);
   const fd = openSync(temp, "w");
   try {
-    const bytes = Buffer.from(content, "utf8");
-    let written = 0;
-    while (written < bytes.length) {
-      written += writeSync(fd, bytes, written, bytes.length - written);
-    }
+    write(fd);
     fsyncSync(fd);
   } catch (err) {
     closeSync(fd);
@@ -40,4 +45,9 @@ export function writeFileAtomic(path: string, content: string): void {
   }
   closeSync(fd);
   commitFile(temp, path);
+}
+
+/** Writes a whole small file atomically. */
+export function writeFileAtomic(path: string, content: string): void {
+  writeThenCommit(path, (fd) => writeAll(fd, Buffer.from(content, "utf8")));
 }

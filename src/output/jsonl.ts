@@ -1,6 +1,5 @@
-import { closeSync, fsyncSync, openSync, rmSync, writeSync } from "node:fs";
 import type { RowReader } from "../input/rows.js";
-import { commitFile, partialPath } from "./atomic.js";
+import { writeAll, writeThenCommit } from "./atomic.js";
 import { formatFloat32 } from "./float.js";
 import type { NpyMatrixFile } from "./npy.js";
 
@@ -17,22 +16,17 @@ export function exportJsonl(
   matrix: NpyMatrixFile,
   reader: RowReader,
   modelName: string,
-  onProgress: (rowsDone: number) => void = () => {},
 ): void {
-  const temp = partialPath(path);
-  const fd = openSync(temp, "w");
   const modelJson = JSON.stringify(modelName);
   const chunk = Buffer.alloc(ROWS_PER_READ * matrix.rowBytes);
-  const parts: string[] = [];
-  let pendingBytes = 0;
-  const flush = () => {
-    const bytes = Buffer.from(parts.join(""), "utf8");
-    let written = 0;
-    while (written < bytes.length) written += writeSync(fd, bytes, written, bytes.length - written);
-    parts.length = 0;
-    pendingBytes = 0;
-  };
-  try {
+  writeThenCommit(path, (fd) => {
+    const parts: string[] = [];
+    let pendingBytes = 0;
+    const flush = () => {
+      writeAll(fd, Buffer.from(parts.join(""), "utf8"));
+      parts.length = 0;
+      pendingBytes = 0;
+    };
     for (let first = 0; first < matrix.rows; first += ROWS_PER_READ) {
       const count = Math.min(ROWS_PER_READ, matrix.rows - first);
       const data = matrix.readRows(first, count, chunk);
@@ -50,15 +44,7 @@ export function exportJsonl(
         pendingBytes += line.length;
         if (pendingBytes >= FLUSH_BYTES) flush();
       }
-      onProgress(first + count);
     }
     flush();
-    fsyncSync(fd);
-  } catch (err) {
-    closeSync(fd);
-    rmSync(temp, { force: true });
-    throw err;
-  }
-  closeSync(fd);
-  commitFile(temp, path);
+  });
 }
