@@ -35,7 +35,8 @@ export function tempDir(name: string): string {
 /** `count` valid lines of the real corpus from `skip` on (the example file when the corpus is absent). */
 export function corpusSlice(count: number, skip = 0): string[] {
   const source = readCorpusLines();
-  return source.slice(skip, skip + count);
+  // Wraps around when the source is short (the example file stands in for the corpus).
+  return Array.from({ length: count }, (_, i) => source[(skip + i) % source.length] ?? "");
 }
 
 let cachedLines: string[] | null = null;
