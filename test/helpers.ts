@@ -40,7 +40,8 @@ export function corpusSlice(count: number, skip = 0): string[] {
 }
 
 let cachedLines: string[] | null = null;
-function readCorpusLines(): string[] {
+/** Every valid line of the corpus (of the example file when the corpus is absent). */
+export function readCorpusLines(): string[] {
   if (!cachedLines) {
     let text: string;
     try {

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { estimateTokens } from "../src/plan/lengths.js";
 import { paddingEfficiency, planBatches } from "../src/plan/planner.js";
-import { corpusSlice } from "./helpers.js";
+import { readCorpusLines } from "./helpers.js";
 
 function randomLengths(n: number, seed: number): Uint32Array {
   let x = seed;
@@ -62,7 +62,7 @@ test("the plan is deterministic and orders rows longest first", () => {
 });
 
 test("padding efficiency on the unarXive corpus plan is at least 0.9", () => {
-  const lines = corpusSlice(100_000);
+  const lines = readCorpusLines();
   const chars = Uint32Array.from(lines, (l) => (JSON.parse(l) as { text: string }).text.length);
   const plan = planBatches(estimateTokens(chars, 512), { batchSize: 32, maxBatchTokens: 16384 });
   const efficiency = paddingEfficiency(plan);
