@@ -36,8 +36,11 @@ die() {
 [[ -f "$tokenizer_src/tokenizer.json" ]] || die "$tokenizer_src is missing (scripts/setup.sh)"
 command -v xz >/dev/null || die "xz is not installed"
 # A stale dist/ would benchmark other code than the commit the kit names.
-newer="$(find src -name '*.ts' -newer dist/src/cli.js -print -quit)"
-[[ -z "$newer" ]] || say "warning: $newer is newer than dist/: run 'npm run build' if it changed"
+while IFS= read -r ts; do
+  js="dist/${ts%.ts}.js"
+  [[ "$ts" == *.d.ts || ( -f "$js" && ! "$ts" -nt "$js" ) ]] ||
+    say "warning: $js is older than $ts (or missing): run 'npm run build'"
+done < <(find src -name '*.ts')
 
 rm -rf "$kit"
 mkdir -p "$kit"
@@ -65,6 +68,7 @@ cp -r dist/src "$orch/dist/src"
 # The run-time closure of package.json's dependencies, resolved in package-lock.json the way
 # node resolves them (nested node_modules first); offline, unlike `npm ci --omit=dev`.
 # prebuild-install is pruned: better-sqlite3 runs it only when installing.
+# shellcheck disable=SC2016 # JavaScript template literals, not shell expansions
 mapfile -t closure < <(node -e '
   const lock = require(process.argv[1]);
   const pkgs = lock.packages;

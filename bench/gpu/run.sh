@@ -7,8 +7,9 @@
 #   bash bench/gpu/run.sh --cpu-dry-run   # here: the same code paths on the CPU, 24 paragraphs
 #
 # Prints progress lines with timestamps, then one Markdown table; appends it to bench/RESULTS.md
-# and, when $OUT is set (the device tool's folder that comes back), copies the table, the raw
-# results and the logs there, since the host's copy of the working tree is thrown away.
+# and, when $OUT is set (the device tool's folder that comes back), writes the section
+# (results.md), the raw figures (results.json) and the logs there, since the host's copy of the
+# working tree is thrown away.
 # Environment: EMBED_BENCH_PYTHON (default: python3 on the GPU, .venv/bin/python in a dry run),
 # EMBED_BENCH_ROWS (paragraphs, default 20000), EMBED_BENCH_BUDGET_S (no measurement starts
 # after this many seconds, default 420, so that the whole run ends within 8 minutes).
@@ -47,11 +48,11 @@ if ((dry)); then
   device=cpu
   dtypes=(float32) # the server refuses float16/bfloat16 on the CPU
   threads=2
-  rows="${EMBED_BENCH_ROWS:-24}"
+  rows="${EMBED_BENCH_ROWS:-16}" # bge-large takes seconds per paragraph on two cores
   limit="$rows" # a tiny slice, not repeated
   warmup_rows=4
   st_warmup_rows=2
-  warmup_batches=1
+  warmup_batches=0 # each bge-large batch takes seconds on two cores
   matmul_seconds=0.3
   # Small batches, so that the slice makes several: the summary's rate runs from the first
   # batch to the last.
@@ -78,16 +79,18 @@ command -v "$python" >/dev/null || die "no Python at '$python' (set EMBED_BENCH_
 
 # Scratch space: the models (1.4 GB), the input and the outputs; removed at exit.
 scratch="$(mktemp -d "${TMPDIR:-/tmp}/embed-gpu-bench.XXXXXX")"
-# Small results stay in the ignored bench/work/, and go to $OUT too.
-results_dir="$root/bench/work/gpu-run"
-rm -rf "$results_dir"
+trap 'rm -rf "$scratch"' EXIT
+trap 'exit 143' TERM INT # so that the EXIT trap runs on a timeout too
+# The small results (the section, results.json, the logs), written as they come: straight into
+# $OUT where the device tool sets it (the host's working tree is thrown away, and a run cut
+# short by a timeout keeps what it had), else into the ignored bench/work/.
+if [[ -n "${OUT:-}" ]]; then
+  results_dir="$OUT"
+else
+  results_dir="$root/bench/work/gpu-run"
+  rm -rf "$results_dir"
+fi
 mkdir -p "$results_dir/logs"
-publish() {
-  if [[ -n "${OUT:-}" ]]; then
-    cp -r "$results_dir/." "$OUT/" 2>/dev/null || true
-  fi
-}
-trap 'publish; rm -rf "$scratch"' EXIT
 
 # --- Node and the orchestrator: from the kit (decompressed with Python's lzma, as the host
 # may lack xz); a dry run without a kit falls back to this machine's node and build.
@@ -162,6 +165,5 @@ status=0
   --node "$node" --cli "$cli" --work "$scratch" --logs "$results_dir/logs" \
   --section-out "$results_dir/results.md" --results "$root/bench/RESULTS.md" \
   --commit "$commit" || status=$?
-cp "$scratch/results.json" "$results_dir/" 2>/dev/null || true
 say "done in $(awk -v t0="$EMBED_BENCH_T0" -v now="$(date +%s.%N)" 'BEGIN { printf "%.0f", now - t0 }') s (status $status); results in $results_dir"
 exit "$status"
