@@ -155,12 +155,19 @@ export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummar
           maxAttempts: config.maxAttempts,
         },
         {
-          texts: (item) => reader.texts(item.rows),
+          texts: (item) => {
+            // A model's time runs from its first batch sent to its last batch written.
+            if (!activity.has(item.alias)) {
+              activity.set(item.alias, { first: Date.now(), last: Date.now() });
+            }
+            return reader.texts(item.rows);
+          },
           accept: (item, embeddings, server) => {
             committer.accept(item, embeddings, server);
             rowsThisRun.set(item.alias, (rowsThisRun.get(item.alias) ?? 0) + item.rows.length);
             const now = Date.now();
-            activity.set(item.alias, { first: activity.get(item.alias)?.first ?? now, last: now });
+            const window = activity.get(item.alias);
+            if (window) window.last = now;
             if (manyServers) progress.servers(dispatcher.serverShares());
             progress.advance(item.alias, item.rows.length);
           },

@@ -531,10 +531,8 @@ def fmt(value: float | None, digits: int | None = None) -> str:
 def e2e_figures(r: dict[str, Any]) -> tuple[float | None, float | None, float | None]:
     """End-to-end paragraphs/s, tokens/s and MFU from the orchestrator's summary.
 
-    The summary times from the first batch's arrival to the last's, yet counts the first
-    batch's rows too; the longest batch comes first, so that overstates the rate by about
-    one batch. The rows, tokens and FLOPs of that first batch (the worker plans the same
-    batches from the same token counts) are taken out here."""
+    The summary times each model from its first batch sent to its last batch written, so
+    every row it counts is inside that window."""
     rate, embedded = r.get("rate"), r.get("embedded", 0)
     if not embedded or not (rate or r.get("summary_seconds")):
         return None, None, None
@@ -545,13 +543,11 @@ def e2e_figures(r: dict[str, Any]) -> tuple[float | None, float | None, float | 
     if r.get("summary_seconds"):
         candidates.append((0.05 / r["summary_seconds"], r["summary_seconds"]))
     seconds = min(candidates)[1]
-    first_rows = r.get("first_rows", 0)
-    first_tokens = r.get("first_tokens", 0)
-    paragraphs = (embedded - first_rows) / seconds
-    tokens = (r["total_tokens"] - first_tokens) / seconds
+    paragraphs = embedded / seconds
+    tokens = r["total_tokens"] / seconds
     mfu = None
     if r.get("flops") and r.get("matmul_tflops"):
-        mfu = (r["flops"] - r.get("first_flops", 0)) / seconds / (r["matmul_tflops"] * 1e12)
+        mfu = r["flops"] / seconds / (r["matmul_tflops"] * 1e12)
     return paragraphs, tokens, mfu
 
 
@@ -687,9 +683,9 @@ def report(
         "all-MiniLM-L6-v2 shapes (their real configs, random weights, both truncating at 512). "
         f"Orchestrator: --batch_size {args.batch_size} --max_batch_tokens "
         f"{args.max_batch_tokens} --max_workers {args.max_workers} --output_format npy.",
-        "e2e: the orchestrator's summary (first to last batch, with the server started and "
-        "the model loaded by a warm-up run beforehand), less the first batch's rows, whose time "
-        "it does not count; tokens/s likewise from the metadata's total_tokens. e2e wall: the "
+        "e2e: the orchestrator's summary (first batch sent to last batch written, with the "
+        "server started and the model loaded by a warm-up run beforehand); tokens/s likewise "
+        "from the metadata's total_tokens. e2e wall: the "
         "whole orchestrator process (start, input scan, token counting, planning, .npy "
         "finalization). In-process: the server's own encoder (pre -> forward -> post, "
         "tokenizing up to three batches ahead on two threads, as the server's stages do) over "
