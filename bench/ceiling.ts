@@ -72,34 +72,12 @@ async function runOnce(input: string, out: string, extra: string[]) {
 mkdirSync(WORK, { recursive: true });
 const input = join(WORK, `ceiling-${rows}.jsonl`);
 await generate(input, rows);
+/** Larger batches and window than the defaults: what a throughput run would use. */
+const WIDE = ["--batch_size", "256", "--max_batch_tokens", "0", "--max_workers", "8"];
 const settings: [string, string[]][] = [
   ["defaults (batch 32, 4 in flight)", ["--output_format", "npy"]],
-  [
-    "batch 256, 8 in flight",
-    [
-      "--batch_size",
-      "256",
-      "--max_batch_tokens",
-      "0",
-      "--max_workers",
-      "8",
-      "--output_format",
-      "npy",
-    ],
-  ],
-  [
-    "batch 256, 8 in flight, + JSONL",
-    [
-      "--batch_size",
-      "256",
-      "--max_batch_tokens",
-      "0",
-      "--max_workers",
-      "8",
-      "--checkpoint_interval",
-      "20000",
-    ],
-  ],
+  ["batch 256, 8 in flight", [...WIDE, "--output_format", "npy"]],
+  ["batch 256, 8 in flight, + JSONL", [...WIDE, "--checkpoint_interval", "20000"]],
 ];
 const lines: (string | number)[][] = [];
 for (const [name, extra] of settings) {
@@ -119,12 +97,7 @@ rmSync(input, { force: true });
 const bigInput = join(WORK, `ceiling-${rssRows}.jsonl`);
 await generate(bigInput, rssRows);
 const big = await runOnce(bigInput, join(WORK, "ceiling-out"), [
-  "--batch_size",
-  "256",
-  "--max_batch_tokens",
-  "0",
-  "--max_workers",
-  "8",
+  ...WIDE,
   "--output_format",
   "npy",
   "--checkpoint_interval",

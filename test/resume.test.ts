@@ -169,16 +169,7 @@ test("resume refuses a changed input file, naming it, and --restart starts over"
   const dir = tempDir("refuse-input");
   const input = writeLines(join(dir, "in.jsonl"), corpusSlice(20));
   const out = join(dir, "out");
-  const debugArgs = [
-    "--input_file",
-    input,
-    "--output_dir",
-    out,
-    "--models",
-    STEM,
-    "--engine",
-    "debug",
-  ];
+  const debugArgs = debugEngineArgs(input, out, STEM);
   assert.equal((await runCli(debugArgs)).code, 0);
   appendFileSync(input, `${corpusSlice(1, 20)[0]}\n`);
   const refused = await runCli(debugArgs);
@@ -205,18 +196,7 @@ test("resume refuses a changed model setting, naming the setting", async () => {
       config,
       `models:\n  mine:\n    model_name: sentence-transformers/all-MiniLM-L6-v2\n    prefix: "${prefix}"\n`,
     );
-  const runArgs = [
-    "--input_file",
-    input,
-    "--output_dir",
-    out,
-    "--models",
-    "mine",
-    "--config",
-    config,
-    "--engine",
-    "debug",
-  ];
+  const runArgs = debugEngineArgs(input, out, "mine", "--config", config);
   withPrefix("query: ");
   assert.equal((await runCli(runArgs)).code, 0);
   withPrefix("passage: ");
@@ -232,16 +212,7 @@ test("a corrupt checkpoint is a clear error, not a crash", async () => {
   const dir = tempDir("refuse-corrupt");
   const input = writeLines(join(dir, "in.jsonl"), corpusSlice(20));
   const out = join(dir, "out");
-  const runArgs = [
-    "--input_file",
-    input,
-    "--output_dir",
-    out,
-    "--models",
-    STEM,
-    "--engine",
-    "debug",
-  ];
+  const runArgs = debugEngineArgs(input, out, STEM);
   assert.equal((await runCli(runArgs)).code, 0);
   writeFileSync(join(out, CHECKPOINT), Buffer.alloc(8192, 0x41));
   const refused = await runCli(runArgs);
@@ -253,3 +224,18 @@ test("a corrupt checkpoint is a clear error, not a crash", async () => {
     /checkpoint .*embed-multi\.checkpoint\.sqlite is unreadable .*--restart/,
   );
 });
+
+/** A run of one model on the embedded debug engine: the refusals are about the checkpoint, not the model. */
+function debugEngineArgs(input: string, out: string, model: string, ...extra: string[]): string[] {
+  return [
+    "--input_file",
+    input,
+    "--output_dir",
+    out,
+    "--models",
+    model,
+    "--engine",
+    "debug",
+    ...extra,
+  ];
+}

@@ -22,28 +22,7 @@ let caFile: string;
 before(async () => {
   dir = tempDir("security");
   caFile = join(dir, "server.crt");
-  // A self-signed certificate for 127.0.0.1, made here with the openssl command.
-  execFileSync(
-    "openssl",
-    [
-      "req",
-      "-x509",
-      "-newkey",
-      "rsa:2048",
-      "-nodes",
-      "-days",
-      "1",
-      "-subj",
-      "/CN=localhost",
-      "-addext",
-      "subjectAltName=IP:127.0.0.1,DNS:localhost",
-      "-keyout",
-      join(dir, "server.key"),
-      "-out",
-      caFile,
-    ],
-    { stdio: "ignore" },
-  );
+  selfSignedCert(dir, "server", "subjectAltName=IP:127.0.0.1,DNS:localhost");
   server = await startServer(
     ["--threads", "2", "--tls-cert", caFile, "--tls-key", join(dir, "server.key")],
     testEnv({ EMBED_AUTH_TOKEN: TOKEN }),
@@ -112,27 +91,23 @@ test("plaintext to a TLS server fails clearly", async () => {
 
 test("TLS against a certificate from another CA fails clearly", async () => {
   const otherDir = tempDir("security-other");
-  const otherCa = join(otherDir, "other.crt");
-  execFileSync(
-    "openssl",
-    [
-      "req",
-      "-x509",
-      "-newkey",
-      "rsa:2048",
-      "-nodes",
-      "-days",
-      "1",
-      "-subj",
-      "/CN=other",
-      "-keyout",
-      join(otherDir, "other.key"),
-      "-out",
-      otherCa,
-    ],
-    { stdio: "ignore" },
-  );
+  const otherCa = selfSignedCert(otherDir, "other");
   const result = await cli("other-ca", ["--tls_ca", otherCa], TOKEN);
   assert.notEqual(result.code, 0);
   assert.match(oneError(result.stderr), /unreachable/);
 });
+
+/** A self-signed certificate and key made with the openssl command: DIR/NAME.crt, DIR/NAME.key. */
+function selfSignedCert(dir: string, name: string, subjectAltName?: string): string {
+  const cert = join(dir, `${name}.crt`);
+  const names = subjectAltName ? ["-addext", subjectAltName] : [];
+  execFileSync(
+    "openssl",
+    ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", `/CN=${name}`].concat(
+      names,
+      ["-keyout", join(dir, `${name}.key`), "-out", cert],
+    ),
+    { stdio: "ignore" },
+  );
+  return cert;
+}
