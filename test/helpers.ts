@@ -21,7 +21,8 @@ import { readNpyShape } from "../src/output/npy.js";
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const CLI = join(ROOT, "bin", "embed-multi.js");
 export const PYTHON = join(process.env.EMBED_VENV ?? join(ROOT, ".venv"), "bin", "python");
-export const CORPUS = resolve(ROOT, "..", "shared", "data", "unarxive-2212-paragraphs.jsonl");
+/** A slice of the unarXive corpus kept in the repository (licence beside it). */
+export const CORPUS = join(ROOT, "test", "fixtures", "unarxive-slice.jsonl");
 export const EXAMPLE = join(ROOT, "examples", "paragraphs.jsonl");
 export const FIXTURES = join(ROOT, "test", "fixtures");
 
@@ -32,26 +33,17 @@ export function tempDir(name: string): string {
   return dir;
 }
 
-/** `count` valid lines of the real corpus from `skip` on (the example file when the corpus is absent). */
+/** `count` valid lines of the corpus slice from `skip` on, wrapping around at its end. */
 export function corpusSlice(count: number, skip = 0): string[] {
   const source = readCorpusLines();
-  // Wraps around when the source is short (the example file stands in for the corpus).
   return Array.from({ length: count }, (_, i) => source[(skip + i) % source.length] ?? "");
 }
 
 let cachedLines: string[] | null = null;
-/** Every valid line of the corpus (of the example file when the corpus is absent). */
+/** Every line of the corpus slice (paragraphs with empty text are left out of it). */
 export function readCorpusLines(): string[] {
   if (!cachedLines) {
-    let text: string;
-    try {
-      text = readFileSync(CORPUS, "utf8");
-    } catch {
-      text = readFileSync(EXAMPLE, "utf8");
-    }
-    // The corpus has a few paragraphs with empty text, which the CLI rightly
-    // refuses; the tests that want good input leave them out.
-    cachedLines = text
+    cachedLines = readFileSync(CORPUS, "utf8")
       .split("\n")
       .filter((l) => l.trim().length > 0)
       .filter((l) => (JSON.parse(l) as { text: string }).text.trim().length > 0);

@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parents[2]
 MODEL_DIR = REPO / "models"
 MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 MODEL_PATH = MODEL_DIR / MODEL_ID
-CORPUS = Path("/work/shared/data/unarxive-2212-paragraphs.jsonl")
+# A slice of the unarXive corpus kept in the repository (licence beside it).
+CORPUS = REPO / "test" / "fixtures" / "unarxive-slice.jsonl"
 TORCH_THREADS = "2"
 
 # huggingface_hub is first imported later, when a server starts its engine: nothing may
