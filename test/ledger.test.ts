@@ -46,7 +46,7 @@ test("the plan, batch status and totals survive closing and reopening", () => {
   assert.equal(pending.length, plan.batches.length - 2);
   const third = pending.find((b) => b.batchNo === 2);
   assert.deepEqual(Array.from(third?.rows ?? []), Array.from(plan.batches[2]?.rows ?? []));
-  const totals = again.totals("m");
+  const totals = again.status("m");
   assert.equal(totals.doneBatches, 2);
   assert.equal(totals.tokens, 150);
   assert.equal(totals.truncated, 2);

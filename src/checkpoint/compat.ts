@@ -2,7 +2,14 @@ import type { RunModel } from "../config.js";
 import { CheckpointError } from "../errors.js";
 import type { ModelInfo } from "../gen/embedmulti/v1/inference.js";
 import type { CorpusIndex } from "../input/scan.js";
+import {
+  identityDifferences,
+  identityOf,
+  requestDifferences,
+  requestOf,
+} from "../model/identity.js";
 import type { InputIdentity, LedgerModel } from "./ledger.js";
+import { storedRequest } from "./model-row.js";
 
 const HOW_TO_START_OVER = "run with --restart to start over, or use another --output_dir";
 
@@ -41,16 +48,7 @@ export function checkSameModels(stored: readonly LedgerModel[], models: readonly
   for (const model of models) {
     const s = stored.find((m) => m.alias === model.alias);
     if (!s) continue;
-    const changes: string[] = [];
-    const compare = (name: string, was: unknown, is: unknown) => {
-      if (was !== is) changes.push(`${name} ${JSON.stringify(was)} → ${JSON.stringify(is)}`);
-    };
-    compare("model", s.modelId, model.modelId);
-    compare("revision", s.requestedRevision, model.revision);
-    compare("prefix", s.prefix, model.prefix);
-    compare("normalize", s.normalize, model.normalize);
-    compare("max_length", s.requestedMaxLength, model.maxLength);
-    compare("dtype", s.requestedDtype, model.dtype);
+    const changes = requestDifferences(storedRequest(s), requestOf(model));
     if (changes.length > 0) {
       throw new CheckpointError(
         `model "${model.alias}" settings changed since the checkpoint (${changes.join(", ")}); ${HOW_TO_START_OVER}`,
@@ -61,13 +59,7 @@ export function checkSameModels(stored: readonly LedgerModel[], models: readonly
 
 /** Refuses servers whose copy of a model computes different numbers than the checkpoint's. */
 export function checkSameWeights(stored: LedgerModel, loaded: ModelInfo): void {
-  const changes: string[] = [];
-  if (stored.dim !== loaded.dim) changes.push(`dim ${stored.dim} → ${loaded.dim}`);
-  if (stored.revision !== loaded.revision)
-    changes.push(`revision ${stored.revision} → ${loaded.revision}`);
-  if (stored.maxLength !== loaded.maxLength)
-    changes.push(`max_length ${stored.maxLength} → ${loaded.maxLength}`);
-  if (stored.dtype !== loaded.dtype) changes.push(`dtype ${stored.dtype} → ${loaded.dtype}`);
+  const changes = identityDifferences(stored, identityOf(loaded));
   if (changes.length > 0) {
     throw new CheckpointError(
       `model "${stored.alias}" on the server differs from the one in the checkpoint (${changes.join(", ")}); ${HOW_TO_START_OVER}`,

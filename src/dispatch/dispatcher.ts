@@ -1,17 +1,51 @@
 import { status } from "@grpc/grpc-js";
 import { ExitError, ServerError } from "../errors.js";
-import type { Embeddings, ModelInfo } from "../gen/embedmulti/v1/inference.js";
+import type {
+  EmbedBatch,
+  Embeddings,
+  EmbedResult,
+  ModelInfo,
+} from "../gen/embedmulti/v1/inference.js";
+import { identityDifferences, identityOf } from "../model/identity.js";
 import { RpcError } from "./client.js";
-import { describeDifference, type ServerSession, sleep } from "./servers.js";
-import { EmbedStream } from "./stream.js";
+import { type ServerSession, sleep } from "./servers.js";
 
 /** A batch waiting for, or on its way to, a server. */
 export interface WorkItem {
   readonly alias: string;
   readonly batchNo: number;
   readonly rows: Uint32Array;
-  /** Failed attempts so far, across runs. */
-  attempts: number;
+  /** Failed attempts in earlier runs (the dispatcher counts this run's). */
+  readonly priorAttempts: number;
+}
+
+/** One server's stream of batches (EmbedStream; a fake in tests). */
+export interface BatchStream {
+  /** Resolves with the batch's result; rejects when the stream broke. */
+  send(batch: EmbedBatch, timeoutMs: number): Promise<EmbedResult>;
+  close(): void;
+}
+
+/** Time as the dispatcher sees it: real timers, or a fake clock in tests. */
+export interface Clock {
+  /** Calls `fn` after `ms`; returns a function that cancels it. */
+  after(ms: number, fn: () => void): () => void;
+  sleep(ms: number): Promise<void>;
+}
+
+export const realClock: Clock = {
+  after: (ms, fn) => {
+    const timer = setTimeout(fn, ms);
+    return () => clearTimeout(timer);
+  },
+  sleep,
+};
+
+/** What the dispatcher is given to reach servers and to tell time. */
+export interface DispatchEnvironment {
+  /** Opens a stream to a server; `onBroken` is called once if it breaks. */
+  openStream(session: ServerSession, onBroken: (err: RpcError) => void): BatchStream;
+  readonly clock?: Clock;
 }
 
 export interface DispatchOptions {
@@ -28,11 +62,12 @@ export type ServerState = "up" | "down" | "retired";
 
 export interface DispatchHooks {
   texts(item: WorkItem): string[];
-  /** Writes a result. Synchronous; throwing stops the run. */
-  accept(item: WorkItem, embeddings: Embeddings, server: string): void;
+  /** Writes a result; `attempts` counts this one. Synchronous; throwing stops the run. */
+  accept(item: WorkItem, embeddings: Embeddings, server: string, attempts: number): void;
   /** Where a batch's rows are, for messages. */
   describe(item: WorkItem): string;
-  attemptFailed(item: WorkItem): void;
+  /** A failed attempt, with the failed attempts so far across runs. */
+  attemptFailed(item: WorkItem, attempts: number): void;
   serverChanged(target: string, state: ServerState, detail: string): void;
   /** Re-checks a server that came back: health, models (same dim and weights). */
   reopen(session: ServerSession): Promise<ServerSession>;
@@ -40,7 +75,7 @@ export interface DispatchHooks {
 
 class ServerSlot {
   state: ServerState = "up";
-  stream: EmbedStream | null = null;
+  stream: BatchStream | null = null;
   inFlight = new Set<WorkItem>();
   rowsDone = 0;
   lastError = "";
@@ -76,7 +111,10 @@ export class Dispatcher {
   private outstanding = 0;
   private settle: ((err?: Error) => void) | null = null;
   private finished = false;
-  private allDownTimer: NodeJS.Timeout | null = null;
+  private allDownTimer: (() => void) | null = null;
+  /** Failed attempts of each batch across runs: the dispatcher's, not the item's. */
+  private readonly attempts = new Map<WorkItem, number>();
+  private readonly clock: Clock;
 
   /**
    * `sessions` are the servers ready at the start; `waiting` are servers not
@@ -88,8 +126,10 @@ export class Dispatcher {
     private readonly options: DispatchOptions,
     private readonly hooks: DispatchHooks,
     private readonly reference: ReadonlyMap<string, ModelInfo>,
-    waiting: readonly ServerSession[] = [],
+    waiting: readonly ServerSession[],
+    private readonly env: DispatchEnvironment,
   ) {
+    this.clock = env.clock ?? realClock;
     this.slots = sessions.map((s) => new ServerSlot(s));
     for (const session of waiting) {
       const slot = new ServerSlot(session);
@@ -111,13 +151,14 @@ export class Dispatcher {
 
   run(items: readonly WorkItem[], signal: AbortSignal): Promise<void> {
     this.queue.push(...items);
+    for (const item of items) this.attempts.set(item, item.priorAttempts);
     this.outstanding = items.length;
     return new Promise<void>((resolve, reject) => {
       this.settle = (err) => {
         if (this.finished) return;
         this.finished = true;
         signal.removeEventListener("abort", onAbort);
-        if (this.allDownTimer) clearTimeout(this.allDownTimer);
+        this.allDownTimer?.();
         for (const slot of this.slots) slot.stream?.close();
         if (err) reject(err);
         else resolve();
@@ -134,8 +175,8 @@ export class Dispatcher {
     });
   }
 
-  private openStream(slot: ServerSlot): EmbedStream {
-    const stream = new EmbedStream(slot.session.connection, (err) => {
+  private openStream(slot: ServerSlot): BatchStream {
+    const stream = this.env.openStream(slot.session, (err) => {
       if (slot.stream === stream) this.serverFailed(slot, err);
     });
     return stream;
@@ -188,7 +229,7 @@ export class Dispatcher {
 
   private completed(slot: ServerSlot, item: WorkItem, embeddings: Embeddings): void {
     try {
-      this.hooks.accept(item, embeddings, slot.target);
+      this.hooks.accept(item, embeddings, slot.target, (this.attempts.get(item) ?? 0) + 1);
     } catch (err) {
       this.settle?.(err as Error);
       return;
@@ -213,12 +254,13 @@ export class Dispatcher {
 
   private requeue(item: WorkItem, counts: boolean, err: RpcError): void {
     if (counts) {
-      item.attempts++;
-      this.hooks.attemptFailed(item);
-      if (item.attempts >= this.options.maxAttempts) {
+      const attempts = (this.attempts.get(item) ?? 0) + 1;
+      this.attempts.set(item, attempts);
+      this.hooks.attemptFailed(item, attempts);
+      if (attempts >= this.options.maxAttempts) {
         this.settle?.(
           new ExitError(
-            `${this.hooks.describe(item)} failed ${item.attempts} times, last: ${status[err.code]}: ${err.details}; the checkpoint is intact, fix the input or the servers and run again`,
+            `${this.hooks.describe(item)} failed ${attempts} times, last: ${status[err.code]}: ${err.details}; the checkpoint is intact, fix the input or the servers and run again`,
           ),
         );
         return;
@@ -244,7 +286,7 @@ export class Dispatcher {
 
   private watchAllDown(): void {
     if (this.allDownTimer || this.slots.some((s) => s.state === "up")) return;
-    this.allDownTimer = setTimeout(() => {
+    this.allDownTimer = this.clock.after(this.options.serverTimeoutMs, () => {
       this.allDownTimer = null;
       if (this.slots.some((s) => s.state === "up")) return;
       const reasons = this.slots.map((s) => `${s.target}: ${s.lastError}`).join("; ");
@@ -253,14 +295,14 @@ export class Dispatcher {
           `no inference server up for ${Math.round(this.options.serverTimeoutMs / 1000)} s (--server_timeout): ${reasons}. What is done is kept: run the same command again to resume`,
         ),
       );
-    }, this.options.serverTimeoutMs);
+    });
   }
 
   /** Retries a failed server with exponential backoff until it is healthy again. */
   private async revive(slot: ServerSlot): Promise<void> {
     let delay = BACKOFF_START_MS;
     while (!this.finished) {
-      await sleep(delay);
+      await this.clock.sleep(delay);
       if (this.finished) return;
       try {
         const fresh = await this.hooks.reopen(slot.session);
@@ -277,7 +319,7 @@ export class Dispatcher {
         slot.lastError = "";
         slot.stream = this.openStream(slot);
         if (this.allDownTimer) {
-          clearTimeout(this.allDownTimer);
+          this.allDownTimer();
           this.allDownTimer = null;
         }
         this.hooks.serverChanged(slot.target, "up", "");
@@ -298,8 +340,8 @@ function compareModels(
   for (const [alias, info] of before) {
     const now = after.get(alias);
     if (!now) return `${alias} missing`;
-    const diff = describeDifference(info, now);
-    if (diff) return `${alias}: ${diff}`;
+    const diff = identityDifferences(identityOf(info), identityOf(now));
+    if (diff.length > 0) return `${alias}: ${diff.join(", ")}`;
   }
   return null;
 }

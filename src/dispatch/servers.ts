@@ -2,6 +2,7 @@ import { status } from "@grpc/grpc-js";
 import type { RunModel } from "../config.js";
 import { ServerError } from "../errors.js";
 import type { InfoResponse, LoadModelRequest, ModelInfo } from "../gen/embedmulti/v1/inference.js";
+import { identityDifferences, identityOf } from "../model/identity.js";
 import {
   type ConnectionOptions,
   type HealthReport,
@@ -93,22 +94,14 @@ export function checkAgreement(
     for (const other of rest) {
       const theirs = other.models.get(model.alias);
       if (!reference || !theirs) continue;
-      const differences = describeDifference(reference, theirs);
-      if (differences) {
+      const differences = identityDifferences(identityOf(reference), identityOf(theirs));
+      if (differences.length > 0) {
         throw new ServerError(
-          `servers ${first.target} and ${other.target} disagree on model "${model.alias}" (${differences}); give servers that hold the same model`,
+          `servers ${first.target} and ${other.target} disagree on model "${model.alias}" (${differences.join(", ")}); give servers that hold the same model`,
         );
       }
     }
   }
-}
-
-export function describeDifference(a: ModelInfo, b: ModelInfo): string | null {
-  if (a.dim !== b.dim) return `dim ${a.dim} vs ${b.dim}`;
-  if (a.revision !== b.revision) return `revision ${a.revision} vs ${b.revision}`;
-  if (a.maxLength !== b.maxLength) return `max_length ${a.maxLength} vs ${b.maxLength}`;
-  if (a.dtype !== b.dtype) return `dtype ${a.dtype} vs ${b.dtype}`;
-  return null;
 }
 
 /** A gRPC failure at start-up, in words a user can act on. */

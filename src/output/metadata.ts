@@ -1,6 +1,6 @@
-import type { LedgerModel, ModelTotals, RunRecord } from "../checkpoint/ledger.js";
 import type { RunConfig, RunModel } from "../config.js";
 import type { CorpusIndex } from "../input/scan.js";
+import type { LedgerModel, ModelTotals, RunRecord } from "../model/records.js";
 
 /** `<alias>.metadata.json`: the fields of the specification, then everything needed to reproduce. */
 export interface ModelMetadata {

@@ -1,9 +1,13 @@
-import { status } from "@grpc/grpc-js";
-import { RpcError, type ServerConnection } from "../dispatch/client.js";
 import type { RowReader } from "../input/rows.js";
 import { estimateTokens } from "./lengths.js";
 
 const TEXTS_PER_CALL = 512;
+
+/** Counts texts' tokens with a model's tokenizer: a server, or a fake in tests. */
+export interface TokenCounter {
+  /** Tokens of each text; null when the counter cannot count (an older server). */
+  countTokens(modelKey: string, texts: string[], timeoutMs: number): Promise<number[] | null>;
+}
 const CALL_TIMEOUT_MS = 120_000;
 
 /**
@@ -12,7 +16,7 @@ const CALL_TIMEOUT_MS = 120_000;
  * CountTokens leaves us the estimate from characters.
  */
 export async function measureTokens(
-  connection: ServerConnection,
+  counter: TokenCounter,
   modelKey: string,
   maxLength: number,
   reader: RowReader,
@@ -24,15 +28,8 @@ export async function measureTokens(
   for (let first = 0; first < rows; first += TEXTS_PER_CALL) {
     const count = Math.min(TEXTS_PER_CALL, rows - first);
     const ids = Uint32Array.from({ length: count }, (_, i) => first + i);
-    let counts: number[];
-    try {
-      counts = (await connection.countTokens(modelKey, reader.texts(ids), CALL_TIMEOUT_MS)).counts;
-    } catch (err) {
-      if (err instanceof RpcError && err.code === status.UNIMPLEMENTED) {
-        return { lengths: estimateTokens(textChars, maxLength), counted: false };
-      }
-      throw err;
-    }
+    const counts = await counter.countTokens(modelKey, reader.texts(ids), CALL_TIMEOUT_MS);
+    if (!counts) return { lengths: estimateTokens(textChars, maxLength), counted: false };
     for (let i = 0; i < count; i++) lengths[first + i] = Math.min(cap, counts[i] ?? 1);
   }
   return { lengths, counted: true };

@@ -1,0 +1,97 @@
+import type { RunModel } from "../config.js";
+import type { ModelInfo } from "../gen/embedmulti/v1/inference.js";
+
+/**
+ * What makes two models' vectors the same. Servers must agree on it, a
+ * resumed checkpoint must match it, and a server that rejoins must still
+ * have it. A new setting that changes the vectors is one field here and one
+ * label below; every comparison picks it up.
+ */
+export interface ModelIdentity {
+  readonly modelId: string;
+  /** The revision the server resolved and loaded (commit or weights digest). */
+  readonly revision: string;
+  readonly dim: number;
+  /** The dtype actually used. */
+  readonly dtype: string;
+  /** The max length actually used. */
+  readonly maxLength: number;
+  readonly pooling: string;
+  readonly prefix: string;
+  readonly normalize: boolean;
+}
+
+/** The settings asked for (0 / "" = the model's own): a resume must ask for the same. */
+export interface ModelRequest {
+  readonly modelId: string;
+  readonly revision: string;
+  readonly prefix: string;
+  readonly normalize: boolean;
+  readonly maxLength: number;
+  readonly dtype: string;
+}
+
+// Records, not lists: adding a field to a type above fails to compile until it has a label.
+const IDENTITY_LABELS: Readonly<Record<keyof ModelIdentity, string>> = {
+  modelId: "model",
+  revision: "revision",
+  dim: "dim",
+  dtype: "dtype",
+  maxLength: "max_length",
+  pooling: "pooling",
+  prefix: "prefix",
+  normalize: "normalize",
+};
+
+const REQUEST_LABELS: Readonly<Record<keyof ModelRequest, string>> = {
+  modelId: "model",
+  revision: "revision",
+  prefix: "prefix",
+  normalize: "normalize",
+  maxLength: "max_length",
+  dtype: "dtype",
+};
+
+/** The identity a server reports for a model it loaded. */
+export function identityOf(info: ModelInfo): ModelIdentity {
+  return pick<ModelIdentity>(info, IDENTITY_LABELS);
+}
+
+/** The settings a run model asks for. */
+export function requestOf(model: RunModel): ModelRequest {
+  return pick<ModelRequest>(model, REQUEST_LABELS);
+}
+
+/** What differs between two identities, as `dim 384 → 768`; empty when the vectors are the same. */
+export function identityDifferences(was: ModelIdentity, is: ModelIdentity): string[] {
+  return differences(was, is, IDENTITY_LABELS);
+}
+
+/** What differs between two requests, as `prefix "" → "passage: "`. */
+export function requestDifferences(was: ModelRequest, is: ModelRequest): string[] {
+  return differences(was, is, REQUEST_LABELS);
+}
+
+function differences<T extends object>(
+  was: T,
+  is: T,
+  labels: Readonly<Record<keyof T, string>>,
+): string[] {
+  const out: string[] = [];
+  for (const key of keysOf(labels)) {
+    if (was[key] !== is[key]) {
+      out.push(`${labels[key]} ${JSON.stringify(was[key])} → ${JSON.stringify(is[key])}`);
+    }
+  }
+  return out;
+}
+
+function pick<T extends object>(source: T, labels: Readonly<Record<keyof T, string>>): T {
+  const out: Partial<T> = {};
+  for (const key of keysOf(labels)) out[key] = source[key];
+  return out as T;
+}
+
+function keysOf<T extends object>(labels: Readonly<Record<keyof T, string>>): (keyof T)[] {
+  return Object.keys(labels) as (keyof T)[];
+}

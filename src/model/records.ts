@@ -1,0 +1,37 @@
+import type { ModelIdentity } from "./identity.js";
+
+// What the checkpoint stores and the outputs report, declared below both so
+// that output/ need not import checkpoint/.
+
+/**
+ * A model as the ledger knows it: its identity as the servers resolved it
+ * (revision, max_length, dtype), plus what was asked for where that differs.
+ */
+export interface LedgerModel extends ModelIdentity {
+  readonly alias: string;
+  readonly position: number;
+  /** The revision asked for ("" = any). */
+  readonly requestedRevision: string;
+  /** max_length and dtype as asked for (0 / "" = the model's own). */
+  readonly requestedMaxLength: number;
+  readonly requestedDtype: string;
+  readonly fileStem: string;
+}
+
+export interface ModelTotals {
+  readonly batches: number;
+  readonly doneBatches: number;
+  readonly rows: number;
+  readonly doneRows: number;
+  readonly tokens: number;
+  readonly truncated: number;
+  readonly realTokens: number;
+  readonly paddedTokens: number;
+  readonly servers: string[];
+}
+
+export interface RunRecord {
+  readonly attempts: number;
+  readonly processingSeconds: number;
+  readonly createdAt: string;
+}

@@ -1,0 +1,91 @@
+import type { Ledger } from "../checkpoint/ledger.js";
+import type { RunConfig } from "../config.js";
+import type { RowReader } from "../input/rows.js";
+import type { CorpusIndex } from "../input/scan.js";
+import { finalizeModel, isComplete } from "../output/finalize.js";
+import { buildMetadata } from "../output/metadata.js";
+import { paddingEfficiency } from "../plan/planner.js";
+import type { Progress } from "../progress.js";
+import { activeSeconds, allBatchesDone, type ModelRun, refresh, storedModel } from "./model-run.js";
+
+export interface ModelSummary {
+  readonly alias: string;
+  readonly rows: number;
+  /** Rows embedded by this invocation (0 when everything was already done). */
+  readonly rowsThisRun: number;
+  readonly seconds: number;
+  readonly truncated: number;
+  readonly paddingEfficiency: number;
+  readonly outputs: string[];
+}
+
+export interface RunSummary {
+  readonly models: ModelSummary[];
+  readonly resumed: boolean;
+  readonly nothingToDo: boolean;
+}
+
+/** Writes the final files of every model whose batches are all done, then marks it finalized. */
+export function finalizeAll(
+  runs: readonly ModelRun[],
+  ledger: Ledger,
+  config: RunConfig,
+  reader: RowReader,
+  corpus: CorpusIndex,
+  processingSeconds: number,
+  progress: Progress,
+): void {
+  for (const run of runs) {
+    if (run.status.finalized) continue;
+    const totals = refresh(run, ledger);
+    if (!allBatchesDone(totals)) {
+      throw new Error(`${run.model.alias} has ${totals.batches - totals.doneBatches} batches left`);
+    }
+    const { matrix } = run;
+    if (!matrix) throw new Error(`${run.model.alias} has no matrix`);
+    if (config.outputFormat !== "npy") progress.note(`writing ${run.paths.jsonl}`);
+    const previous = ledger.run();
+    const record = {
+      ...previous,
+      processingSeconds: previous.processingSeconds + processingSeconds,
+    };
+    finalizeModel(
+      run.paths,
+      config.outputFormat,
+      matrix,
+      reader,
+      run.model.alias,
+      (outputs, jsonlSeconds) =>
+        buildMetadata({
+          config,
+          model: run.model,
+          ledgerModel: storedModel(run),
+          totals,
+          run: record,
+          corpus,
+          outputs,
+          jsonlSeconds,
+        }),
+    );
+    ledger.markFinalized(run.model.alias);
+    refresh(run, ledger);
+  }
+}
+
+export function summarize(
+  runs: readonly ModelRun[],
+  config: RunConfig,
+  resumed: boolean,
+): RunSummary {
+  const models = runs.map((run) => ({
+    alias: run.model.alias,
+    rows: run.status.rows,
+    rowsThisRun: run.rowsThisRun,
+    seconds: activeSeconds(run),
+    truncated: run.status.truncated,
+    paddingEfficiency: paddingEfficiency(run.status),
+    outputs: isComplete(run.paths, config.outputFormat) ? [run.paths.metadata] : [],
+  }));
+  const nothingToDo = models.every((m) => m.rowsThisRun === 0) && !resumed;
+  return { models, resumed, nothingToDo };
+}

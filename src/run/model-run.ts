@@ -1,0 +1,49 @@
+import type { Ledger, LedgerModel, ModelStatus } from "../checkpoint/ledger.js";
+import type { RunModel } from "../config.js";
+import type { ModelInfo } from "../gen/embedmulti/v1/inference.js";
+import type { OutputPaths } from "../output/finalize.js";
+import type { NpyMatrixFile } from "../output/npy.js";
+
+/** One model of the run, carried through every phase. */
+export interface ModelRun {
+  readonly model: RunModel;
+  readonly paths: OutputPaths;
+  /** The model as the checkpoint holds it; null until planned. */
+  stored: LedgerModel | null;
+  /** The model as the first server loaded it; null when no server was needed. */
+  server: ModelInfo | null;
+  /** Progress as the ledger last said. */
+  status: ModelStatus;
+  /** The working .npy while the model is being embedded. */
+  matrix: NpyMatrixFile | null;
+  /** From its first batch sent to its last batch written, this run (ms since the epoch). */
+  window: { first: number; last: number } | null;
+  rowsThisRun: number;
+}
+
+/** Reads the model's status afresh; call after anything that writes its batches. */
+export function refresh(run: ModelRun, ledger: Ledger): ModelStatus {
+  run.status = ledger.status(run.model.alias);
+  return run.status;
+}
+
+/** Every batch of the plan is done (its outputs may still have to be written). */
+export function allBatchesDone(status: ModelStatus): boolean {
+  return status.planned && status.doneBatches === status.batches;
+}
+
+/** Needs a server: not planned yet, or batches left. */
+export function needsServers(status: ModelStatus): boolean {
+  return !allBatchesDone(status);
+}
+
+/** The stored model, which every phase after planning relies on. */
+export function storedModel(run: ModelRun): LedgerModel {
+  if (!run.stored) throw new Error(`${run.model.alias} is not planned`);
+  return run.stored;
+}
+
+/** Seconds between the model's first batch sent and its last written, this run. */
+export function activeSeconds(run: ModelRun): number {
+  return run.window ? (run.window.last - run.window.first) / 1000 : 0;
+}

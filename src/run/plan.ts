@@ -1,0 +1,68 @@
+import { status } from "@grpc/grpc-js";
+import { checkSameWeights } from "../checkpoint/compat.js";
+import type { Ledger } from "../checkpoint/ledger.js";
+import { ledgerModelOf } from "../checkpoint/model-row.js";
+import type { RunConfig } from "../config.js";
+import { RpcError, type ServerConnection } from "../dispatch/client.js";
+import type { ServerSession } from "../dispatch/servers.js";
+import type { RowReader } from "../input/rows.js";
+import type { CorpusIndex } from "../input/scan.js";
+import { batchLimits } from "../plan/limits.js";
+import { measureTokens, type TokenCounter } from "../plan/measure.js";
+import { paddingEfficiency, planBatches } from "../plan/planner.js";
+import type { Progress } from "../progress.js";
+import { type ModelRun, refresh } from "./model-run.js";
+
+/** A server's CountTokens as the planner sees it: UNIMPLEMENTED means "cannot count". */
+export function serverCounter(connection: ServerConnection): TokenCounter {
+  return {
+    countTokens: (modelKey, texts, timeoutMs) =>
+      connection.countTokens(modelKey, texts, timeoutMs).then(
+        (res) => res.counts,
+        (err: unknown) => {
+          if (err instanceof RpcError && err.code === status.UNIMPLEMENTED) return null;
+          throw err;
+        },
+      ),
+  };
+}
+
+/**
+ * Gives each model the first server's view of it, then plans the batches of
+ * models new to the checkpoint and stores them, all pending.
+ */
+export async function planModels(
+  runs: readonly ModelRun[],
+  first: ServerSession,
+  counter: TokenCounter,
+  ledger: Ledger,
+  config: RunConfig,
+  reader: RowReader,
+  corpus: CorpusIndex,
+  progress: Progress,
+): Promise<void> {
+  for (const [position, run] of runs.entries()) {
+    const info = first.models.get(run.model.alias);
+    if (!info) throw new Error(`server ${first.target} did not load ${run.model.alias}`);
+    run.server = info;
+    if (run.stored) {
+      checkSameWeights(run.stored, info);
+      continue;
+    }
+    const limits = batchLimits(config, first.info.limits, info.dim);
+    const measured = await measureTokens(
+      counter,
+      info.modelKey,
+      info.maxLength,
+      reader,
+      corpus.textChars,
+    );
+    const plan = planBatches(measured.lengths, limits);
+    progress.note(
+      `${run.model.alias}: ${plan.batches.length} batches of up to ${limits.batchSize} paragraphs, padding efficiency ${paddingEfficiency(plan).toFixed(3)}${measured.counted ? "" : " (lengths estimated)"}`,
+    );
+    run.stored = ledgerModelOf(run.model, info, position);
+    ledger.addModel(run.stored, plan.batches);
+    refresh(run, ledger);
+  }
+}

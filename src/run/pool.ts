@@ -1,0 +1,142 @@
+import type { RunConfig } from "../config.js";
+import { ServerConnection } from "../dispatch/client.js";
+import { openSession, type ServerSession, ServerUnreachableError } from "../dispatch/servers.js";
+import { resolveTargets } from "../dispatch/targets.js";
+import type { InfoResponse } from "../gen/embedmulti/v1/inference.js";
+import type { Progress } from "../progress.js";
+import { EmbeddedServer } from "../server/embedded.js";
+
+/** Once one server is ready, how long the others get before the run starts without them. */
+export const STRAGGLER_GRACE_MS = 5000;
+
+/** Servers ready to work, servers not reachable yet that may join later, and the embedded one. */
+export interface ServerPool {
+  readonly ready: ServerSession[];
+  readonly waiting: ServerSession[];
+  readonly embedded: EmbeddedServer | null;
+}
+
+/** Starts the embedded server when no --servers are given, then connects to every server. */
+export async function startPool(
+  config: RunConfig,
+  progress: Progress,
+  onEmbeddedServer?: (server: EmbeddedServer | null) => void,
+): Promise<ServerPool> {
+  let embedded: EmbeddedServer | null = null;
+  if (config.servers.length === 0) {
+    progress.note("starting the embedded inference server");
+    embedded = await EmbeddedServer.start(config.embedded, config.device);
+    onEmbeddedServer?.(embedded);
+  }
+  try {
+    const targets = embedded ? [embedded.target] : config.servers;
+    const resolved = await resolveTargets(targets);
+    const options = {
+      tls: config.tls,
+      authToken: config.authToken,
+      maxMessageBytes: 256 * 1024 * 1024,
+    };
+    const connections = resolved.map((t) => new ServerConnection(t.address, options, t.authority));
+    const open = (c: ServerConnection) =>
+      openSession(c, config.models, config.device, config.serverTimeoutMs);
+    // A session with no models yet: the dispatcher reopens it when it comes up.
+    const notYet = (c: ServerConnection): ServerSession => ({
+      target: c.target,
+      connection: c,
+      info: emptyInfo(),
+      models: new Map(),
+    });
+    const { ready, waiting } = await gather(connections, open, notYet, STRAGGLER_GRACE_MS);
+    for (const w of waiting) {
+      progress.note(
+        `server ${w.target} is not reachable yet; going on without it until it comes up`,
+      );
+    }
+    return { ready, waiting, embedded };
+  } catch (err) {
+    await stopPool({ ready: [], waiting: [], embedded }, onEmbeddedServer);
+    throw err;
+  }
+}
+
+/** Closes every connection and stops the embedded server. */
+export async function stopPool(
+  pool: ServerPool,
+  onEmbeddedServer?: (server: EmbeddedServer | null) => void,
+): Promise<void> {
+  for (const session of [...pool.ready, ...pool.waiting]) session.connection.close();
+  if (pool.embedded) {
+    await pool.embedded.stop();
+    onEmbeddedServer?.(null);
+  }
+}
+
+type Opened = { ok: true; session: ServerSession } | { ok: false; error: unknown };
+
+/** What gather() needs of a connection. */
+export interface Connectable {
+  readonly target: string;
+  close(): void;
+}
+
+/**
+ * Opens every server. Returns once all are open, or once one is and the
+ * others had `graceMs` more: a server not reachable by then joins when it
+ * comes up. A server that answers no (unknown model, bad token) stops the
+ * run, as does having none ready.
+ */
+export async function gather<C extends Connectable>(
+  connections: readonly C[],
+  open: (connection: C) => Promise<ServerSession>,
+  notYet: (connection: C) => ServerSession,
+  graceMs: number,
+): Promise<{ ready: ServerSession[]; waiting: ServerSession[] }> {
+  const outcomes: (Opened | undefined)[] = connections.map(() => undefined);
+  let anyReady: () => void = () => {};
+  const firstReady = new Promise<void>((resolve) => {
+    anyReady = resolve;
+  });
+  const all = Promise.all(
+    connections.map((c, i) =>
+      open(c).then(
+        (session) => {
+          outcomes[i] = { ok: true, session };
+          anyReady();
+        },
+        (error: unknown) => {
+          outcomes[i] = { ok: false, error };
+        },
+      ),
+    ),
+  );
+  // unref: a pending grace timer must not keep a finished run alive.
+  const grace = firstReady.then(
+    () => new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref()),
+  );
+  await Promise.race([all, grace]);
+
+  const ready: ServerSession[] = [];
+  const waiting: ServerSession[] = [];
+  let refusal: unknown = null;
+  let unreachable: unknown = null;
+  outcomes.forEach((outcome, i) => {
+    const connection = connections[i];
+    if (!connection) return;
+    if (outcome?.ok) ready.push(outcome.session);
+    else if (outcome && !(outcome.error instanceof ServerUnreachableError))
+      refusal ??= outcome.error;
+    else {
+      if (outcome) unreachable ??= outcome.error;
+      waiting.push(notYet(connection));
+    }
+  });
+  if (refusal || ready.length === 0) {
+    for (const c of connections) c.close();
+    throw refusal ?? unreachable;
+  }
+  return { ready, waiting };
+}
+
+function emptyInfo(): InfoResponse {
+  return { serverVersion: "", device: "", dtype: "", engine: "", models: [], limits: undefined };
+}

@@ -1,0 +1,138 @@
+import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { checkSameInput, checkSameModels } from "../checkpoint/compat.js";
+import { Ledger } from "../checkpoint/ledger.js";
+import type { RunConfig } from "../config.js";
+import { describeFsError } from "../errors.js";
+import type { CorpusIndex } from "../input/scan.js";
+import { partialPath } from "../output/atomic.js";
+import { isComplete, outputPaths } from "../output/finalize.js";
+import { NpyMatrixFile } from "../output/npy.js";
+import type { Progress } from "../progress.js";
+import { type ModelRun, refresh, storedModel } from "./model-run.js";
+
+export const CHECKPOINT_FILE = "embed-multi.checkpoint.sqlite";
+
+/**
+ * Creates the output directory and proves it writable: find out now, not
+ * after an hour of GPU time. (An output-dir lock belongs here too, taken
+ * before anything in the directory is read or removed.)
+ */
+export function prepareOutputDir(dir: string): void {
+  try {
+    mkdirSync(dir, { recursive: true });
+  } catch (err) {
+    throw describeFsError(err, "create output directory", dir);
+  }
+  const probe = join(dir, `.embed-multi-write-test-${process.pid}`);
+  try {
+    writeFileSync(probe, "");
+    rmSync(probe);
+  } catch (err) {
+    throw describeFsError(err, "write to output directory", dir);
+  }
+}
+
+export interface Prepared {
+  readonly ledger: Ledger;
+  readonly models: ModelRun[];
+  /** The checkpoint existed before this run. */
+  readonly existed: boolean;
+}
+
+/**
+ * Opens the checkpoint (after --restart removed it), refuses one made for
+ * another input or other model settings, and puts back to work a finished
+ * model whose files were deleted since.
+ */
+export function openCheckpoint(
+  config: RunConfig,
+  corpus: CorpusIndex,
+  progress: Progress,
+): Prepared {
+  const checkpointPath = join(config.outputDir, CHECKPOINT_FILE);
+  if (config.restart) removeRunFiles(config, checkpointPath);
+  const ledger = Ledger.open(checkpointPath);
+  try {
+    const stored = ledger.input();
+    if (stored) {
+      checkSameInput(stored, corpus);
+      checkSameModels(ledger.models(), config.models);
+    }
+    ledger.startRun({
+      path: corpus.file,
+      size: corpus.size,
+      sha256: corpus.sha256,
+      rows: corpus.rows,
+    });
+    const known = new Map(ledger.models().map((m) => [m.alias, m]));
+    const models = config.models.map(
+      (model): ModelRun => ({
+        model,
+        paths: outputPaths(config.outputDir, model),
+        stored: known.get(model.alias) ?? null,
+        server: null,
+        status: ledger.status(model.alias),
+        matrix: null,
+        window: null,
+        rowsThisRun: 0,
+      }),
+    );
+    for (const run of models) {
+      if (run.status.finalized && !isComplete(run.paths, config.outputFormat)) {
+        progress.note(`outputs of ${run.model.alias} are missing: embedding it again`);
+        ledger.resetModel(run.model.alias);
+        refresh(run, ledger);
+      }
+    }
+    return { ledger, models, existed: stored !== null };
+  } catch (err) {
+    ledger.close();
+    throw err;
+  }
+}
+
+/** --restart: the checkpoint and this run's outputs go, finished or not. */
+function removeRunFiles(config: RunConfig, checkpointPath: string): void {
+  for (const suffix of ["", "-wal", "-shm"]) rmSync(`${checkpointPath}${suffix}`, { force: true });
+  for (const model of config.models) {
+    const p = outputPaths(config.outputDir, model);
+    for (const file of [p.npy, p.jsonl, p.metadata]) {
+      rmSync(file, { force: true });
+      rmSync(partialPath(file), { force: true });
+    }
+  }
+}
+
+/**
+ * The working .npy of a model: reopened when resuming, created otherwise.
+ * If it was lost while batches were marked done, those batches are redone.
+ */
+export function openMatrix(run: ModelRun, rows: number, ledger: Ledger, progress: Progress): void {
+  const { paths } = run;
+  const { dim } = storedModel(run);
+  const fail = (err: unknown) => describeFsError(err, "create", paths.workingNpy);
+  // A crash during finalizing can leave the matrix under its final name.
+  if (!existsSync(paths.workingNpy) && existsSync(paths.npy)) {
+    try {
+      renameSync(paths.npy, paths.workingNpy);
+    } catch (err) {
+      throw fail(err);
+    }
+  }
+  const reopened = NpyMatrixFile.reopen(paths.workingNpy, rows, dim);
+  if (reopened) {
+    run.matrix = reopened;
+    return;
+  }
+  if (run.status.doneBatches > 0) {
+    progress.note(`${paths.workingNpy} is missing or damaged: embedding ${run.model.alias} again`);
+    ledger.resetModel(run.model.alias);
+    refresh(run, ledger);
+  }
+  try {
+    run.matrix = NpyMatrixFile.create(paths.workingNpy, rows, dim);
+  } catch (err) {
+    throw fail(err);
+  }
+}
