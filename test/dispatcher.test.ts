@@ -1,0 +1,336 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { status } from "@grpc/grpc-js";
+import { RpcError, ServerConnection } from "../src/dispatch/client.js";
+import {
+  type BatchStream,
+  type Clock,
+  Dispatcher,
+  type DispatchHooks,
+  type WorkItem,
+} from "../src/dispatch/dispatcher.js";
+import type { ServerSession } from "../src/dispatch/servers.js";
+import type { EmbedBatch, EmbedResult, ModelInfo } from "../src/gen/embedmulti/v1/inference.js";
+
+// The dispatcher with fake streams and a fake clock: no servers, no Python, no real time.
+
+const MODEL: ModelInfo = {
+  modelKey: "k1",
+  modelId: "org/m",
+  revision: "r1",
+  dim: 2,
+  maxLength: 128,
+  pooling: "mean",
+  normalize: false,
+  prefix: "",
+  dtype: "float32",
+  device: "cpu",
+};
+
+const connections: ServerConnection[] = [];
+function session(target: string, model: ModelInfo = MODEL): ServerSession {
+  // Never dialled: the fake streams below stand in for it.
+  const connection = new ServerConnection(target, {
+    tls: null,
+    authToken: "",
+    maxMessageBytes: 1 << 20,
+  });
+  connections.push(connection);
+  return {
+    target,
+    connection,
+    info: { serverVersion: "", device: "", dtype: "", engine: "", models: [], limits: undefined },
+    models: new Map([["m", model]]),
+  };
+}
+test.after(() => {
+  for (const c of connections) c.close();
+});
+
+interface Sent {
+  batch: EmbedBatch;
+  resolve(result: EmbedResult): void;
+}
+
+/** A stream per server: the test answers, fails or breaks what was sent. */
+class FakeStream implements BatchStream {
+  readonly sent: Sent[] = [];
+  closed = false;
+  private readonly rejects: ((err: RpcError) => void)[] = [];
+  constructor(
+    readonly target: string,
+    private readonly onBroken: (err: RpcError) => void,
+  ) {}
+  send(batch: EmbedBatch): Promise<EmbedResult> {
+    return new Promise((resolve, reject) => {
+      this.sent.push({ batch, resolve });
+      this.rejects.push(reject);
+    });
+  }
+  close(): void {
+    this.closed = true;
+  }
+  /** The stream breaks: every batch on it fails, the owner is told once. */
+  break(code = status.UNAVAILABLE): void {
+    const err = new RpcError(this.target, code, "broken");
+    for (const r of this.rejects) r(err);
+    this.onBroken(err);
+  }
+}
+
+function ok(batch: EmbedBatch): EmbedResult {
+  const rows = batch.texts.length;
+  return {
+    batchId: batch.batchId,
+    embeddings: { rows, dim: 2, data: Buffer.alloc(rows * 8), tokenCounts: [], truncated: [] },
+    error: undefined,
+  };
+}
+
+function failed(batch: EmbedBatch, code: status): EmbedResult {
+  return { batchId: batch.batchId, embeddings: undefined, error: { code, message: "bad batch" } };
+}
+
+/** Timers that fire only when the test advances time. */
+class FakeClock implements Clock {
+  now = 0;
+  private timers: { at: number; fn: () => void; live: boolean }[] = [];
+  after(ms: number, fn: () => void): () => void {
+    const t = { at: this.now + ms, fn, live: true };
+    this.timers.push(t);
+    return () => {
+      t.live = false;
+    };
+  }
+  sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => this.after(ms, resolve));
+  }
+  async advance(ms: number): Promise<void> {
+    const until = this.now + ms;
+    for (;;) {
+      const next = this.timers
+        .filter((t) => t.live && t.at <= until)
+        .sort((a, b) => a.at - b.at)[0];
+      if (!next) break;
+      next.live = false;
+      this.now = next.at;
+      next.fn();
+      await settle();
+    }
+    this.now = until;
+    this.timers = this.timers.filter((t) => t.live);
+  }
+}
+
+/** Lets promise callbacks run. */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 10; i++) await new Promise((resolve) => setImmediate(resolve));
+}
+
+function items(n: number, priorAttempts = 0): WorkItem[] {
+  return Array.from({ length: n }, (_, i) => ({
+    alias: "m",
+    batchNo: i,
+    rows: Uint32Array.of(i * 2, i * 2 + 1),
+    priorAttempts,
+  }));
+}
+
+interface Harness {
+  dispatcher: Dispatcher;
+  streams: FakeStream[];
+  clock: FakeClock;
+  accepted: { batchNo: number; server: string; attempts: number }[];
+  attempts: { batchNo: number; attempts: number }[];
+  changes: string[];
+}
+
+function harness(
+  ready: ServerSession[],
+  options: { maxAttempts?: number; serverTimeoutMs?: number; maxWorkers?: number } = {},
+  reopen: DispatchHooks["reopen"] = () => Promise.reject(new Error("still down")),
+  waiting: ServerSession[] = [],
+): Harness {
+  const streams: FakeStream[] = [];
+  const clock = new FakeClock();
+  const h: Omit<Harness, "dispatcher"> = {
+    streams,
+    clock,
+    accepted: [],
+    attempts: [],
+    changes: [],
+  };
+  const dispatcher = new Dispatcher(
+    ready,
+    {
+      maxWorkers: options.maxWorkers ?? 2,
+      batchTimeoutMs: 1000,
+      serverTimeoutMs: options.serverTimeoutMs ?? 10_000,
+      maxAttempts: options.maxAttempts ?? 3,
+    },
+    {
+      texts: (item) => Array.from(item.rows, (r) => `text ${r}`),
+      accept: (item, _e, server, attempts) =>
+        h.accepted.push({ batchNo: item.batchNo, server, attempts }),
+      describe: (item) => `batch ${item.batchNo}`,
+      attemptFailed: (item, attempts) => h.attempts.push({ batchNo: item.batchNo, attempts }),
+      serverChanged: (target, state) => h.changes.push(`${target} ${state}`),
+      reopen,
+    },
+    MODEL_MAP,
+    waiting,
+    {
+      openStream: (s, onBroken) => {
+        const stream = new FakeStream(s.target, onBroken);
+        streams.push(stream);
+        return stream;
+      },
+      clock,
+    },
+  );
+  return { ...h, dispatcher };
+}
+const MODEL_MAP = new Map([["m", MODEL]]);
+
+/** Answers every batch waiting on a stream. */
+function answerAll(stream: FakeStream): void {
+  for (const s of stream.sent.splice(0)) s.resolve(ok(s.batch));
+}
+
+test("a broken stream's batches go back to the queue and another server embeds them", async () => {
+  const h = harness([session("a:1"), session("b:1")]);
+  const done = h.dispatcher.run(items(4), new AbortController().signal);
+  await settle();
+  const [a, b] = h.streams;
+  assert.ok(a && b);
+  assert.equal(a.sent.length, 2);
+  a.break();
+  await settle();
+  // b takes its own two, then a's two once it has room.
+  answerAll(b);
+  await settle();
+  answerAll(b);
+  await done;
+  assert.deepEqual(h.accepted.map((x) => x.batchNo).sort(), [0, 1, 2, 3]);
+  assert.ok(h.accepted.every((x) => x.server === "b:1"));
+  assert.deepEqual(h.changes, ["a:1 down"]);
+  // The batches on the broken stream count a failed attempt each.
+  assert.deepEqual(
+    h.attempts.map((x) => x.attempts),
+    [1, 1],
+  );
+  assert.equal(h.accepted.find((x) => x.batchNo === 0)?.attempts, 2);
+});
+
+test("a batch that fails --max_attempts times stops the run, counting earlier runs' attempts", async () => {
+  const h = harness([session("a:1")], { maxAttempts: 3 });
+  const done = h.dispatcher.run(items(1, 1), new AbortController().signal);
+  done.catch(() => {}); // rejects before the test awaits it
+  await settle();
+  const [a] = h.streams;
+  assert.ok(a);
+  for (let i = 0; i < 2; i++) {
+    const s = a.sent.shift();
+    assert.ok(s, `attempt ${i + 2} sent`);
+    s.resolve(failed(s.batch, status.INVALID_ARGUMENT));
+    await settle();
+  }
+  await assert.rejects(done, /batch 0 failed 3 times, last: INVALID_ARGUMENT: bad batch/);
+  assert.deepEqual(
+    h.attempts.map((x) => x.attempts),
+    [2, 3],
+  );
+  assert.equal(h.accepted.length, 0);
+});
+
+test("with every server down for --server_timeout the run stops, naming each server", async () => {
+  const h = harness([session("a:1")], { serverTimeoutMs: 5000 });
+  const done = h.dispatcher.run(items(2), new AbortController().signal);
+  await settle();
+  h.streams[0]?.break();
+  await settle();
+  await h.clock.advance(4999);
+  let stopped = false;
+  done.catch(() => {
+    stopped = true;
+  });
+  await settle();
+  assert.equal(stopped, false, "not before the timeout");
+  await h.clock.advance(1);
+  await assert.rejects(
+    done,
+    /no inference server up for 5 s \(--server_timeout\): a:1: still down/,
+  );
+});
+
+test("a failed server is retried with backoff and rejoins; one with other weights is retired", async () => {
+  let tries = 0;
+  const a = session("a:1");
+  const h = harness([a, session("b:1", MODEL)], {}, async (s) => {
+    tries++;
+    if (tries < 3) throw new Error("still down");
+    if (s.target === "a:1") return session("a:1");
+    return s;
+  });
+  const done = h.dispatcher.run(items(6), new AbortController().signal);
+  await settle();
+  h.streams[0]?.break();
+  await settle();
+  await h.clock.advance(250);
+  assert.equal(tries, 1, "first retry after 250 ms");
+  await h.clock.advance(499);
+  assert.equal(tries, 1, "then the delay doubles");
+  await h.clock.advance(1);
+  assert.equal(tries, 2);
+  await h.clock.advance(1000);
+  assert.equal(tries, 3);
+  assert.deepEqual(h.changes, ["a:1 down", "a:1 up"]);
+  const fresh = h.streams[2];
+  assert.ok(fresh, "a new stream to the server that came back");
+  assert.equal(fresh.sent.length, 2, "it takes batches again");
+  answerAll(fresh);
+  await settle();
+  for (let i = 0; i < 3; i++) {
+    if (h.streams[1]) answerAll(h.streams[1]);
+    answerAll(fresh);
+    await settle();
+  }
+  await done;
+  assert.equal(h.accepted.length, 6);
+  assert.ok(h.accepted.some((x) => x.server === "a:1"));
+
+  const other = harness([session("c:1"), session("d:1")], {}, async () =>
+    session("c:1", { ...MODEL, revision: "r2" }),
+  );
+  const run2 = other.dispatcher.run(items(2), new AbortController().signal);
+  await settle();
+  other.streams[0]?.break();
+  await settle();
+  await other.clock.advance(250);
+  assert.deepEqual(other.changes, ["c:1 down", "c:1 retired"]);
+  answerAll(other.streams[1] as FakeStream);
+  await settle();
+  answerAll(other.streams[1] as FakeStream);
+  await run2;
+});
+
+test("a result that arrives after its stream broke is ignored: the batch is embedded once", async () => {
+  const h = harness([session("a:1"), session("b:1")], { maxWorkers: 1 });
+  const done = h.dispatcher.run(items(2), new AbortController().signal);
+  await settle();
+  const [a, b] = h.streams;
+  assert.ok(a && b);
+  const late = a.sent[0];
+  assert.ok(late);
+  // A missed deadline breaks a's stream; batch 0 goes to b after b's own.
+  a.break(status.DEADLINE_EXCEEDED);
+  await settle();
+  answerAll(b);
+  await settle();
+  // Now a's answer to batch 0 arrives, too late.
+  late.resolve(ok(late.batch));
+  await settle();
+  answerAll(b);
+  await done;
+  assert.deepEqual(h.accepted.map((x) => `${x.batchNo}@${x.server}`).sort(), ["0@b:1", "1@b:1"]);
+});
