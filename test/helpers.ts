@@ -12,10 +12,11 @@ import {
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import Database from "better-sqlite3";
+import { LedgerReader } from "../src/checkpoint/ledger.js";
 import { ServerConnection } from "../src/dispatch/client.js";
 import { waitHealthy } from "../src/dispatch/servers.js";
 import { readNpyShape } from "../src/output/npy.js";
+import { CHECKPOINT_FILE } from "../src/run/prepare.js";
 
 /** The repository root (tests run from dist/test/). */
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -219,30 +220,17 @@ export interface LedgerView {
 
 /** What the checkpoint of a run says about its batches (read-only, safe during a run). */
 export function readLedger(outDir: string): LedgerView {
-  const db = new Database(join(outDir, "embed-multi.checkpoint.sqlite"), {
-    readonly: true,
-    fileMustExist: true,
-  });
+  const ledger = LedgerReader.openReadOnly(join(outDir, CHECKPOINT_FILE));
   try {
-    const rows = db.prepare("SELECT rows, status, completions FROM batches").all() as {
-      rows: Buffer;
-      status: string;
-      completions: number;
-    }[];
-    const covered: number[] = [];
-    for (const r of rows) {
-      const copy = new Uint8Array(r.rows.length);
-      copy.set(r.rows);
-      covered.push(...new Uint32Array(copy.buffer));
-    }
+    const batches = ledger.batches();
     return {
-      batches: rows.length,
-      done: rows.filter((r) => r.status === "done").length,
-      completionsOne: rows.filter((r) => r.completions === 1).length,
-      rowsCovered: covered.sort((a, b) => a - b),
+      batches: batches.length,
+      done: batches.filter((b) => b.done).length,
+      completionsOne: batches.filter((b) => b.completions === 1).length,
+      rowsCovered: batches.flatMap((b) => Array.from(b.rows)).sort((a, b) => a - b),
     };
   } finally {
-    db.close();
+    ledger.close();
   }
 }
 

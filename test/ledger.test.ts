@@ -4,7 +4,8 @@ import { join } from "node:path";
 import { test } from "node:test";
 import Database from "better-sqlite3";
 import { checkSameInput, checkSameModels } from "../src/checkpoint/compat.js";
-import { Ledger, type LedgerModel } from "../src/checkpoint/ledger.js";
+import { Ledger, type LedgerModel, LedgerReader } from "../src/checkpoint/ledger.js";
+import { SCHEMA_VERSION } from "../src/checkpoint/schema.js";
 import type { RunModel } from "../src/config.js";
 import { CheckpointError } from "../src/errors.js";
 import type { CorpusIndex } from "../src/input/scan.js";
@@ -111,4 +112,107 @@ test("a changed input or a changed model setting is refused, naming what changed
     ],
   );
   checkSameModels([], [runModel]);
+});
+
+/** A checkpoint as embed-multi 0.1.0 (schema 1) left it: no index, version "1". */
+function versionOneCheckpoint(path: string): void {
+  const ledger = Ledger.open(path);
+  ledger.startRun({ path: "/in", size: 10, sha256: "ff", rows: 100 });
+  ledger.addModel(
+    model,
+    planBatches(new Uint32Array(100).fill(3), { batchSize: 8, maxBatchTokens: 0 }).batches,
+  );
+  ledger.markDone([
+    { alias: "m", batchNo: 1, attempts: 1, server: "a:1", tokens: 24, truncated: 0 },
+  ]);
+  ledger.close();
+  const db = new Database(path);
+  db.exec("DROP INDEX batches_by_status");
+  db.prepare("UPDATE meta SET value = '1' WHERE key = 'schema_version'").run();
+  db.close();
+}
+
+function schemaVersion(path: string): string {
+  const db = new Database(path, { readonly: true });
+  try {
+    const row = db.prepare("SELECT value FROM meta WHERE key = 'schema_version'").get() as {
+      value: string;
+    };
+    return row.value;
+  } finally {
+    db.close();
+  }
+}
+
+test("a checkpoint of schema 1 is migrated on open and keeps its batches", () => {
+  const path = join(tempDir("ledger-v1"), "c.sqlite");
+  versionOneCheckpoint(path);
+  assert.throws(
+    () => LedgerReader.openReadOnly(path),
+    /has schema version 1; run embed-multi on it once to migrate it to 2/,
+  );
+  const ledger = Ledger.open(path);
+  const status = ledger.status("m");
+  assert.equal(status.doneBatches, 1);
+  assert.equal(status.batches, 13);
+  ledger.close();
+  assert.equal(schemaVersion(path), String(SCHEMA_VERSION));
+  const reader = LedgerReader.openReadOnly(path);
+  assert.equal(reader.pendingBatches("m").length, 12);
+  reader.close();
+});
+
+test("a checkpoint from a newer embed-multi is refused in one line saying what to do", () => {
+  const path = join(tempDir("ledger-new"), "c.sqlite");
+  Ledger.open(path).close();
+  const db = new Database(path);
+  db.prepare("UPDATE meta SET value = '99' WHERE key = 'schema_version'").run();
+  db.close();
+  assert.throws(
+    () => Ledger.open(path),
+    (err: unknown) => {
+      assert.ok(err instanceof CheckpointError);
+      assert.match(
+        err.message,
+        /schema version 99, newer than this embed-multi reads \(2\).*--restart/,
+      );
+      assert.ok(!err.message.includes("\n"));
+      return true;
+    },
+  );
+});
+
+test("the read-only reader sees each batch's status, and a model's status in one snapshot", () => {
+  const path = join(tempDir("ledger-reader"), "c.sqlite");
+  const ledger = Ledger.open(path);
+  ledger.startRun({ path: "/in", size: 10, sha256: "ff", rows: 100 });
+  assert.deepEqual(
+    { planned: ledger.status("m").planned, finalized: ledger.status("m").finalized },
+    { planned: false, finalized: false },
+  );
+  ledger.addModel(
+    model,
+    planBatches(new Uint32Array(20).fill(5), { batchSize: 8, maxBatchTokens: 0 }).batches,
+  );
+  ledger.markDone([
+    { alias: "m", batchNo: 2, attempts: 2, server: "a:1", tokens: 20, truncated: 1 },
+  ]);
+  const reader = LedgerReader.openReadOnly(path);
+  const batches = reader.batches("m");
+  assert.deepEqual(
+    batches.map((b) => [b.batchNo, b.done, b.completions]),
+    [
+      [0, false, 0],
+      [1, false, 0],
+      [2, true, 1],
+    ],
+  );
+  assert.deepEqual(reader.models(), [model]);
+  ledger.markFinalized("m");
+  const status = reader.status("m");
+  assert.equal(status.finalized, true);
+  assert.equal(status.doneRows, 4);
+  assert.equal(status.rows, 20);
+  reader.close();
+  ledger.close();
 });
