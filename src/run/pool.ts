@@ -71,7 +71,7 @@ export async function stopPool(
   }
 }
 
-type Opened = { ok: true; session: ServerSession } | { ok: false; error: unknown };
+type Opened<S> = { ok: true; session: S } | { ok: false; error: unknown };
 
 /** What gather() needs of a connection. */
 export interface Connectable {
@@ -85,13 +85,13 @@ export interface Connectable {
  * comes up. A server that answers no (unknown model, bad token) stops the
  * run, as does having none ready.
  */
-export async function gather<C extends Connectable>(
+export async function gather<C extends Connectable, S>(
   connections: readonly C[],
-  open: (connection: C) => Promise<ServerSession>,
-  notYet: (connection: C) => ServerSession,
+  open: (connection: C) => Promise<S>,
+  notYet: (connection: C) => S,
   graceMs: number,
-): Promise<{ ready: ServerSession[]; waiting: ServerSession[] }> {
-  const outcomes: (Opened | undefined)[] = connections.map(() => undefined);
+): Promise<{ ready: S[]; waiting: S[] }> {
+  const outcomes: (Opened<S> | undefined)[] = connections.map(() => undefined);
   let anyReady: () => void = () => {};
   const firstReady = new Promise<void>((resolve) => {
     anyReady = resolve;
@@ -115,8 +115,8 @@ export async function gather<C extends Connectable>(
   );
   await Promise.race([all, grace]);
 
-  const ready: ServerSession[] = [];
-  const waiting: ServerSession[] = [];
+  const ready: S[] = [];
+  const waiting: S[] = [];
   let refusal: unknown = null;
   let unreachable: unknown = null;
   outcomes.forEach((outcome, i) => {

@@ -1,0 +1,69 @@
+import { join } from "node:path";
+import { buildRunConfig, type RunConfig } from "../src/config.js";
+import type { ServerSession } from "../src/dispatch/servers.js";
+import type { ModelInfo } from "../src/gen/embedmulti/v1/inference.js";
+import { type CorpusIndex, scanInput } from "../src/input/scan.js";
+import type { Progress } from "../src/progress.js";
+import { corpusSlice, writeLines } from "./helpers.js";
+
+/** A Progress that keeps its notes, for the phases' unit tests. */
+export function recordingProgress(): Progress & { notes: string[] } {
+  const notes: string[] = [];
+  return {
+    notes,
+    addModel: () => {},
+    advance: () => {},
+    servers: () => {},
+    note: (line) => notes.push(line),
+    stop: () => {},
+  };
+}
+
+/** A config for one custom model writing into `dir`, and a scanned corpus of `rows` paragraphs. */
+export async function phaseSetup(
+  dir: string,
+  rows: number,
+  args: Record<string, unknown> = {},
+): Promise<{ config: RunConfig; corpus: CorpusIndex }> {
+  const input = writeLines(join(dir, "in.jsonl"), corpusSlice(rows));
+  const config = buildRunConfig(
+    { input_file: input, output_dir: join(dir, "out"), models: ["org/m"], ...args },
+    {},
+  );
+  const corpus = await scanInput(input, { maxTextChars: config.maxTextChars, skipInvalid: false });
+  return { config, corpus };
+}
+
+export const MODEL_INFO: ModelInfo = {
+  modelKey: "k1",
+  modelId: "org/m",
+  revision: "r1",
+  dim: 4,
+  maxLength: 128,
+  pooling: "mean",
+  normalize: false,
+  prefix: "",
+  dtype: "float32",
+  device: "cpu",
+};
+
+/** A session as a server that loaded `org/m` would give; its connection is never used. */
+export function fakeSession(
+  connection: ServerSession["connection"],
+  info: ModelInfo = MODEL_INFO,
+  alias = "org/m",
+): ServerSession {
+  return {
+    target: connection.target,
+    connection,
+    info: {
+      serverVersion: "",
+      device: "cpu",
+      dtype: "float32",
+      engine: "debug",
+      models: [info],
+      limits: { maxBatchSize: 16, maxBatchTokens: 0, maxMessageBytes: 1 << 20, maxTextChars: 0 },
+    },
+    models: new Map([[alias, info]]),
+  };
+}

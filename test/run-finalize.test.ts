@@ -1,0 +1,65 @@
+import assert from "node:assert/strict";
+import { existsSync, readFileSync } from "node:fs";
+import { test } from "node:test";
+import { ledgerModelOf } from "../src/checkpoint/model-row.js";
+import { RowReader } from "../src/input/rows.js";
+import { planBatches } from "../src/plan/planner.js";
+import { finalizeAll, summarize } from "../src/run/finalize.js";
+import { openCheckpoint, openMatrix, prepareOutputDir } from "../src/run/prepare.js";
+import { tempDir } from "./helpers.js";
+import { MODEL_INFO, phaseSetup, recordingProgress } from "./phase-helpers.js";
+
+test("a model is finalized only when every batch is done; then its outputs and summary are written", async () => {
+  const dir = tempDir("finalize");
+  const { config, corpus } = await phaseSetup(dir, 12);
+  prepareOutputDir(config.outputDir);
+  const progress = recordingProgress();
+  const { ledger, models } = openCheckpoint(config, corpus, progress);
+  const [run] = models;
+  assert.ok(run);
+  run.stored = ledgerModelOf(run.model, MODEL_INFO, 0);
+  const plan = planBatches(new Uint32Array(12).fill(3), { batchSize: 8, maxBatchTokens: 0 });
+  ledger.addModel(run.stored, plan.batches);
+  run.status = ledger.status("org/m");
+  openMatrix(run, corpus.rows, ledger, progress);
+  const reader = new RowReader(corpus);
+  try {
+    ledger.markDone([
+      { alias: "org/m", batchNo: 0, attempts: 1, server: "a", tokens: 24, truncated: 1 },
+    ]);
+    assert.throws(
+      () => finalizeAll(models, ledger, config, reader, corpus, 1, progress),
+      /org\/m has 1 batches left/,
+    );
+    ledger.markDone([
+      { alias: "org/m", batchNo: 1, attempts: 1, server: "a", tokens: 12, truncated: 0 },
+    ]);
+    run.rowsThisRun = 12;
+    run.window = { first: 1000, last: 3500 };
+    finalizeAll(models, ledger, config, reader, corpus, 1, progress);
+    assert.equal(run.status.finalized, true);
+    assert.ok(existsSync(run.paths.npy) && existsSync(run.paths.jsonl));
+    const metadata = JSON.parse(readFileSync(run.paths.metadata, "utf8")) as Record<
+      string,
+      unknown
+    >;
+    assert.equal(metadata.num_paragraphs, 12);
+    assert.equal(metadata.revision, "r1");
+
+    const summary = summarize(models, config, false);
+    assert.deepEqual(summary.models[0], {
+      alias: "org/m",
+      rows: 12,
+      rowsThisRun: 12,
+      seconds: 2.5,
+      truncated: 1,
+      paddingEfficiency: 1,
+      outputs: [run.paths.metadata],
+    });
+    assert.equal(summary.nothingToDo, false);
+  } finally {
+    run.matrix?.close();
+    reader.close();
+    ledger.close();
+  }
+});

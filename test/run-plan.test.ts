@@ -1,0 +1,115 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { ServerConnection } from "../src/dispatch/client.js";
+import { RowReader } from "../src/input/rows.js";
+import { batchLimits } from "../src/plan/limits.js";
+import type { TokenCounter } from "../src/plan/measure.js";
+import { planModels } from "../src/run/plan.js";
+import { openCheckpoint, prepareOutputDir } from "../src/run/prepare.js";
+import { tempDir } from "./helpers.js";
+import { fakeSession, MODEL_INFO, phaseSetup, recordingProgress } from "./phase-helpers.js";
+
+test("batch limits: the smallest of the user's, the server's and one answer message's", () => {
+  assert.deepEqual(batchLimits({ batchSize: 32, maxBatchTokens: 0 }, undefined, 384), {
+    batchSize: 32,
+    maxBatchTokens: 0,
+  });
+  const server = { maxBatchSize: 16, maxBatchTokens: 4096, maxMessageBytes: 0 };
+  assert.deepEqual(batchLimits({ batchSize: 32, maxBatchTokens: 8192 }, server, 384), {
+    batchSize: 16,
+    maxBatchTokens: 4096,
+  });
+  assert.deepEqual(
+    batchLimits({ batchSize: 32, maxBatchTokens: 0 }, server, 384).maxBatchTokens,
+    4096,
+  );
+  // 1 MiB × 0.9 / (1024 × 4 bytes) = 230 rows fit in one answer.
+  const small = { maxBatchSize: 0, maxBatchTokens: 0, maxMessageBytes: 1 << 20 };
+  assert.equal(batchLimits({ batchSize: 1000, maxBatchTokens: 0 }, small, 1024).batchSize, 230);
+});
+
+/** Counts a token per word: a tokenizer stand-in; `null` plays a server without CountTokens. */
+function wordCounter(calls: number[], unsupported = false): TokenCounter {
+  return {
+    countTokens: async (_key, texts) => {
+      calls.push(texts.length);
+      return unsupported ? null : texts.map((t) => t.split(/\s+/).length);
+    },
+  };
+}
+
+test("new models are measured, planned and stored; stored ones are checked against the server", async () => {
+  const dir = tempDir("plan");
+  const { config, corpus } = await phaseSetup(dir, 40);
+  prepareOutputDir(config.outputDir);
+  const { ledger, models } = openCheckpoint(config, corpus, recordingProgress());
+  const connection = new ServerConnection("127.0.0.1:9", {
+    tls: null,
+    authToken: "",
+    maxMessageBytes: 1 << 20,
+  });
+  const session = fakeSession(connection);
+  const reader = new RowReader(corpus);
+  const progress = recordingProgress();
+  try {
+    const calls: number[] = [];
+    await planModels(models, session, wordCounter(calls), ledger, config, reader, corpus, progress);
+    const [run] = models;
+    assert.ok(run?.stored);
+    assert.deepEqual(calls, [40]);
+    assert.equal(run.server, MODEL_INFO);
+    // The server's max batch size (16) caps the default 32.
+    assert.equal(run.status.batches, 3);
+    assert.equal(run.status.rows, 40);
+    assert.match(
+      progress.notes[0] ?? "",
+      /org\/m: 3 batches of up to 16 paragraphs, padding efficiency/,
+    );
+    assert.deepEqual(ledger.models()[0], run.stored);
+
+    // Planned already: not measured again, but a server with other weights is refused.
+    await planModels(models, session, wordCounter(calls), ledger, config, reader, corpus, progress);
+    assert.deepEqual(calls, [40]);
+    const changed = fakeSession(connection, { ...MODEL_INFO, revision: "r2" });
+    await assert.rejects(
+      planModels(models, changed, wordCounter(calls), ledger, config, reader, corpus, progress),
+      /model "org\/m" on the server differs from the one in the checkpoint \(revision "r1" → "r2"\)/,
+    );
+  } finally {
+    reader.close();
+    ledger.close();
+    connection.close();
+  }
+});
+
+test("a server that cannot count tokens leaves the estimate from characters", async () => {
+  const dir = tempDir("plan-estimate");
+  const { config, corpus } = await phaseSetup(dir, 10);
+  prepareOutputDir(config.outputDir);
+  const { ledger, models } = openCheckpoint(config, corpus, recordingProgress());
+  const connection = new ServerConnection("127.0.0.1:9", {
+    tls: null,
+    authToken: "",
+    maxMessageBytes: 1 << 20,
+  });
+  const reader = new RowReader(corpus);
+  const progress = recordingProgress();
+  try {
+    await planModels(
+      models,
+      fakeSession(connection),
+      wordCounter([], true),
+      ledger,
+      config,
+      reader,
+      corpus,
+      progress,
+    );
+    assert.match(progress.notes[0] ?? "", /\(lengths estimated\)$/);
+    assert.equal(models[0]?.status.rows, 10);
+  } finally {
+    reader.close();
+    ledger.close();
+    connection.close();
+  }
+});
