@@ -9,6 +9,7 @@
 import { once } from "node:events";
 import { createWriteStream, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { cliArgs } from "../test/cli-args.js";
 import { CLI, report, table, timed, WORK } from "./common.js";
 
 const rows = Number(process.argv[2] ?? 200_000);
@@ -41,12 +42,7 @@ async function runOnce(input: string, out: string, extra: string[]) {
   rmSync(out, { recursive: true, force: true });
   const result = await timed(process.execPath, [
     CLI,
-    "--input_file",
-    input,
-    "--output_dir",
-    out,
-    "--models",
-    "ceiling/debug-1024",
+    ...cliArgs(input, out, "ceiling/debug-1024"),
     "--engine",
     "debug",
     "--debug_dim",

@@ -8,6 +8,7 @@
  */
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { cliArgs } from "../test/cli-args.js";
 import { CLI, CORPUS, PYTHON, ROOT, report, table, timed, WORK } from "./common.js";
 
 const rows = Number(process.argv[2] ?? 1000);
@@ -34,12 +35,7 @@ for (let round = 0; round < rounds; round++) {
     process.execPath,
     [
       CLI,
-      "--input_file",
-      input,
-      "--output_dir",
-      out,
-      "--models",
-      "all-MiniLM-L6-v2",
+      ...cliArgs(input, out, "all-MiniLM-L6-v2"),
       "--output_format",
       "npy",
       "--progress",

@@ -3,6 +3,7 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, writeFileSync } from "no
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
+import { cliArgs } from "./cli-args.js";
 import { type CliResult, corpusSlice, errorLines, runCli, tempDir, writeLines } from "./helpers.js";
 
 const good = (i: number) =>
@@ -32,15 +33,7 @@ async function runOn(
   const dir = tempDir("cli-err");
   const input = writeLines(join(dir, "in.jsonl"), lines);
   const out = join(dir, "out");
-  const result = await runCli([
-    "--input_file",
-    input,
-    "--output_dir",
-    out,
-    "--models",
-    "all-MiniLM-L6-v2",
-    ...extra,
-  ]);
+  const result = await runCli([...cliArgs(input, out, "all-MiniLM-L6-v2"), ...extra]);
   return { result, out };
 }
 
@@ -107,26 +100,14 @@ test("invalid UTF-8", async () => {
       Buffer.from('"}\n'),
     ]),
   );
-  const result = await runCli([
-    "--input_file",
-    input,
-    "--output_dir",
-    join(dir, "out"),
-    "--models",
-    "all-MiniLM-L6-v2",
-  ]);
+  const result = await runCli([...cliArgs(input, join(dir, "out"), "all-MiniLM-L6-v2")]);
   assertOneLineError(result, /in\.jsonl:2: invalid UTF-8/);
 });
 
 test("missing input file", async () => {
   const dir = tempDir("cli-missing");
   const result = await runCli([
-    "--input_file",
-    join(dir, "nope.jsonl"),
-    "--output_dir",
-    join(dir, "out"),
-    "--models",
-    "all-MiniLM-L6-v2",
+    ...cliArgs(join(dir, "nope.jsonl"), join(dir, "out"), "all-MiniLM-L6-v2"),
   ]);
   assertOneLineError(result, /cannot read input file .*nope\.jsonl: no such file or directory/);
 });
@@ -143,27 +124,13 @@ test("output directory not writable", async () => {
     mkdirSync(out);
     chmodSync(out, 0o555);
   }
-  const result = await runCli([
-    "--input_file",
-    input,
-    "--output_dir",
-    out,
-    "--models",
-    "all-MiniLM-L6-v2",
-  ]);
+  const result = await runCli([...cliArgs(input, out, "all-MiniLM-L6-v2")]);
   assertOneLineError(
     result,
     /cannot write to output directory .*: (permission denied|operation not permitted|read-only)/,
   );
   // An output directory under a regular file cannot even be created.
-  const blocked = await runCli([
-    "--input_file",
-    input,
-    "--output_dir",
-    join(input, "sub"),
-    "--models",
-    "all-MiniLM-L6-v2",
-  ]);
+  const blocked = await runCli([...cliArgs(input, join(input, "sub"), "all-MiniLM-L6-v2")]);
   assertOneLineError(
     blocked,
     /cannot create output directory .*: (a parent is not a directory|no such file)/,
@@ -190,27 +157,10 @@ test("unknown model: NOT_FOUND from the real server, named in one line", async (
 });
 
 test("bad flags are one line and exit 2", async () => {
-  const unknownFlag = await runCli([
-    "--input_file",
-    "x",
-    "--output_dir",
-    "y",
-    "--models",
-    "m",
-    "--bogus",
-  ]);
+  const unknownFlag = await runCli([...cliArgs("x", "y", "m"), "--bogus"]);
   assert.equal(unknownFlag.code, 2);
   assertOneLineError(unknownFlag, /Unknown argument: bogus/);
-  const badValue = await runCli([
-    "--input_file",
-    "x",
-    "--output_dir",
-    "y",
-    "--models",
-    "m",
-    "--batch_size",
-    "0",
-  ]);
+  const badValue = await runCli([...cliArgs("x", "y", "m"), "--batch_size", "0"]);
   assert.equal(badValue.code, 2);
   assertOneLineError(badValue, /--batch_size must be a positive integer/);
 });

@@ -11,21 +11,11 @@ import {
 } from "../src/dispatch/dispatcher.js";
 import type { ServerSession } from "../src/dispatch/servers.js";
 import type { EmbedBatch, EmbedResult, ModelInfo } from "../src/gen/embedmulti/v1/inference.js";
+import { MODEL_INFO } from "./phase-helpers.js";
 
 // The dispatcher with fake streams and a fake clock: no servers, no Python, no real time.
 
-const MODEL: ModelInfo = {
-  modelKey: "k1",
-  modelId: "org/m",
-  revision: "r1",
-  dim: 2,
-  maxLength: 128,
-  pooling: "mean",
-  normalize: false,
-  prefix: "",
-  dtype: "float32",
-  device: "cpu",
-};
+const MODEL = MODEL_INFO;
 
 const connections: ServerConnection[] = [];
 function session(target: string, model: ModelInfo = MODEL): ServerSession {
@@ -82,7 +72,13 @@ function ok(batch: EmbedBatch): EmbedResult {
   const rows = batch.texts.length;
   return {
     batchId: batch.batchId,
-    embeddings: { rows, dim: 2, data: Buffer.alloc(rows * 8), tokenCounts: [], truncated: [] },
+    embeddings: {
+      rows,
+      dim: MODEL.dim,
+      data: Buffer.alloc(rows * MODEL.dim * 4),
+      tokenCounts: [],
+      truncated: [],
+    },
     error: undefined,
   };
 }

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
+import { cliArgs } from "./cli-args.js";
 import { debugEmbedding } from "./debug-formula.js";
 import { corpusSlice, readNpy, runCli, tempDir, writeLines } from "./helpers.js";
 
@@ -16,12 +17,7 @@ test("row i of every model's .npy is input line i, whatever the batching (debug 
   const out = join(dir, "out");
   const dim = 24;
   const args = [
-    "--input_file",
-    input,
-    "--output_dir",
-    out,
-    "--models",
-    "bge-small-en-v1.5",
+    ...cliArgs(input, out, "bge-small-en-v1.5"),
     "e5-small-v2",
     "--engine",
     "debug",
@@ -83,12 +79,7 @@ test("--output_format npy writes no JSONL, jsonl writes no .npy", async () => {
   for (const format of ["npy", "jsonl"]) {
     const out = join(dir, format);
     const result = await runCli([
-      "--input_file",
-      input,
-      "--output_dir",
-      out,
-      "--models",
-      "all-MiniLM-L6-v2",
+      ...cliArgs(input, out, "all-MiniLM-L6-v2"),
       "--engine",
       "debug",
       "--output_format",

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
+import { cliArgs } from "./cli-args.js";
 import { corpusSlice, pythonJson, runCli, tempDir, writeLines } from "./helpers.js";
 
 interface Comparison {
@@ -40,12 +41,7 @@ test("all-MiniLM-L6-v2 through the embedded server equals a direct encode, in in
   const input = writeLines(join(dir, "in.jsonl"), corpusSlice(48, 100));
   const out = join(dir, "out");
   const result = await runCli([
-    "--input_file",
-    input,
-    "--output_dir",
-    out,
-    "--models",
-    "all-MiniLM-L6-v2",
+    ...cliArgs(input, out, "all-MiniLM-L6-v2"),
     "--batch_size",
     "8",
     "--threads",
@@ -101,12 +97,7 @@ test("two models in one run: a config-file e5-style entry gets the passage: pref
   );
   const out = join(dir, "out");
   const result = await runCli([
-    "--input_file",
-    input,
-    "--output_dir",
-    out,
-    "--models",
-    "all-MiniLM-L6-v2",
+    ...cliArgs(input, out, "all-MiniLM-L6-v2"),
     "e5-style-minilm",
     "--config",
     config,

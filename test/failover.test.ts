@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
+import { cliArgs } from "./cli-args.js";
 import {
   type CliResult,
   corpusSlice,
@@ -41,12 +42,7 @@ async function waitForDone(
 
 function runArgs(input: string, out: string, servers: string[], extra: string[] = []): string[] {
   return [
-    "--input_file",
-    input,
-    "--output_dir",
-    out,
-    "--models",
-    STEM,
+    ...cliArgs(input, out, STEM),
     "--servers",
     servers.join(","),
     "--batch_size",

@@ -1,9 +1,13 @@
 import { join } from "node:path";
+import { ledgerModelOf } from "../src/checkpoint/model-row.js";
 import { buildRunConfig, type RunConfig } from "../src/config.js";
 import type { ServerSession } from "../src/dispatch/servers.js";
 import type { ModelInfo } from "../src/gen/embedmulti/v1/inference.js";
 import { type CorpusIndex, scanInput } from "../src/input/scan.js";
+import { planBatches } from "../src/plan/planner.js";
 import type { Progress } from "../src/progress.js";
+import type { ModelRun } from "../src/run/model-run.js";
+import { openCheckpoint, type Prepared, prepareOutputDir } from "../src/run/prepare.js";
 import { corpusSlice, writeLines } from "./helpers.js";
 
 /** A Progress that keeps its notes, for the phases' unit tests. */
@@ -66,4 +70,24 @@ export function fakeSession(
     },
     models: new Map([[alias, info]]),
   };
+}
+
+/**
+ * A checkpoint of `rows` paragraphs with org/m planned in batches of 8 (each
+ * row 3 tokens), as planning leaves it; the caller closes the ledger.
+ */
+export async function plannedCheckpoint(
+  dir: string,
+  rows: number,
+): Promise<Prepared & { config: RunConfig; corpus: CorpusIndex; run: ModelRun }> {
+  const { config, corpus } = await phaseSetup(dir, rows);
+  prepareOutputDir(config.outputDir);
+  const prepared = openCheckpoint(config, corpus, recordingProgress());
+  const [run] = prepared.models;
+  if (!run) throw new Error("no model");
+  run.stored = ledgerModelOf(run.model, MODEL_INFO, 0);
+  const plan = planBatches(new Uint32Array(rows).fill(3), { batchSize: 8, maxBatchTokens: 0 });
+  prepared.ledger.addModel(run.stored, plan.batches);
+  run.status = prepared.ledger.status(run.model.alias);
+  return { ...prepared, config, corpus, run };
 }

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { cliArgs } from "./cli-args.js";
 import {
   corpusSlice,
   errorLines,
@@ -38,12 +39,7 @@ function random(seed: number): () => number {
 
 function args(input: string, out: string): string[] {
   return [
-    "--input_file",
-    input,
-    "--output_dir",
-    out,
-    "--models",
-    STEM,
+    ...cliArgs(input, out, STEM),
     "--servers",
     server.target,
     "--batch_size",
@@ -227,15 +223,5 @@ test("a corrupt checkpoint is a clear error, not a crash", async () => {
 
 /** A run of one model on the embedded debug engine: the refusals are about the checkpoint, not the model. */
 function debugEngineArgs(input: string, out: string, model: string, ...extra: string[]): string[] {
-  return [
-    "--input_file",
-    input,
-    "--output_dir",
-    out,
-    "--models",
-    model,
-    "--engine",
-    "debug",
-    ...extra,
-  ];
+  return [...cliArgs(input, out, model), "--engine", "debug", ...extra];
 }

@@ -1,23 +1,11 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { ledgerModelOf } from "../src/checkpoint/model-row.js";
-import { planBatches } from "../src/plan/planner.js";
 import { describeBatch, pendingWork } from "../src/run/embed.js";
-import { openCheckpoint, prepareOutputDir } from "../src/run/prepare.js";
 import { tempDir } from "./helpers.js";
-import { MODEL_INFO, phaseSetup, recordingProgress } from "./phase-helpers.js";
+import { plannedCheckpoint } from "./phase-helpers.js";
 
 test("the work is every pending batch, with the attempts of earlier runs", async () => {
-  const dir = tempDir("embed-work");
-  const { config, corpus } = await phaseSetup(dir, 20);
-  prepareOutputDir(config.outputDir);
-  const { ledger, models } = openCheckpoint(config, corpus, recordingProgress());
-  const [run] = models;
-  assert.ok(run);
-  ledger.addModel(
-    ledgerModelOf(run.model, MODEL_INFO, 0),
-    planBatches(new Uint32Array(20).fill(3), { batchSize: 8, maxBatchTokens: 0 }).batches,
-  );
+  const { ledger, models } = await plannedCheckpoint(tempDir("embed-work"), 20);
   ledger.markDone([
     { alias: "org/m", batchNo: 0, attempts: 1, server: "a", tokens: 1, truncated: 0 },
   ]);

@@ -1,26 +1,15 @@
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { test } from "node:test";
-import { ledgerModelOf } from "../src/checkpoint/model-row.js";
 import { RowReader } from "../src/input/rows.js";
-import { planBatches } from "../src/plan/planner.js";
 import { finalizeAll, summarize } from "../src/run/finalize.js";
-import { openCheckpoint, openMatrix, prepareOutputDir } from "../src/run/prepare.js";
+import { openMatrix } from "../src/run/prepare.js";
 import { tempDir } from "./helpers.js";
-import { MODEL_INFO, phaseSetup, recordingProgress } from "./phase-helpers.js";
+import { plannedCheckpoint, recordingProgress } from "./phase-helpers.js";
 
 test("a model is finalized only when every batch is done; then its outputs and summary are written", async () => {
-  const dir = tempDir("finalize");
-  const { config, corpus } = await phaseSetup(dir, 12);
-  prepareOutputDir(config.outputDir);
+  const { ledger, models, config, corpus, run } = await plannedCheckpoint(tempDir("finalize"), 12);
   const progress = recordingProgress();
-  const { ledger, models } = openCheckpoint(config, corpus, progress);
-  const [run] = models;
-  assert.ok(run);
-  run.stored = ledgerModelOf(run.model, MODEL_INFO, 0);
-  const plan = planBatches(new Uint32Array(12).fill(3), { batchSize: 8, maxBatchTokens: 0 });
-  ledger.addModel(run.stored, plan.batches);
-  run.status = ledger.status("org/m");
   openMatrix(run, corpus.rows, ledger, progress);
   const reader = new RowReader(corpus);
   try {

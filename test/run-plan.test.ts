@@ -38,9 +38,9 @@ function wordCounter(calls: number[], unsupported = false): TokenCounter {
   };
 }
 
-test("new models are measured, planned and stored; stored ones are checked against the server", async () => {
-  const dir = tempDir("plan");
-  const { config, corpus } = await phaseSetup(dir, 40);
+/** A checkpoint with org/m not planned yet, a session that loaded it, and a row reader. */
+async function unplanned(name: string, rows: number) {
+  const { config, corpus } = await phaseSetup(tempDir(name), rows);
   prepareOutputDir(config.outputDir);
   const { ledger, models } = openCheckpoint(config, corpus, recordingProgress());
   const connection = new ServerConnection("127.0.0.1:9", {
@@ -48,8 +48,18 @@ test("new models are measured, planned and stored; stored ones are checked again
     authToken: "",
     maxMessageBytes: 1 << 20,
   });
-  const session = fakeSession(connection);
   const reader = new RowReader(corpus);
+  const close = () => {
+    reader.close();
+    ledger.close();
+    connection.close();
+  };
+  return { config, corpus, ledger, models, connection, reader, close };
+}
+
+test("new models are measured, planned and stored; stored ones are checked against the server", async () => {
+  const { config, corpus, ledger, models, connection, reader, close } = await unplanned("plan", 40);
+  const session = fakeSession(connection);
   const progress = recordingProgress();
   try {
     const calls: number[] = [];
@@ -76,23 +86,15 @@ test("new models are measured, planned and stored; stored ones are checked again
       /model "org\/m" on the server differs from the one in the checkpoint \(revision "r1" → "r2"\)/,
     );
   } finally {
-    reader.close();
-    ledger.close();
-    connection.close();
+    close();
   }
 });
 
 test("a server that cannot count tokens leaves the estimate from characters", async () => {
-  const dir = tempDir("plan-estimate");
-  const { config, corpus } = await phaseSetup(dir, 10);
-  prepareOutputDir(config.outputDir);
-  const { ledger, models } = openCheckpoint(config, corpus, recordingProgress());
-  const connection = new ServerConnection("127.0.0.1:9", {
-    tls: null,
-    authToken: "",
-    maxMessageBytes: 1 << 20,
-  });
-  const reader = new RowReader(corpus);
+  const { config, corpus, ledger, models, connection, reader, close } = await unplanned(
+    "plan-estimate",
+    10,
+  );
   const progress = recordingProgress();
   try {
     await planModels(
@@ -108,8 +110,6 @@ test("a server that cannot count tokens leaves the estimate from characters", as
     assert.match(progress.notes[0] ?? "", /\(lengths estimated\)$/);
     assert.equal(models[0]?.status.rows, 10);
   } finally {
-    reader.close();
-    ledger.close();
-    connection.close();
+    close();
   }
 });

@@ -11,7 +11,7 @@ import {
   prepareOutputDir,
 } from "../src/run/prepare.js";
 import { tempDir } from "./helpers.js";
-import { MODEL_INFO, phaseSetup, recordingProgress } from "./phase-helpers.js";
+import { MODEL_INFO, phaseSetup, plannedCheckpoint, recordingProgress } from "./phase-helpers.js";
 
 test("a new checkpoint gives one unplanned record per model; --restart removes the old files", async () => {
   const dir = tempDir("prepare-new");
@@ -45,16 +45,7 @@ test("a new checkpoint gives one unplanned record per model; --restart removes t
 });
 
 test("a finished model whose outputs are gone is embedded again; a lost matrix redoes its batches", async () => {
-  const dir = tempDir("prepare-lost");
-  const { config, corpus } = await phaseSetup(dir, 20);
-  prepareOutputDir(config.outputDir);
-  const { ledger, models } = openCheckpoint(config, corpus, recordingProgress());
-  const [run] = models;
-  assert.ok(run);
-  ledger.addModel(
-    ledgerModelOf(run.model, MODEL_INFO, 0),
-    planBatches(new Uint32Array(20).fill(3), { batchSize: 8, maxBatchTokens: 0 }).batches,
-  );
+  const { ledger, config, corpus, run } = await plannedCheckpoint(tempDir("prepare-lost"), 20);
   ledger.markDone([
     { alias: run.model.alias, batchNo: 0, attempts: 1, server: "a", tokens: 1, truncated: 0 },
   ]);

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { cliArgs } from "./cli-args.js";
 import {
   corpusSlice,
   errorLines,
@@ -40,12 +41,7 @@ function cli(out: string, extra: string[], token: string | undefined) {
   if (token !== undefined) env.EMBED_AUTH_TOKEN = token;
   return runCli(
     [
-      "--input_file",
-      input,
-      "--output_dir",
-      join(dir, out),
-      "--models",
-      "all-MiniLM-L6-v2",
+      ...cliArgs(input, join(dir, out), "all-MiniLM-L6-v2"),
       "--servers",
       server.target,
       "--server_timeout",

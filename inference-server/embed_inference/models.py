@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from . import devices
@@ -34,6 +34,8 @@ _HASH_CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class LoadRequest:
+    """LoadModel's request: the fields of the proto message of the same names."""
+
     model_id: str
     revision: str = ""
     device: str = ""
@@ -41,6 +43,10 @@ class LoadRequest:
     max_length: int = 0
     prefix: str = ""
     normalize: bool = False
+
+    @classmethod
+    def from_pb(cls, message: object) -> LoadRequest:
+        return cls(**{f.name: getattr(message, f.name) for f in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -126,23 +132,28 @@ class ModelRegistry:
                     f"max_length {max_length} exceeds the {weights.position_limit} positions "
                     f"that {request.model_id!r} supports"
                 )
+            # The settings that change the vectors travel as one value: into the
+            # encoder, and into the ModelInfo the client compares.
+            settings = Settings(
+                **{
+                    **{f.name: getattr(request, f.name) for f in fields(Settings)},
+                    "max_length": max_length,
+                }
+            )
             info = ModelInfo(
                 model_key="",
                 model_id=request.model_id,
                 revision=weights.revision or "",
                 dim=weights.dim,
-                max_length=max_length,
                 pooling=weights.pooling,
-                normalize=request.normalize,
-                prefix=request.prefix,
                 dtype=weights.dtype,
                 device=weights.device,
+                **asdict(settings),
             )
             key = self._model_key(info)
             model = self._models.get(key)
             if model is None:
                 info = ModelInfo(**{**asdict(info), "model_key": key})
-                settings = Settings(request.prefix, request.normalize, max_length)
                 model = LoadedModel(info, self._backend.encoder(weights, settings))
                 self._models[key] = model
                 log.info("model %s ready as %s (%s)", request.model_id, key, info)

@@ -1,15 +1,15 @@
-"""The grpc.aio server: Inference, Health and reflection, auth, error mapping.
+"""The grpc.aio server: Inference, Health and reflection.
 
 Service methods stay a few lines: checks live on the request types, work in
-models/pipeline, and every exception becomes a status in one interceptor.
+models/pipeline, and every exception becomes a status in one interceptor
+(interceptors.py, with auth).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from importlib import metadata
 from typing import Any
 
@@ -22,15 +22,13 @@ from embedmulti.v1 import inference_pb2_grpc as pb_grpc
 
 from .config import ServerConfig
 from .encoders.base import Backend
-from .errors import Unauthenticated, status_of
+from .interceptors import AuthInterceptor, ErrorInterceptor
 from .models import LoadRequest, ModelInfo, ModelRegistry
 from .pipeline import EmbedStream, StagePools, check_text_lengths
 
 log = logging.getLogger("embed_inference.server")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Inference"].full_name
-_HEALTH_PREFIX = f"/{health.SERVICE_NAME}/"
-_INFERENCE_PREFIX = f"/{SERVICE_NAME}/"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -110,15 +108,7 @@ class InferenceService(pb_grpc.InferenceServicer):
 
     async def LoadModel(self, request: pb.LoadModelRequest, context: Any) -> pb.ModelInfo:
         registry = await self._rt.models()
-        load = LoadRequest(
-            model_id=request.model_id,
-            revision=request.revision,
-            device=request.device,
-            dtype=request.dtype,
-            max_length=request.max_length,
-            prefix=request.prefix,
-            normalize=request.normalize,
-        )
+        load = LoadRequest.from_pb(request)
         model = await asyncio.to_thread(registry.load, load)
         return model_info_pb(model.info)
 
@@ -140,103 +130,6 @@ class InferenceService(pb_grpc.InferenceServicer):
         stream = EmbedStream(registry, config.limits, self._rt.pools, config.test_poison)
         async for result in stream.run(request_iterator):
             yield result
-
-
-def _replace_behavior(
-    handler: grpc.RpcMethodHandler, behavior: Callable[..., Any]
-) -> grpc.RpcMethodHandler:
-    kinds = {
-        (False, False): grpc.unary_unary_rpc_method_handler,
-        (False, True): grpc.unary_stream_rpc_method_handler,
-        (True, False): grpc.stream_unary_rpc_method_handler,
-        (True, True): grpc.stream_stream_rpc_method_handler,
-    }
-    make = kinds[(handler.request_streaming, handler.response_streaming)]
-    return make(
-        behavior,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
-
-
-def _behavior_of(handler: grpc.RpcMethodHandler) -> Callable[..., Any]:
-    for name in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
-        behavior = getattr(handler, name)
-        if behavior is not None:
-            return behavior
-    raise RuntimeError("a method handler without behavior")
-
-
-async def _abort_with(error: BaseException, context: grpc.aio.ServicerContext) -> None:
-    code, message = status_of(error)
-    if code == grpc.StatusCode.INTERNAL:
-        log.error("call failed", exc_info=error)
-    await context.abort(code, message)
-
-
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Maps every exception that escapes an Inference method to a status: ServiceError
-    subclasses to their code, anything else to INTERNAL with a one-line message."""
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None or not details.method.startswith(_INFERENCE_PREFIX):
-            return handler
-        behavior = _behavior_of(handler)
-        if handler.response_streaming:
-
-            async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                try:
-                    async for item in behavior(request, context):
-                        yield item
-                except (asyncio.CancelledError, grpc.aio.AbortError):
-                    raise
-                except Exception as error:
-                    await _abort_with(error, context)
-
-            return _replace_behavior(handler, streaming)
-
-        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            try:
-                return await behavior(request, context)
-            except (asyncio.CancelledError, grpc.aio.AbortError):
-                raise
-            except Exception as error:
-                await _abort_with(error, context)
-
-        return _replace_behavior(handler, unary)
-
-
-class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """With EMBED_AUTH_TOKEN set, every call but health checks must carry
-    `authorization: Bearer <token>`; health stays open for load balancers and probes."""
-
-    def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None or details.method.startswith(_HEALTH_PREFIX):
-            return handler
-        given = ""
-        for key, value in details.invocation_metadata or ():
-            if key == "authorization":
-                given = value if isinstance(value, str) else value.decode(errors="replace")
-        if hmac.compare_digest(given.encode(), self._expected):
-            return handler
-
-        async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
-            await _abort_with(Unauthenticated("missing or wrong bearer token"), context)
-
-        return _replace_behavior(handler, refuse)
 
 
 def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
@@ -266,9 +159,9 @@ class InferenceServer:
         self.runtime = Runtime(config)
         self.health = health.aio.HealthServicer()
         self.port = 0
-        interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor()]
+        interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor(SERVICE_NAME)]
         if config.auth_token:
-            interceptors.insert(0, AuthInterceptor(config.auth_token))
+            interceptors.insert(0, AuthInterceptor(config.auth_token, health.SERVICE_NAME))
         self._server = grpc.aio.server(options=grpc_options(config), interceptors=interceptors)
         pb_grpc.add_InferenceServicer_to_server(InferenceService(self.runtime), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)

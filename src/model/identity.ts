@@ -1,4 +1,4 @@
-import type { RunModel } from "../config.js";
+import type { ModelSpec, RunModel } from "../config.js";
 import type { ModelInfo } from "../gen/embedmulti/v1/inference.js";
 
 /**
@@ -22,14 +22,7 @@ export interface ModelIdentity {
 }
 
 /** The settings asked for (0 / "" = the model's own): a resume must ask for the same. */
-export interface ModelRequest {
-  readonly modelId: string;
-  readonly revision: string;
-  readonly prefix: string;
-  readonly normalize: boolean;
-  readonly maxLength: number;
-  readonly dtype: string;
-}
+export type ModelRequest = Omit<ModelSpec, "alias">;
 
 // Records, not lists: adding a field to a type above fails to compile until it has a label.
 const IDENTITY_LABELS: Readonly<Record<keyof ModelIdentity, string>> = {

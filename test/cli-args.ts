@@ -1,0 +1,16 @@
+/**
+ * The arguments of one embed-multi run, as tests and benchmarks build them:
+ * `cliArgs(input, out, "m", { engine: "debug", batch_size: 8 })`. A list
+ * gives a flag several values (`--models a b`).
+ */
+export function cliArgs(
+  input: string,
+  out: string,
+  models: string | readonly string[],
+  flags: Readonly<Record<string, string | number>> = {},
+): string[] {
+  const args = ["--input_file", input, "--output_dir", out, "--models"];
+  args.push(...(typeof models === "string" ? [models] : models));
+  for (const [name, value] of Object.entries(flags)) args.push(`--${name}`, String(value));
+  return args;
+}
