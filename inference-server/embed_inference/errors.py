@@ -1,7 +1,7 @@
 """Exceptions that carry their gRPC status code.
 
 Everything the server refuses on purpose raises one of these; the one mapping
-to a status (server.status_of) reads `code` and never guesses from a message.
+to a status (status_of below) reads `code` and never guesses from a message.
 Anything else that escapes a handler is a bug and becomes INTERNAL.
 """
 
@@ -46,12 +46,6 @@ class Unauthenticated(ServiceError):
     """A missing or wrong bearer token."""
 
     code = grpc.StatusCode.UNAUTHENTICATED
-
-
-class Unavailable(ServiceError):
-    """The server is starting or stopping and cannot take the call yet."""
-
-    code = grpc.StatusCode.UNAVAILABLE
 
 
 class ConfigError(Exception):

@@ -48,7 +48,6 @@ type Row = Record<string, unknown>;
 /** The statements of a connection, prepared once. */
 function statements(db: Database.Database) {
   return {
-    meta: db.prepare("SELECT key, value FROM meta"),
     input: db.prepare(
       "SELECT input_path, input_size, input_sha256, input_rows FROM run WHERE id = 1",
     ),

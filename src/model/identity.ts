@@ -4,8 +4,10 @@ import type { ModelInfo } from "../gen/embedmulti/v1/inference.js";
 /**
  * What makes two models' vectors the same. Servers must agree on it, a
  * resumed checkpoint must match it, and a server that rejoins must still
- * have it. A new setting that changes the vectors is one field here and one
- * label below; every comparison picks it up.
+ * have it. A new setting that changes the vectors is one field here, its
+ * label below and its line in identityOf (the compiler asks for both);
+ * every comparison picks it up. The ledger stores it in one more column
+ * (src/checkpoint/schema.ts, ledger.ts's row mapping).
  */
 export interface ModelIdentity {
   readonly modelId: string;
@@ -47,12 +49,14 @@ const REQUEST_LABELS: Readonly<Record<keyof ModelRequest, string>> = {
 
 /** The identity a server reports for a model it loaded. */
 export function identityOf(info: ModelInfo): ModelIdentity {
-  return pick<ModelIdentity>(info, IDENTITY_LABELS);
+  const { modelId, revision, dim, dtype, maxLength, pooling, prefix, normalize } = info;
+  return { modelId, revision, dim, dtype, maxLength, pooling, prefix, normalize };
 }
 
 /** The settings a run model asks for. */
 export function requestOf(model: RunModel): ModelRequest {
-  return pick<ModelRequest>(model, REQUEST_LABELS);
+  const { modelId, revision, prefix, normalize, maxLength, dtype } = model;
+  return { modelId, revision, prefix, normalize, maxLength, dtype };
 }
 
 /** What differs between two identities, as `dim 384 → 768`; empty when the vectors are the same. */
@@ -77,12 +81,6 @@ function differences<T extends object>(
     }
   }
   return out;
-}
-
-function pick<T extends object>(source: T, labels: Readonly<Record<keyof T, string>>): T {
-  const out: Partial<T> = {};
-  for (const key of keysOf(labels)) out[key] = source[key];
-  return out as T;
 }
 
 function keysOf<T extends object>(labels: Readonly<Record<keyof T, string>>): (keyof T)[] {
