@@ -45,6 +45,8 @@ export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummar
       );
       return summarize(models, config, false);
     }
+    // Matrices first: a lost one puts its batches back to work, which needs servers.
+    for (const m of unfinished) if (m.stored) openMatrix(m, corpus.rows, ledger, progress);
     if (models.some((m) => needsServers(m.status))) {
       pool = await startPool(config, progress, ctx.onEmbeddedServer);
       const [first] = pool.ready;
@@ -54,7 +56,7 @@ export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummar
         await planModels(models, first, counter, ledger, config, reader, corpus, progress);
       }
     }
-    for (const m of unfinished) openMatrix(m, corpus.rows, ledger, progress);
+    for (const m of unfinished) if (!m.matrix) openMatrix(m, corpus.rows, ledger, progress);
 
     const items = pendingWork(unfinished, ledger);
     const doneBatches = models.reduce((n, m) => n + m.status.doneBatches, 0);

@@ -17,8 +17,7 @@ test("row i of every model's .npy is input line i, whatever the batching (debug 
   const out = join(dir, "out");
   const dim = 24;
   const args = [
-    ...cliArgs(input, out, "bge-small-en-v1.5"),
-    "e5-small-v2",
+    ...cliArgs(input, out, ["bge-small-en-v1.5", "e5-small-v2"]),
     "--engine",
     "debug",
     "--debug_dim",

@@ -97,8 +97,7 @@ test("two models in one run: a config-file e5-style entry gets the passage: pref
   );
   const out = join(dir, "out");
   const result = await runCli([
-    ...cliArgs(input, out, "all-MiniLM-L6-v2"),
-    "e5-style-minilm",
+    ...cliArgs(input, out, ["all-MiniLM-L6-v2", "e5-style-minilm"]),
     "--config",
     config,
     "--threads",
