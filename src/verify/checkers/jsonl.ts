@@ -1,4 +1,5 @@
 import { join } from "node:path";
+import { formatFloat32 } from "../../output/float.js";
 import type { CheckContext, FileChecker, FileReport } from "../context.js";
 import { forEachLine } from "../lines.js";
 
@@ -72,7 +73,7 @@ export const jsonlChecker: FileChecker = {
           report(
             "values",
             line,
-            `value ${d} is ${v}, but row ${row} of the .npy holds ${stored[d]}: the two files disagree`,
+            `value ${d} is ${v}, but row ${row} of the .npy holds ${formatFloat32(stored[d] ?? 0)}: the two files disagree`,
           );
           return;
         }
