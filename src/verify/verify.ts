@@ -120,7 +120,10 @@ async function verifyModel(
     }
     const unread = files.filter((f) => !CHECKERS.some((c) => c.accepts(f)));
     if (unread.length > 0) checked.push(`${unread.join(", ")} by checksum only`);
-    if (sample && expected) {
+    // Re-embedding is only meaningful against sound files of this very input.
+    if (sample && expected && problems.length > 0) {
+      checked.push("no sample: the files have problems");
+    } else if (sample && expected) {
       const jsonl = files.find((f) => f.endsWith(".jsonl") && existsSync(join(dir, f))) ?? null;
       for (const connection of await servers.connections()) {
         try {
