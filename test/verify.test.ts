@@ -314,3 +314,61 @@ test("bad verify flags: one line, exit 2; a folder without outputs: one line, ex
   const mainHelp = await runCli(["--help"]);
   assert.match(mainHelp.stdout, /verify --output_dir DIR/);
 });
+
+test("JSONL-only outputs verify and sample against the JSONL; a normalizing model's norms are checked", async () => {
+  const dir = join(root, "jsonl-only");
+  const run = await runCli([
+    "--input_file",
+    input,
+    "--output_dir",
+    dir,
+    "--models",
+    "bge-small-en-v1.5",
+    "--engine",
+    "debug",
+    "--debug_dim",
+    String(DIM),
+    "--output_format",
+    "jsonl",
+  ]);
+  assert.equal(run.code, 0, run.stderr);
+  const ok = await verifyCli(dir, "--input_file", input, "--sample", "5", "--seed", "2");
+  assert.equal(ok.code, 0, ok.stdout + ok.stderr);
+  assert.match(
+    ok.stdout,
+    /^ok {4}bge-small-en-v1\.5: checksums; bge-small-en-v1\.5\.jsonl 40 lines, in input order; sample on \S+: 5 rows \(seed 2\), worst cosine 1\.000000$/m,
+  );
+
+  // The same model as .npy: its rows are normalized, and a row that is not is named.
+  const npyDir = join(root, "normalized");
+  const npyRun = await runCli([
+    "--input_file",
+    input,
+    "--output_dir",
+    npyDir,
+    "--models",
+    "bge-small-en-v1.5",
+    "--engine",
+    "debug",
+    "--debug_dim",
+    String(DIM),
+    "--output_format",
+    "npy",
+  ]);
+  assert.equal(npyRun.code, 0, npyRun.stderr);
+  assert.equal((await verifyCli(npyDir)).code, 0);
+  const npy = join(npyDir, "bge-small-en-v1.5.npy");
+  const at = dataOffset(npy) + 9 * DIM * 4;
+  const row = readFileSync(npy).subarray(at, at + DIM * 4);
+  const scaled = Buffer.alloc(DIM * 4);
+  for (let d = 0; d < DIM; d++) scaled.writeFloatLE(row.readFloatLE(d * 4) * 1.01, d * 4);
+  const fd = openSync(npy, "r+");
+  writeSync(fd, scaled, 0, scaled.length, at);
+  closeSync(fd);
+  const bad = await verifyCli(npyDir);
+  assert.equal(bad.code, 1);
+  assert.match(
+    bad.stdout,
+    /bge-small-en-v1\.5\.npy row 9: norm 1\.01\d*, not 1 ± 0\.001 \(the model normalizes\)/,
+  );
+});
