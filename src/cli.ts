@@ -2,6 +2,7 @@ import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
 import { type CliArgs, DEFAULTS, TOOL_VERSION } from "./config.js";
 import { main } from "./main.js";
+import { verifyMain } from "./verify/cli.js";
 
 /** Only declares the flags; everything else happens in main() and run(). */
 const parser = yargs(hideBin(process.argv))
@@ -11,7 +12,8 @@ const parser = yargs(hideBin(process.argv))
       "Embeds every paragraph of a JSONL file (fields paper_id, paragraph_index, text) with\n" +
       "each model, through gRPC inference servers (a local one is started when --servers is\n" +
       "not given). Writes <model>.npy, <model>.jsonl and <model>.metadata.json per model.\n" +
-      "Progress is checkpointed: run the same command again to resume after a crash.",
+      "Progress is checkpointed: run the same command again to resume after a crash.\n\n" +
+      "$0 verify --output_dir DIR [...] checks finished outputs (see $0 verify --help).",
   )
   .option("input_file", {
     alias: "input-file",
@@ -154,5 +156,10 @@ const parser = yargs(hideBin(process.argv))
     process.exit(2);
   });
 
-const args = (await parser.parseAsync()) as unknown as CliArgs;
-process.exitCode = await main(args);
+const argv = hideBin(process.argv);
+if (argv[0] === "verify") {
+  process.exitCode = await verifyMain(argv.slice(1));
+} else {
+  const args = (await parser.parseAsync()) as unknown as CliArgs;
+  process.exitCode = await main(args);
+}

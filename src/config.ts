@@ -258,7 +258,7 @@ function validateServer(target: string): string {
   return target;
 }
 
-function defaultServerCommand(env: NodeJS.ProcessEnv): string {
+export function defaultServerCommand(env: NodeJS.ProcessEnv): string {
   const venv = env.EMBED_VENV ?? join(PACKAGE_ROOT, ".venv");
   const command = join(venv, "bin", "embed-inference-server");
   return existsSync(command) ? command : "embed-inference-server";

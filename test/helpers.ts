@@ -174,7 +174,19 @@ export function startServer(
 
 /** Starts the CLI without waiting for it, for tests that signal it. */
 export function spawnCli(args: readonly string[], env: NodeJS.ProcessEnv = testEnv()) {
-  const child = spawn(process.execPath, [CLI, "--progress", "none", ...args], { env });
+  return spawnBare(["--progress", "none", ...args], env);
+}
+
+/** `embed-multi verify ARGS` (a subcommand: its name must come first). */
+export function runVerify(
+  args: readonly string[],
+  env: NodeJS.ProcessEnv = testEnv(),
+): Promise<CliResult> {
+  return spawnBare(["verify", ...args], env).done;
+}
+
+function spawnBare(args: readonly string[], env: NodeJS.ProcessEnv) {
+  const child = spawn(process.execPath, [CLI, ...args], { env });
   let stdout = "";
   let stderr = "";
   child.stdout.on("data", (d) => {

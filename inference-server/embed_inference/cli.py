@@ -17,7 +17,16 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
-from .config import ENGINES, ENV_AUTH_TOKEN, ENV_MODEL_DIR, ENV_TEST_OOM_ABOVE, Limits, ServerConfig
+from .config import (
+    ENGINES,
+    ENV_AUTH_TOKEN,
+    ENV_MODEL_DIR,
+    ENV_TEST_NAN,
+    ENV_TEST_OOM_ABOVE,
+    ENV_TEST_PERTURB,
+    Limits,
+    ServerConfig,
+)
 from .errors import ConfigError, ServiceError
 
 PROG = "embed-inference-server"
@@ -40,7 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"Environment: {ENV_MODEL_DIR} (default for --model-dir); {ENV_AUTH_TOKEN} (when "
         "set, every call except health checks must carry 'authorization: Bearer <token>'); "
         f"{ENV_TEST_OOM_ABOVE}=N (test hook: a forward pass over more than N rows raises a "
-        "simulated CUDA out-of-memory error). Set HF_HUB_OFFLINE=1 where the hub is unreachable.",
+        "simulated CUDA out-of-memory error); "
+        f"{ENV_TEST_PERTURB}=X (test hook: X times its norm times a fixed unit vector is added "
+        "to every vector, which is normalized again if the model normalizes); "
+        f"{ENV_TEST_NAN}=MARKER (test hook: each text containing MARKER comes back as a row "
+        "of NaN). "
+        "Set HF_HUB_OFFLINE=1 where the hub is unreachable.",
     )
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")

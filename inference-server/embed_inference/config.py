@@ -7,6 +7,7 @@ visible origin and tests can build a configuration from plain dicts.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ ENV_MODEL_DIR = "EMBED_MODEL_DIR"
 ENV_AUTH_TOKEN = "EMBED_AUTH_TOKEN"
 ENV_TEST_OOM_ABOVE = "EMBED_TEST_OOM_ABOVE"
 ENV_TEST_POISON = "EMBED_TEST_POISON"
+ENV_TEST_PERTURB = "EMBED_TEST_PERTURB"
+ENV_TEST_NAN = "EMBED_TEST_NAN"
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,11 @@ class ServerConfig:
     test_oom_above: int | None = None
     # Test hook: a batch holding a text that contains this string fails (a poison batch).
     test_poison: str | None = None
+    # Test hook: every vector gets this multiple of a fixed unit direction added (then is
+    # normalized again if the model normalizes): a server that computes other vectors.
+    test_perturb: float | None = None
+    # Test hook: each text containing this string comes back as a row of NaN.
+    test_nan: str | None = None
     log_level: str = "INFO"
     # Stop when stdin reaches EOF: an embedded server never outlives its parent.
     exit_on_stdin_eof: bool = False
@@ -102,6 +110,7 @@ class ServerConfig:
         tls_cert = _existing_file("--tls-cert", args.tls_cert)
         tls_key = _existing_file("--tls-key", args.tls_key)
         oom_above = _oom_hook(env.get(ENV_TEST_OOM_ABOVE))
+        perturb = _perturb_hook(env.get(ENV_TEST_PERTURB))
         # Last: without --device it imports torch to ask about CUDA.
         device, dtype = _device_and_dtype(args.device, args.dtype, engine)
 
@@ -127,6 +136,8 @@ class ServerConfig:
             auth_token=env.get(ENV_AUTH_TOKEN) or None,
             test_oom_above=oom_above,
             test_poison=env.get(ENV_TEST_POISON) or None,
+            test_perturb=perturb,
+            test_nan=env.get(ENV_TEST_NAN) or None,
             log_level=args.log_level,
             exit_on_stdin_eof=args.exit_on_stdin_eof,
         )
@@ -167,3 +178,15 @@ def _oom_hook(value: str | None) -> int | None:
     if rows < 0:
         raise ConfigError(f"{ENV_TEST_OOM_ABOVE} must be >= 0, got {rows}")
     return rows
+
+
+def _perturb_hook(value: str | None) -> float | None:
+    if value is None or value.strip() == "":
+        return None
+    try:
+        strength = float(value)
+    except ValueError:
+        raise ConfigError(f"{ENV_TEST_PERTURB} must be a number, got {value!r}") from None
+    if not math.isfinite(strength) or strength <= 0:
+        raise ConfigError(f"{ENV_TEST_PERTURB} must be a positive number, got {value!r}")
+    return strength

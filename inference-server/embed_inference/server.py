@@ -127,7 +127,14 @@ class InferenceService(pb_grpc.InferenceServicer):
     ) -> AsyncIterator[pb.EmbedResult]:
         registry = await self._rt.models()
         config = self._rt.config
-        stream = EmbedStream(registry, config.limits, self._rt.pools, config.test_poison)
+        stream = EmbedStream(
+            registry,
+            config.limits,
+            self._rt.pools,
+            poison=config.test_poison,
+            perturb=config.test_perturb,
+            nan_marker=config.test_nan,
+        )
         async for result in stream.run(request_iterator):
             yield result
 

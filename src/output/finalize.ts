@@ -4,8 +4,9 @@ import type { OutputFormat, RunModel } from "../config.js";
 import { describeFsError } from "../errors.js";
 import type { RowReader } from "../input/rows.js";
 import { commitFile, partialPath, writeFileAtomic } from "./atomic.js";
+import { digestFiles } from "./checksum.js";
 import { exportJsonl } from "./jsonl.js";
-import type { ModelMetadata } from "./metadata.js";
+import type { MetadataBody, ModelMetadata } from "./metadata.js";
 import type { NpyMatrixFile } from "./npy.js";
 
 export interface OutputPaths {
@@ -50,7 +51,7 @@ export function finalizeModel(
   matrix: NpyMatrixFile,
   reader: RowReader,
   alias: string,
-  metadata: (outputs: string[], jsonlSeconds: number | null) => ModelMetadata,
+  metadata: (outputs: string[], jsonlSeconds: number | null) => MetadataBody,
 ): void {
   try {
     let jsonlSeconds: number | null = null;
@@ -63,10 +64,10 @@ export function finalizeModel(
     if (format === "jsonl") rmSync(paths.workingNpy, { force: true });
     else commitFile(paths.workingNpy, paths.npy);
     const outputs = finalFiles(paths, format);
-    writeFileAtomic(
-      paths.metadata,
-      `${JSON.stringify(metadata(outputs, jsonlSeconds), null, 2)}\n`,
-    );
+    // Hashed once they are under their final names, so the digests are of what stays.
+    const files = digestFiles(outputs.filter((f) => f !== paths.metadata));
+    const complete: ModelMetadata = { ...metadata(outputs, jsonlSeconds), files };
+    writeFileAtomic(paths.metadata, `${JSON.stringify(complete, null, 2)}\n`);
   } catch (err) {
     throw describeFsError(err, "write the outputs of", alias);
   }

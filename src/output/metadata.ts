@@ -1,6 +1,7 @@
 import type { RunConfig, RunModel } from "../config.js";
 import type { CorpusIndex } from "../input/scan.js";
 import type { LedgerModel, ModelTotals, RunRecord } from "../model/records.js";
+import type { FileDigest } from "./checksum.js";
 
 /** `<alias>.metadata.json`: the fields of the specification, then everything needed to reproduce. */
 export interface ModelMetadata {
@@ -34,7 +35,12 @@ export interface ModelMetadata {
   finished_at: string;
   tool: string;
   tool_version: string;
+  /** sha256 and size of every other output file of the model, by file name. */
+  files: Record<string, FileDigest>;
 }
+
+/** The metadata as the run describes it; finalize adds the digests of the files it wrote. */
+export type MetadataBody = Omit<ModelMetadata, "files">;
 
 export interface MetadataInputs {
   readonly config: RunConfig;
@@ -47,7 +53,7 @@ export interface MetadataInputs {
   readonly jsonlSeconds: number | null;
 }
 
-export function buildMetadata(x: MetadataInputs): ModelMetadata {
+export function buildMetadata(x: MetadataInputs): MetadataBody {
   return {
     model_name: x.ledgerModel.modelId,
     embedding_dim: x.ledgerModel.dim,

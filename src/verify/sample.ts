@@ -1,0 +1,128 @@
+import { join } from "node:path";
+import type { RunModel } from "../config.js";
+import type { ServerConnection } from "../dispatch/client.js";
+import type { CheckContext, ExpectedRows } from "./context.js";
+import { embedTexts, loadModelKey } from "./embed-texts.js";
+import { forEachLine } from "./lines.js";
+import type { StoredMetadata } from "./stored-metadata.js";
+import { cosineAt, type Matrix } from "./vectors.js";
+
+export interface SampleSettings {
+  readonly size: number;
+  readonly seed: number;
+  readonly tolerance: number;
+  readonly device: string;
+  readonly batchTimeoutMs: number;
+}
+
+/** `k` distinct rows of [0, count), in increasing order, the same for the same seed. */
+export function sampleRows(count: number, k: number, seed: number): number[] {
+  const random = mulberry32(seed);
+  if (k >= count) return Array.from({ length: count }, (_, i) => i);
+  const chosen = new Set<number>();
+  while (chosen.size < k) chosen.add(Math.floor(random() * count));
+  return [...chosen].sort((a, b) => a - b);
+}
+
+/** A small seeded generator: the sample is reproducible from the seed verify prints. */
+function mulberry32(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** The settings of a model as the run used them, for LoadModel. */
+export function modelOf(metadata: StoredMetadata, stem: string): RunModel {
+  return {
+    alias: metadata.alias,
+    modelId: metadata.modelName,
+    // The resolved revision: the server is asked for the exact weights the run had.
+    revision: metadata.revision === "unknown" ? "" : metadata.revision,
+    prefix: metadata.prefix,
+    normalize: metadata.normalize,
+    maxLength: metadata.maxLength,
+    dtype: metadata.dtype,
+    fileStem: stem,
+  };
+}
+
+/** The stored vectors of the sampled rows: from the checked .npy, else from the JSONL. */
+async function storedVectors(
+  ctx: CheckContext,
+  rows: readonly number[],
+  jsonlName: string | null,
+): Promise<Matrix | null> {
+  const dim = ctx.metadata.dim;
+  const data = new Float32Array(rows.length * dim);
+  if (ctx.reference) {
+    rows.forEach((row, i) => {
+      data.set(ctx.reference?.row(row) ?? [], i * dim);
+    });
+    return { rows: rows.length, dim, data };
+  }
+  if (!jsonlName) return null;
+  const wanted = new Map(rows.map((row, i) => [row, i]));
+  await forEachLine(join(ctx.dir, jsonlName), (text, line) => {
+    const i = wanted.get(line - 1);
+    if (i === undefined) return;
+    const parsed = JSON.parse(text) as { embedding: number[] };
+    data.set(parsed.embedding, i * dim);
+  });
+  return { rows: rows.length, dim, data };
+}
+
+/**
+ * Embeds the sampled rows again on one server and compares them with the
+ * stored ones. Returns the problem, or a summary of the worst cosine.
+ */
+export async function checkSample(
+  ctx: CheckContext,
+  input: ExpectedRows,
+  connection: ServerConnection,
+  model: RunModel,
+  settings: SampleSettings,
+  jsonlName: string | null,
+): Promise<{ problem: string | null; summary: string }> {
+  const where = `sample on ${connection.target}`;
+  const rows = sampleRows(ctx.metadata.rows, settings.size, settings.seed);
+  const stored = await storedVectors(ctx, rows, jsonlName);
+  if (!stored) return { problem: `${where}: no sound .npy or JSONL to compare with`, summary: "" };
+  const loaded = await loadModelKey(connection, model, settings.device);
+  if (loaded.dim !== ctx.metadata.dim) {
+    return {
+      problem: `${where}: the server's ${model.modelId} has dim ${loaded.dim}, the metadata says ${ctx.metadata.dim}`,
+      summary: "",
+    };
+  }
+  const texts = rows.map((row) => input.paragraph(row).text);
+  const fresh = await embedTexts(connection, loaded.key, texts, settings.batchTimeoutMs);
+  let worst = Number.POSITIVE_INFINITY;
+  let worstAt = -1;
+  for (let i = 0; i < rows.length; i++) {
+    const cos = cosineAt(stored, i, fresh, i);
+    if (!(cos >= worst)) {
+      worst = cos;
+      worstAt = i;
+    }
+    if (Number.isNaN(cos)) break;
+  }
+  const row = rows[worstAt] ?? 0;
+  const cosText = Number.isNaN(worst) ? "NaN" : worst.toFixed(6);
+  const summary = `${where}: ${rows.length} rows (seed ${settings.seed}), worst cosine ${cosText}`;
+  if (Number.isNaN(worst) || worst < settings.tolerance) {
+    const revision =
+      loaded.revision && model.revision && loaded.revision !== model.revision
+        ? `; the server has revision ${loaded.revision}, the outputs ${model.revision}`
+        : "";
+    return {
+      problem: `${where}: row ${row} (input line ${input.lineOf(row)}) has cosine ${cosText} with the stored vector, below --tolerance ${settings.tolerance} (${rows.length} rows, seed ${settings.seed})${revision}`,
+      summary,
+    };
+  }
+  return { problem: null, summary };
+}

@@ -1,0 +1,63 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { test } from "node:test";
+import {
+  corpusSlice,
+  type RunningServer,
+  runCli,
+  runVerify,
+  startServer,
+  tempDir,
+  testEnv,
+  writeLines,
+} from "./helpers.js";
+
+test("all-MiniLM-L6-v2 outputs verify, and re-embed equal on the same server, not on a perturbed one", async () => {
+  const dir = tempDir("verify-real");
+  // Paragraphs of several lengths, some past 256 tokens (truncated).
+  const input = writeLines(join(dir, "in.jsonl"), corpusSlice(24, 100));
+  const out = join(dir, "out");
+  let server: RunningServer | null = null;
+  let perturbed: RunningServer | null = null;
+  try {
+    server = await startServer(["--threads", "2"]);
+    const run = await runCli([
+      "--input_file",
+      input,
+      "--output_dir",
+      out,
+      "--models",
+      "all-MiniLM-L6-v2",
+      "--batch_size",
+      "8",
+      "--servers",
+      server.target,
+    ]);
+    assert.equal(run.code, 0, run.stderr);
+
+    const plain = await runVerify(["--output_dir", out, "--input_file", input]);
+    assert.equal(plain.code, 0, plain.stdout + plain.stderr);
+    assert.match(
+      plain.stdout,
+      /^ok {4}all-MiniLM-L6-v2: checksums; all-MiniLM-L6-v2\.npy \(24, 384\) float32; all-MiniLM-L6-v2\.jsonl 24 lines, equal to the \.npy, in input order$/m,
+    );
+
+    const args = ["--output_dir", out, "--input_file", input, "--sample", "8", "--seed", "5"];
+    const same = await runVerify([...args, "--servers", server.target]);
+    assert.equal(same.code, 0, same.stdout + same.stderr);
+    const cosine = /8 rows \(seed 5\), worst cosine (\d\.\d+)/.exec(same.stdout);
+    assert.ok(cosine, same.stdout);
+    assert.ok(Number(cosine[1]) >= 0.999, same.stdout);
+
+    perturbed = await startServer(["--threads", "2"], testEnv({ EMBED_TEST_PERTURB: "0.5" }));
+    const off = await runVerify([...args, "--servers", perturbed.target]);
+    assert.equal(off.code, 1, off.stdout + off.stderr);
+    assert.match(
+      off.stdout,
+      /^FAIL {2}all-MiniLM-L6-v2: sample on \S+: row \d+ \(input line \d+\) has cosine 0\.\d+ with the stored vector, below --tolerance 0\.999 \(8 rows, seed 5\)/m,
+    );
+  } finally {
+    await server?.stop();
+    await perturbed?.stop();
+  }
+});
