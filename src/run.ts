@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Committer } from "./checkpoint/committer.js";
 import { checkSameInput, checkSameModels, checkSameWeights } from "./checkpoint/compat.js";
@@ -17,8 +17,15 @@ import { describeFsError } from "./errors.js";
 import type { InfoResponse, ModelInfo } from "./gen/embedmulti/v1/inference.js";
 import { RowReader } from "./input/rows.js";
 import { type CorpusIndex, scanInput } from "./input/scan.js";
-import { partialPath } from "./output/atomic.js";
-import { finalizeModel, isComplete, type OutputPaths, outputPaths } from "./output/finalize.js";
+import {
+  allFiles,
+  discardWorkingCopy,
+  finalizeModel,
+  isComplete,
+  type OutputPaths,
+  outputPaths,
+  recoverWorkingMatrix,
+} from "./output/finalize.js";
 import { buildMetadata } from "./output/metadata.js";
 import { NpyMatrixFile } from "./output/npy.js";
 import { measureTokens } from "./plan/measure.js";
@@ -203,19 +210,19 @@ export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummar
         throw new Error(`${model.alias} has ${totals.batches - totals.doneBatches} batches left`);
       }
       const modelPaths = paths.get(model.alias) as OutputPaths;
-      if (config.outputFormat !== "npy") progress.note(`writing ${modelPaths.jsonl}`);
+      progress.note(`writing the outputs of ${model.alias} (${config.outputFormat.join(", ")})`);
       const previous = ledger.run();
       const run = {
         ...previous,
         processingSeconds: previous.processingSeconds + secondsSince(startedAt),
       };
-      finalizeModel(
+      await finalizeModel(
         modelPaths,
-        config.outputFormat,
+        config,
         matrices.get(model.alias) as NpyMatrixFile,
         reader,
         model.alias,
-        (outputs, jsonlSeconds) =>
+        (outputs) =>
           buildMetadata({
             config,
             model,
@@ -223,8 +230,7 @@ export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummar
             totals,
             run,
             corpus,
-            outputs,
-            jsonlSeconds,
+            ...outputs,
           }),
       );
       ledger.markFinalized(model.alias);
@@ -271,11 +277,8 @@ function prepareOutputDir(dir: string): void {
 function removeRunFiles(config: RunConfig, checkpointPath: string): void {
   for (const suffix of ["", "-wal", "-shm"]) rmSync(`${checkpointPath}${suffix}`, { force: true });
   for (const model of config.models) {
-    const p = outputPaths(config.outputDir, model);
-    for (const file of [p.npy, p.jsonl, p.metadata]) {
+    for (const file of allFiles(outputPaths(config.outputDir, model)))
       rmSync(file, { force: true });
-      rmSync(partialPath(file), { force: true });
-    }
   }
 }
 
@@ -288,11 +291,22 @@ function resetLostOutputs(
 ): void {
   for (const model of config.models) {
     const p = paths.get(model.alias) as OutputPaths;
-    if (ledger.isFinalized(model.alias) && !isComplete(p, config.outputFormat)) {
+    const complete = isComplete(p, config);
+    if (ledger.isFinalized(model.alias) && !complete) {
       progress.note(`outputs of ${model.alias} are missing: embedding it again`);
       ledger.resetModel(model.alias);
+    } else if (complete && !ledger.isFinalized(model.alias) && allBatchesDone(ledger, model)) {
+      // Stopped after the metadata was written but before the checkpoint said so.
+      ledger.markFinalized(model.alias);
+      discardWorkingCopy(p, config);
     }
   }
+}
+
+function allBatchesDone(ledger: Ledger, model: RunModel): boolean {
+  if (!ledger.models().some((m) => m.alias === model.alias)) return false;
+  const totals = ledger.totals(model.alias);
+  return totals.batches > 0 && totals.doneBatches === totals.batches;
 }
 
 /** Servers ready to work, and servers not reachable yet that may join later. */
@@ -450,12 +464,10 @@ function openMatrix(
 ): NpyMatrixFile {
   const fail = (err: unknown) => describeFsError(err, "create", paths.workingNpy);
   // A crash during finalizing can leave the matrix under its final name.
-  if (!existsSync(paths.workingNpy) && existsSync(paths.npy)) {
-    try {
-      renameSync(paths.npy, paths.workingNpy);
-    } catch (err) {
-      throw fail(err);
-    }
+  try {
+    recoverWorkingMatrix(paths, rows, model.dim);
+  } catch (err) {
+    throw fail(err);
   }
   const reopened = NpyMatrixFile.reopen(paths.workingNpy, rows, model.dim);
   if (reopened) return reopened;
@@ -505,7 +517,7 @@ function summarize(
       seconds: seconds.get(m.alias) ?? 0,
       truncated: t.truncated,
       paddingEfficiency: paddingEfficiency(t),
-      outputs: isComplete(p, config.outputFormat) ? [p.metadata] : [],
+      outputs: isComplete(p, config) ? [p.metadata] : [],
     };
   });
   const nothingToDo = models.every((m) => m.rowsThisRun === 0) && !resumed;
