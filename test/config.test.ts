@@ -23,7 +23,8 @@ test("registry models carry their settings; others are custom Hugging Face ids",
   assert.equal(config.batchSize, 32);
   assert.equal(config.maxWorkers, 4);
   assert.equal(config.checkpointInterval, 1000);
-  assert.equal(config.outputFormat, "both");
+  assert.deepEqual(config.outputFormat, ["npy", "jsonl"]);
+  assert.equal(config.outputDtype, "float32");
 });
 
 test("a config file adds models and defaults; flags win over it", () => {

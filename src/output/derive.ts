@@ -10,7 +10,8 @@ export interface EncodedChunk {
   readonly bytes: Uint8Array;
 }
 
-const ROWS_PER_CHUNK = 1024;
+/** Rows read back at a time: also a Parquet row group. */
+export const ROWS_PER_CHUNK = 1024;
 
 /** The float32 rows of the matrix, a chunk at a time (the view is reused). */
 export function* floatChunks(

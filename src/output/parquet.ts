@@ -23,7 +23,7 @@ import {
 import { paperIdText } from "../input/ids.js";
 import type { RowReader } from "../input/rows.js";
 import { commitFile, partialPath, writeAll } from "./atomic.js";
-import type { EncodedChunk } from "./derive.js";
+import { type EncodedChunk, ROWS_PER_CHUNK } from "./derive.js";
 import type { Encoder } from "./dtype.js";
 
 /**
@@ -80,6 +80,8 @@ export async function exportParquet(
   const properties = new WriterPropertiesBuilder()
     .setCompression(Compression.SNAPPY)
     .setCreatedBy("embed-multi")
+    // The writer holds a row group until it is full: one per chunk read back.
+    .setMaxRowGroupSize(ROWS_PER_CHUNK)
     .build();
   const temp = partialPath(path);
   const fd = openSync(temp, "w");
