@@ -75,3 +75,22 @@ test("bad flag values are one-line configuration errors", () => {
   }
   assert.throws(() => buildRunConfig({ models: ["m/x"] }, {}), /missing --input_file/);
 });
+
+test("--output_format takes a list (both = npy,jsonl) and --output_dtype one of six dtypes", () => {
+  const build = (extra: Record<string, string>) =>
+    buildRunConfig({ ...base, models: ["all-MiniLM-L6-v2"], ...extra }, {});
+  assert.deepEqual(build({ output_format: "parquet,npy" }).outputFormat, ["npy", "parquet"]);
+  assert.deepEqual(build({ output_format: "both,parquet" }).outputFormat, [
+    "npy",
+    "jsonl",
+    "parquet",
+  ]);
+  assert.deepEqual(build({ output_format: "jsonl" }).outputFormat, ["jsonl"]);
+  assert.throws(() => build({ output_format: "npy,csv" }), ConfigError);
+  assert.throws(() => build({ output_format: "," }), ConfigError);
+  assert.equal(build({ output_dtype: "ubinary" }).outputDtype, "ubinary");
+  assert.throws(
+    () => build({ output_dtype: "int4" }),
+    /--output_dtype must be one of float32, float16, int8, uint8, binary, ubinary/,
+  );
+});
