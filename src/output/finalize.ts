@@ -56,7 +56,7 @@ export function allFiles(paths: OutputPaths): string[] {
 
 /**
  * Whether the model's outputs are complete for this spec: the metadata (written
- * last) lists exactly these files in this dtype, and they exist.
+ * last) lists these files (at least) in this dtype, and they exist.
  */
 export function isComplete(paths: OutputPaths, spec: OutputSpec): boolean {
   let meta: Partial<ModelMetadata>;
@@ -67,9 +67,9 @@ export function isComplete(paths: OutputPaths, spec: OutputSpec): boolean {
   }
   const expected = finalFiles(paths, spec);
   const listed = new Set((meta.outputs ?? []).map((f) => basename(f)));
+  // More files than asked for (an npy,jsonl run asked again for npy) is complete too.
   return (
     (meta.output_dtype ?? "float32") === spec.outputDtype &&
-    listed.size === expected.length &&
     expected.every((f) => listed.has(basename(f)) && existsSync(f))
   );
 }
