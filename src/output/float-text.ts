@@ -21,8 +21,8 @@ import { formatFloat32 } from "./float.js";
 const POW10 = Array.from({ length: 23 }, (_, i) => 10 ** i);
 /** Half the step between float32 values of binary exponent e: 2^(e-24), at [e + 127]. */
 const HALF_STEP = Float64Array.from({ length: 256 }, (_, i) => 2 ** (i - 127 - 24));
-const bitsFloat = new Float32Array(1);
-const bitsView = { f32: bitsFloat, u32: new Uint32Array(bitsFloat.buffer) };
+const BITS_F32 = new Float32Array(1);
+const BITS_U32 = new Uint32Array(BITS_F32.buffer);
 /**
  * How close to a tie (in units of s9, whose error is below 1e-6) the scaled
  * value may come before the slow path decides.
@@ -46,8 +46,8 @@ export function writeFloat32(out: Uint8Array, pos: number, value: number): numbe
     out[p++] = 0x2d;
   }
   // Decimal exponent of a: estimated from the binary one, then corrected.
-  bitsView.f32[0] = a;
-  const bits = bitsView.u32[0] as number;
+  BITS_F32[0] = a;
+  const bits = BITS_U32[0] as number;
   const e2 = (bits >>> 23) - 127;
   let e10 = (e2 * 78913) >> 18; // floor(e2 · log10 2) for |e2| < 2^13
   if (e10 < -14 || e10 > 20) return writeSlow(out, pos, value);
