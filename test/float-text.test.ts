@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { float16Value } from "../src/output/dtype.js";
 import { formatFloat32 } from "../src/output/float.js";
 import { writeFloat32 } from "../src/output/float-text.js";
 
@@ -49,6 +50,11 @@ test("the byte writer gives formatFloat32's text for 1,000,000 embedding-like va
     const u = next() / 2 ** 32 - 0.5;
     return Math.fround(next() % 2 === 0 ? 2 * u : u / 50);
   });
+});
+
+test("the byte writer gives formatFloat32's text for every float16 value (ties everywhere)", () => {
+  const values = Array.from({ length: 65536 }, (_, h) => float16Value(h));
+  for (const v of values) assert.equal(fast(v), formatFloat32(v), `value ${v}`);
 });
 
 test("the byte writer handles zeros, subnormals, extremes, powers of ten and integers as formatFloat32 does", () => {

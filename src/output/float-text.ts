@@ -66,6 +66,10 @@ export function writeFloat32(out: Uint8Array, pos: number, value: number): numbe
   const half = scale(HALF_STEP[e2 + 127] as number, 8 - e10);
   // Below a power of two the step down is half as long: check those exactly.
   const sure = mantissa !== 0x800000;
+  // For 1e-4 <= a < 1e9 (most embedding values) s9 = a · 10^k with k <= 12 is
+  // exact (24 bits times 5^12 < 2^28 fits 53 bits): a tie is a real tie, and
+  // toPrecision takes the larger candidate. Elsewhere, near-ties go slow.
+  const tieMargin = e10 >= -4 && e10 <= 8 ? -1 : TIE_MARGIN;
 
   // w + f is s9: the candidates of 6, 7 and 8 digits are w with its last
   // 3, 2 or 1 digits rounded off (q3, q2, q1, perhaps plus one), decided by
@@ -79,21 +83,21 @@ export function writeFloat32(out: Uint8Array, pos: number, value: number): numbe
   const reach = half + DECIDE_MARGIN;
   let rest = w - q3 * 1000 + f;
   if (rest < reach || rest > 1000 - reach) {
-    const end = candidate(out, p, value, rest, 1000, q3, 6, e10, half, sure);
+    const end = candidate(out, p, value, rest, 1000, q3, 6, e10, half, sure, tieMargin);
     if (end >= 0) return end;
   }
   rest = w - q2 * 100 + f;
   if (rest < reach || rest > 100 - reach) {
-    const end = candidate(out, p, value, rest, 100, q2, 7, e10, half, sure);
+    const end = candidate(out, p, value, rest, 100, q2, 7, e10, half, sure, tieMargin);
     if (end >= 0) return end;
   }
   rest = w - q1 * 10 + f;
   if (rest < reach || rest > 10 - reach) {
-    const end = candidate(out, p, value, rest, 10, q1, 8, e10, half, sure);
+    const end = candidate(out, p, value, rest, 10, q1, 8, e10, half, sure, tieMargin);
     if (end >= 0) return end;
   }
-  if (Math.abs(f - 0.5) < TIE_MARGIN) return writeSlow(out, pos, value);
-  let n = f > 0.5 ? w + 1 : w;
+  if (Math.abs(f - 0.5) < tieMargin) return writeSlow(out, pos, value);
+  let n = f >= 0.5 ? w + 1 : w;
   let exp10 = e10;
   if (n === 1e9) {
     n = 1e8;
@@ -118,9 +122,10 @@ function candidate(
   e10: number,
   half: number,
   sure: boolean,
+  tieMargin: number,
 ): number {
-  if (Math.abs(rest - unit / 2) < TIE_MARGIN) return writeSlow(out, p - (value < 0 ? 1 : 0), value);
-  const up = rest > unit / 2;
+  if (Math.abs(rest - unit / 2) < tieMargin) return writeSlow(out, p - (value < 0 ? 1 : 0), value);
+  const up = rest >= unit / 2;
   const distance = up ? unit - rest : rest;
   let n = up ? kept + 1 : kept;
   let exp10 = e10; // decimal exponent of the first digit of n
