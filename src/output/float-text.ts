@@ -1,17 +1,18 @@
 import { formatFloat32 } from "./float.js";
 
 /*
- * Writes the same text as formatFloat32, as ASCII bytes, about twenty times
- * faster: no strings, no toPrecision, no Number parsing.
+ * Writes the same text as formatFloat32, as ASCII bytes, about eight times
+ * faster (77 against 640 ns a value): no strings, toPrecision or parsing.
  *
  * formatFloat32 takes the value rounded to d = 6, 7, 8 significant digits
  * (toPrecision: the exact value, ties away from zero), keeps the first that
  * reads back (decimal → nearest double → float32) as the value, else 9
  * digits, and prints it as JavaScript prints a number. Here the digits come
- * from one scaling in double arithmetic: the scaled value is off by far less
- * than 1e-5 of a unit, so its rounding agrees with the exact rounding unless
- * it lies that close to a tie; those values, and magnitudes where a power of
- * ten is not an exact double, go to formatFloat32 itself. The read-back check
+ * from one scaling in double arithmetic (s9 = a · 10^k, nine digits before
+ * the point). For 1e-4 <= a < 1e9 that product is exact; elsewhere it is off
+ * by far less than 1e-4 of a unit, so its rounding agrees with the exact one
+ * unless it lies that close to a tie: those values, and magnitudes beyond
+ * 1e-14 .. 1e21, go to formatFloat32 itself. The read-back check
  * is exact: n / 10^k and n * 10^k with n < 10^9 and k ≤ 22 are one correctly
  * rounded operation on exact doubles, i.e. the nearest double to the decimal,
  * as Number(string) gives.
