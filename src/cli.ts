@@ -73,7 +73,12 @@ const parser = yargs(hideBin(process.argv))
   .option("output_format", {
     alias: "output-format",
     type: "string",
-    describe: `npy, jsonl or both [default: ${DEFAULTS.output_format}]`,
+    describe: `Output files, a list of npy, jsonl, parquet (both = npy,jsonl) [default: ${DEFAULTS.output_format}]`,
+  })
+  .option("output_dtype", {
+    alias: "output-dtype",
+    type: "string",
+    describe: `Dtype of the output vectors: float32, float16, int8, uint8 (scaled per dimension by this run's ranges), binary, ubinary (packed bits) [default: ${DEFAULTS.output_dtype}]`,
   })
   .option("restart", {
     type: "boolean",

@@ -4,10 +4,13 @@ import { fileURLToPath } from "node:url";
 import { loadConfigFile } from "./config/file.js";
 import { BUILTIN_MODELS, isValidModelId, type ModelSpec, safeFileStem } from "./config/registry.js";
 import { ConfigError } from "./errors.js";
+import { isOutputDtype, OUTPUT_DTYPES, type OutputDtype } from "./output/dtype.js";
 
 export type { ModelSpec } from "./config/registry.js";
 
-export type OutputFormat = "npy" | "jsonl" | "both";
+/** The files a model's vectors are written to; `both` on the command line means npy,jsonl. */
+export type OutputFormat = "npy" | "jsonl" | "parquet";
+export const OUTPUT_FORMATS: readonly OutputFormat[] = ["npy", "jsonl", "parquet"];
 export type ProgressMode = "auto" | "bar" | "log" | "none";
 
 /** A model of this run: its registry settings plus the file stem of its outputs. */
@@ -49,7 +52,10 @@ export interface RunConfig {
   /** Remote servers; empty = start the embedded local server. */
   readonly servers: readonly string[];
   readonly embedded: EmbeddedServerConfig;
-  readonly outputFormat: OutputFormat;
+  /** Output files per model, in a fixed order (npy, jsonl, parquet), each once. */
+  readonly outputFormat: readonly OutputFormat[];
+  /** The dtype of the vectors in the output files (the checkpoint always holds float32). */
+  readonly outputDtype: OutputDtype;
   readonly restart: boolean;
   readonly skipInvalid: boolean;
   readonly maxTextChars: number;
@@ -76,6 +82,7 @@ export interface CliArgs {
   servers?: string[];
   config?: string;
   output_format?: string;
+  output_dtype?: string;
   restart?: boolean;
   skip_invalid?: boolean;
   max_text_chars?: number;
@@ -97,6 +104,7 @@ export const DEFAULTS = {
   max_workers: 4,
   checkpoint_interval: 1000,
   output_format: "both",
+  output_dtype: "float32",
   max_text_chars: 100_000,
   batch_timeout: 120,
   server_timeout: 60,
@@ -138,9 +146,12 @@ export function buildRunConfig(args: CliArgs, env: NodeJS.ProcessEnv): RunConfig
       `--dtype must be one of auto, float32, float16, bfloat16 (got "${dtype}")`,
     );
   }
-  const outputFormat = pick<string>("output_format", DEFAULTS.output_format);
-  if (!["npy", "jsonl", "both"].includes(outputFormat)) {
-    throw new ConfigError(`--output_format must be npy, jsonl or both (got "${outputFormat}")`);
+  const outputFormat = parseOutputFormats(pick<string>("output_format", DEFAULTS.output_format));
+  const outputDtype = String(pick<string>("output_dtype", DEFAULTS.output_dtype));
+  if (!isOutputDtype(outputDtype)) {
+    throw new ConfigError(
+      `--output_dtype must be one of ${OUTPUT_DTYPES.join(", ")} (got "${outputDtype}")`,
+    );
   }
   const engine = pick<string>("engine", DEFAULTS.engine);
   if (engine !== "sentence-transformers" && engine !== "debug") {
@@ -177,7 +188,8 @@ export function buildRunConfig(args: CliArgs, env: NodeJS.ProcessEnv): RunConfig
       debugDim: positiveInt("debug_dim", pick("debug_dim", DEFAULTS.debug_dim)),
       threads: nonNegativeInt("threads", pick("threads", DEFAULTS.threads)),
     },
-    outputFormat: outputFormat as OutputFormat,
+    outputFormat,
+    outputDtype,
     restart: pick("restart", false),
     skipInvalid: pick("skip_invalid", false),
     maxTextChars: positiveInt("max_text_chars", pick("max_text_chars", DEFAULTS.max_text_chars)),
@@ -237,6 +249,20 @@ function customModel(name: string): ModelSpec {
 function applyDtype(models: RunModel[], dtype: string): RunModel[] {
   if (dtype === "" || dtype === "auto") return models;
   return models.map((m) => ({ ...m, dtype: m.dtype || dtype }));
+}
+
+/** "npy,jsonl,parquet" (any order, "both" = npy,jsonl) → the formats in a fixed order. */
+export function parseOutputFormats(value: unknown): OutputFormat[] {
+  const items = flattenList(String(value)).flatMap((item) =>
+    item === "both" ? ["npy", "jsonl"] : [item],
+  );
+  const unknown = items.find((item) => !(OUTPUT_FORMATS as readonly string[]).includes(item));
+  if (unknown !== undefined || items.length === 0) {
+    throw new ConfigError(
+      `--output_format must be a list of npy, jsonl, parquet (or both = npy,jsonl); got "${String(value)}"`,
+    );
+  }
+  return OUTPUT_FORMATS.filter((f) => items.includes(f));
 }
 
 function flattenList(value: string[] | string): string[] {

@@ -70,7 +70,7 @@ export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummar
       if (!pool) throw new Error("batches left but no server was started");
       await embed(unfinished, items, pool, ledger, config, reader, corpus, progress, ctx.signal);
     }
-    finalizeAll(
+    await finalizeAll(
       unfinished,
       ledger,
       config,

@@ -23,7 +23,8 @@ test("registry models carry their settings; others are custom Hugging Face ids",
   assert.equal(config.batchSize, 32);
   assert.equal(config.maxWorkers, 4);
   assert.equal(config.checkpointInterval, 1000);
-  assert.equal(config.outputFormat, "both");
+  assert.deepEqual(config.outputFormat, ["npy", "jsonl"]);
+  assert.equal(config.outputDtype, "float32");
 });
 
 test("a config file adds models and defaults; flags win over it", () => {
@@ -73,4 +74,23 @@ test("bad flag values are one-line configuration errors", () => {
     assert.throws(() => buildRunConfig({ ...base, ...args }, {}), pattern);
   }
   assert.throws(() => buildRunConfig({ models: ["m/x"] }, {}), /missing --input_file/);
+});
+
+test("--output_format takes a list (both = npy,jsonl) and --output_dtype one of six dtypes", () => {
+  const build = (extra: Record<string, string>) =>
+    buildRunConfig({ ...base, models: ["all-MiniLM-L6-v2"], ...extra }, {});
+  assert.deepEqual(build({ output_format: "parquet,npy" }).outputFormat, ["npy", "parquet"]);
+  assert.deepEqual(build({ output_format: "both,parquet" }).outputFormat, [
+    "npy",
+    "jsonl",
+    "parquet",
+  ]);
+  assert.deepEqual(build({ output_format: "jsonl" }).outputFormat, ["jsonl"]);
+  assert.throws(() => build({ output_format: "npy,csv" }), ConfigError);
+  assert.throws(() => build({ output_format: "," }), ConfigError);
+  assert.equal(build({ output_dtype: "ubinary" }).outputDtype, "ubinary");
+  assert.throws(
+    () => build({ output_dtype: "int4" }),
+    /--output_dtype must be one of float32, float16, int8, uint8, binary, ubinary/,
+  );
 });

@@ -1,5 +1,6 @@
 import { closeSync, openSync, readSync } from "node:fs";
 import { describeFsError } from "../errors.js";
+import { type RawIds, scanIds } from "./ids.js";
 import type { CorpusIndex } from "./scan.js";
 import { checkLine, type Paragraph } from "./validate.js";
 
@@ -31,6 +32,25 @@ export class RowReader {
       throw new Error(`${this.index.file}:${line} changed during the run (${checked.problem})`);
     }
     return checked.paragraph;
+  }
+
+  /**
+   * The raw JSON text of a row's ids, for the outputs: no full parse of the
+   * line (its text is not needed), which keeps exports fast.
+   */
+  ids(row: number): RawIds {
+    const length = this.index.byteLengths[row] ?? 0;
+    if (this.scratch.length < length) this.scratch = Buffer.alloc(length * 2);
+    const bytes = this.scratch.subarray(0, length);
+    readSync(this.fd, bytes, 0, length, this.index.offsets[row] ?? 0);
+    const ids = scanIds(bytes);
+    if (!ids) {
+      const line = this.index.lineNumbers[row];
+      throw new Error(
+        `${this.index.file}:${line} changed during the run (no paper_id and paragraph_index)`,
+      );
+    }
+    return ids;
   }
 
   texts(rows: ArrayLike<number>): string[] {

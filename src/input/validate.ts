@@ -1,3 +1,5 @@
+import { indexProblem as checkIndex, scanIds } from "./ids.js";
+
 /** One paragraph of the input, as the tool needs it. */
 export interface Paragraph {
   readonly paperId: string | number;
@@ -63,6 +65,11 @@ export function checkLine(bytes: Uint8Array, maxTextChars: number): Checked {
       problem: `field "paragraph_index" must be a non-negative integer, got ${typeName(paragraphIndex)}`,
     };
   }
+  // JSON.parse rounds numbers: the index must also be exact as written.
+  const raw = scanIds(bytes);
+  if (!raw) return { ok: false, problem: "expected a JSON object" };
+  const indexProblem = checkIndex(raw.paragraphIndex);
+  if (indexProblem) return { ok: false, problem: indexProblem };
   return { ok: true, paragraph: { paperId, paragraphIndex, text } };
 }
 

@@ -32,8 +32,11 @@ export function writeAll(fd: number, bytes: Uint8Array): void {
  * Makes `path` by writing a temporary file through `write`, fsyncing it and
  * renaming it: readers see no file or the whole file, never half of one.
  */
-export function writeThenCommit(path: string, write: (fd: number) => void): void {
-  const temp = partialPath(path);
+export function writeThenCommit(
+  path: string,
+  write: (fd: number) => void,
+  temp = partialPath(path),
+): void {
   const fd = openSync(temp, "w");
   try {
     write(fd);

@@ -1,7 +1,27 @@
-import type { RunConfig, RunModel } from "../config.js";
+import type { OutputFormat, RunConfig, RunModel } from "../config.js";
 import type { CorpusIndex } from "../input/scan.js";
 import type { LedgerModel, ModelTotals, RunRecord } from "../model/records.js";
 import type { FileDigest } from "./checksum.js";
+import type { OutputDtype, Ranges } from "./dtype.js";
+
+/** One output file: what it holds and its shape, for whoever loads it. */
+export interface OutputFileEntry {
+  file: string;
+  format: OutputFormat;
+  /** numpy's name of the stored element type (binary dtypes store packed bytes: int8/uint8). */
+  dtype: "float32" | "float16" | "int8" | "uint8";
+  /** [rows, values per row]: the embedding dimension, or dim/8 packed bytes. */
+  shape: [number, number];
+}
+
+/** How the stored values were made from the float32 embeddings (sentence-transformers' quantize_embeddings). */
+export interface QuantizationInfo {
+  precision: OutputDtype;
+  /** int8/uint8: [min per dimension, max per dimension] (quantize_embeddings' `ranges`, shape (2, dim)). */
+  ranges: [number[], number[]] | null;
+  /** What a stored value means, in words. */
+  rule: string;
+}
 
 /** `<alias>.metadata.json`: the fields of the specification, then everything needed to reproduce. */
 export interface ModelMetadata {
@@ -28,6 +48,10 @@ export interface ModelMetadata {
   blank_lines: number;
   servers: string[];
   outputs: string[];
+  /** The dtype of the vectors in the output files. */
+  output_dtype: OutputDtype;
+  output_files: OutputFileEntry[];
+  quantization: QuantizationInfo | null;
   /** Seconds spent writing the JSONL (null when not written). */
   jsonl_export_time: number | null;
   resumed_count: number;
@@ -35,7 +59,7 @@ export interface ModelMetadata {
   finished_at: string;
   tool: string;
   tool_version: string;
-  /** sha256 and size of every other output file of the model, by file name. */
+  /** sha256 and size of every output file but the metadata, by file name. */
   files: Record<string, FileDigest>;
 }
 
@@ -50,6 +74,8 @@ export interface MetadataInputs {
   readonly run: RunRecord;
   readonly corpus: CorpusIndex;
   readonly outputs: string[];
+  readonly files: OutputFileEntry[];
+  readonly ranges: Ranges | null;
   readonly jsonlSeconds: number | null;
 }
 
@@ -80,12 +106,36 @@ export function buildMetadata(x: MetadataInputs): MetadataBody {
     blank_lines: x.corpus.blankLines,
     servers: x.totals.servers,
     outputs: x.outputs,
+    output_dtype: x.config.outputDtype,
+    output_files: x.files,
+    quantization: quantization(x.config.outputDtype, x.ranges),
     jsonl_export_time: x.jsonlSeconds === null ? null : round(x.jsonlSeconds),
     resumed_count: Math.max(0, x.run.attempts - 1),
     created_at: x.run.createdAt,
     finished_at: new Date().toISOString(),
     tool: "embed-multi",
     tool_version: x.config.toolVersion,
+  };
+}
+
+const RULES: Record<OutputDtype, string | null> = {
+  float32: null,
+  float16: "IEEE half precision, rounded to nearest even (numpy astype(float16))",
+  int8: "clip(floor((x - min) / ((max - min) / 255)), 0, 255) - 128, in float32 arithmetic; a constant dimension has step 1",
+  uint8:
+    "clip(floor((x - min) / ((max - min) / 255)), 0, 255), in float32 arithmetic; a constant dimension has step 1",
+  binary: "numpy.packbits(x > 0) - 128: 8 dimensions per byte, the first in the high bit",
+  ubinary: "numpy.packbits(x > 0): 8 dimensions per byte, the first in the high bit",
+};
+
+function quantization(dtype: OutputDtype, ranges: Ranges | null): QuantizationInfo | null {
+  const rule = RULES[dtype];
+  if (rule === null) return null;
+  return {
+    precision: dtype,
+    // Each a float32 as a double: JSON keeps it exactly, np.float32 reads it back bit for bit.
+    ranges: ranges ? [Array.from(ranges.min), Array.from(ranges.max)] : null,
+    rule,
   };
 }
 

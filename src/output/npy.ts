@@ -12,9 +12,12 @@ import {
 const MAGIC = Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]); // \x93NUMPY
 const ALIGN = 64;
 
-/** A version 1.0 NPY header for a C-order float32 matrix, padded so the data starts at 64 bytes. */
-export function npyHeader(rows: number, dim: number): Buffer {
-  const dict = `{'descr': '<f4', 'fortran_order': False, 'shape': (${rows}, ${dim}), }`;
+/**
+ * A version 1.0 NPY header for a C-order matrix (float32 unless `descr`
+ * says otherwise), padded so the data starts at a multiple of 64 bytes.
+ */
+export function npyHeader(rows: number, dim: number, descr = "<f4"): Buffer {
+  const dict = `{'descr': '${descr}', 'fortran_order': False, 'shape': (${rows}, ${dim}), }`;
   const fixed = MAGIC.length + 2 + 2;
   const unpadded = fixed + dict.length + 1;
   const total = Math.ceil(unpadded / ALIGN) * ALIGN;

@@ -26,7 +26,7 @@ export interface RunSummary {
 }
 
 /** Writes the final files of every model whose batches are all done, then marks it finalized. */
-export function finalizeAll(
+export async function finalizeAll(
   runs: readonly ModelRun[],
   ledger: Ledger,
   config: RunConfig,
@@ -34,7 +34,7 @@ export function finalizeAll(
   corpus: CorpusIndex,
   processingSeconds: number,
   progress: Progress,
-): void {
+): Promise<void> {
   for (const run of runs) {
     if (run.status.finalized) continue;
     const totals = refresh(run, ledger);
@@ -43,29 +43,22 @@ export function finalizeAll(
     }
     const { matrix } = run;
     if (!matrix) throw new Error(`${run.model.alias} has no matrix`);
-    if (config.outputFormat !== "npy") progress.note(`writing ${run.paths.jsonl}`);
+    progress.note(`writing the outputs of ${run.model.alias} (${config.outputFormat.join(", ")})`);
     const previous = ledger.run();
     const record = {
       ...previous,
       processingSeconds: previous.processingSeconds + processingSeconds,
     };
-    finalizeModel(
-      run.paths,
-      config.outputFormat,
-      matrix,
-      reader,
-      run.model.alias,
-      (outputs, jsonlSeconds) =>
-        buildMetadata({
-          config,
-          model: run.model,
-          ledgerModel: storedModel(run),
-          totals,
-          run: record,
-          corpus,
-          outputs,
-          jsonlSeconds,
-        }),
+    await finalizeModel(run.paths, config, matrix, reader, run.model.alias, (outputs) =>
+      buildMetadata({
+        config,
+        model: run.model,
+        ledgerModel: storedModel(run),
+        totals,
+        run: record,
+        corpus,
+        ...outputs,
+      }),
     );
     ledger.markFinalized(run.model.alias);
     refresh(run, ledger);
@@ -84,7 +77,7 @@ export function summarize(
     seconds: activeSeconds(run),
     truncated: run.status.truncated,
     paddingEfficiency: paddingEfficiency(run.status),
-    outputs: isComplete(run.paths, config.outputFormat) ? [run.paths.metadata] : [],
+    outputs: isComplete(run.paths, config) ? [run.paths.metadata] : [],
   }));
   const nothingToDo = models.every((m) => m.rowsThisRun === 0) && !resumed;
   return { models, resumed, nothingToDo };

@@ -1,15 +1,20 @@
-import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { checkSameInput, checkSameModels } from "../checkpoint/compat.js";
 import { Ledger } from "../checkpoint/ledger.js";
 import type { RunConfig } from "../config.js";
 import { describeFsError } from "../errors.js";
 import type { CorpusIndex } from "../input/scan.js";
-import { partialPath } from "../output/atomic.js";
-import { isComplete, outputPaths } from "../output/finalize.js";
+import {
+  allFiles,
+  discardWorkingCopy,
+  isComplete,
+  outputPaths,
+  recoverWorkingMatrix,
+} from "../output/finalize.js";
 import { NpyMatrixFile } from "../output/npy.js";
 import type { Progress } from "../progress.js";
-import { type ModelRun, refresh, storedModel } from "./model-run.js";
+import { allBatchesDone, type ModelRun, refresh, storedModel } from "./model-run.js";
 
 export const CHECKPOINT_FILE = "embed-multi.checkpoint.sqlite";
 
@@ -79,9 +84,15 @@ export function openCheckpoint(
       }),
     );
     for (const run of models) {
-      if (run.status.finalized && !isComplete(run.paths, config.outputFormat)) {
+      const complete = isComplete(run.paths, config);
+      if (run.status.finalized && !complete) {
         progress.note(`outputs of ${run.model.alias} are missing: embedding it again`);
         ledger.resetModel(run.model.alias);
+        refresh(run, ledger);
+      } else if (complete && !run.status.finalized && allBatchesDone(run.status)) {
+        // Stopped after the metadata was written but before the checkpoint said so.
+        ledger.markFinalized(run.model.alias);
+        discardWorkingCopy(run.paths, config);
         refresh(run, ledger);
       }
     }
@@ -96,10 +107,8 @@ export function openCheckpoint(
 function removeRunFiles(config: RunConfig, checkpointPath: string): void {
   for (const suffix of ["", "-wal", "-shm"]) rmSync(`${checkpointPath}${suffix}`, { force: true });
   for (const model of config.models) {
-    const p = outputPaths(config.outputDir, model);
-    for (const file of [p.npy, p.jsonl, p.metadata]) {
+    for (const file of allFiles(outputPaths(config.outputDir, model))) {
       rmSync(file, { force: true });
-      rmSync(partialPath(file), { force: true });
     }
   }
 }
@@ -113,12 +122,10 @@ export function openMatrix(run: ModelRun, rows: number, ledger: Ledger, progress
   const { dim } = storedModel(run);
   const fail = (err: unknown) => describeFsError(err, "create", paths.workingNpy);
   // A crash during finalizing can leave the matrix under its final name.
-  if (!existsSync(paths.workingNpy) && existsSync(paths.npy)) {
-    try {
-      renameSync(paths.npy, paths.workingNpy);
-    } catch (err) {
-      throw fail(err);
-    }
+  try {
+    recoverWorkingMatrix(paths, rows, dim);
+  } catch (err) {
+    throw fail(err);
   }
   const reopened = NpyMatrixFile.reopen(paths.workingNpy, rows, dim);
   if (reopened) {
