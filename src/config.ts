@@ -3,6 +3,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { loadConfigFile } from "./config/file.js";
 import { BUILTIN_MODELS, isValidModelId, type ModelSpec, safeFileStem } from "./config/registry.js";
+import { readAuthToken } from "./config/token.js";
 import { ConfigError } from "./errors.js";
 
 export type { ModelSpec } from "./config/registry.js";
@@ -58,6 +59,8 @@ export interface RunConfig {
   readonly maxAttempts: number;
   readonly tls: TlsConfig | null;
   readonly authToken: string;
+  /** Test hook EMBED_TEST_DISK_FULL_AFTER_ROWS: .npy writes past this many rows fail with ENOSPC (0 = off). */
+  readonly testDiskFullAfterRows: number;
   readonly progress: ProgressMode;
   readonly toolVersion: string;
 }
@@ -187,7 +190,8 @@ export function buildRunConfig(args: CliArgs, env: NodeJS.ProcessEnv): RunConfig
       1000 * positiveNumber("server_timeout", pick("server_timeout", DEFAULTS.server_timeout)),
     maxAttempts: positiveInt("max_attempts", pick("max_attempts", DEFAULTS.max_attempts)),
     tls: tlsWanted ? { caFile: pick("tls_ca", "") } : null,
-    authToken: env.EMBED_AUTH_TOKEN ?? "",
+    authToken: readAuthToken(env),
+    testDiskFullAfterRows: Number.parseInt(env.EMBED_TEST_DISK_FULL_AFTER_ROWS ?? "", 10) || 0,
     progress: progress as ProgressMode,
     toolVersion: TOOL_VERSION,
   };

@@ -18,7 +18,9 @@ import type { InfoResponse, ModelInfo } from "./gen/embedmulti/v1/inference.js";
 import { RowReader } from "./input/rows.js";
 import { type CorpusIndex, scanInput } from "./input/scan.js";
 import { partialPath } from "./output/atomic.js";
+import { closeLedger } from "./output/diskfull.js";
 import { finalizeModel, isComplete, type OutputPaths, outputPaths } from "./output/finalize.js";
+import { withFolderLock } from "./output/lock.js";
 import { buildMetadata } from "./output/metadata.js";
 import { NpyMatrixFile } from "./output/npy.js";
 import { measureTokens } from "./plan/measure.js";
@@ -57,7 +59,12 @@ export interface RunContext {
 }
 
 /** The whole job: scan, plan, embed through the servers, checkpoint, finalize. */
-export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummary> {
+export function run(config: RunConfig, ctx: RunContext): Promise<RunSummary> {
+  // Before anything in the folder is touched (--restart deletes): one run per folder.
+  return withFolderLock(config.outputDir, () => runLocked(config, ctx));
+}
+
+async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary> {
   const { progress } = ctx;
   prepareOutputDir(config.outputDir);
   const corpus = await scanInput(config.inputFile, {
@@ -77,6 +84,7 @@ export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummar
   const waiting: ServerSession[] = [];
   const matrices = new Map<string, NpyMatrixFile>();
   const reader = new RowReader(corpus);
+  let failure: unknown = null;
   try {
     const stored = ledger.input();
     if (stored) {
@@ -108,15 +116,15 @@ export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummar
     if (needsServers) {
       if (config.servers.length === 0) {
         progress.note("starting the embedded inference server");
-        embedded = await EmbeddedServer.start(config.embedded, config.device);
+        embedded = await EmbeddedServer.start(config.embedded, config.device, ctx.signal);
         ctx.onEmbeddedServer?.(embedded);
       }
       const targets = embedded ? [embedded.target] : config.servers;
-      const pool = await connectAll(targets, config, progress);
+      const pool = await connectAll(targets, config, progress, ctx.signal);
       sessions.push(...pool.ready);
       waiting.push(...pool.waiting);
       checkAgreement(sessions, config.models);
-      await planNewModels(config, ledger, known, sessions, reader, corpus, progress);
+      await planNewModels(config, ledger, known, sessions, reader, corpus, progress, ctx.signal);
     }
 
     const models = new Map(ledger.models().map((m) => [m.alias, m]));
@@ -144,7 +152,12 @@ export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummar
     }
 
     if (items.length > 0) {
-      const committer = new Committer(ledger, matrices, config.checkpointInterval);
+      const committer = new Committer(
+        ledger,
+        matrices,
+        config.checkpointInterval,
+        config.testDiskFullAfterRows,
+      );
       const manyServers = sessions.length + waiting.length > 1;
       const dispatcher = new Dispatcher(
         sessions,
@@ -178,7 +191,13 @@ export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummar
             progress.servers(dispatcher.serverShares());
           },
           reopen: (session) =>
-            openSession(session.connection, config.models, config.device, config.serverTimeoutMs),
+            openSession(
+              session.connection,
+              config.models,
+              config.device,
+              config.serverTimeoutMs,
+              ctx.signal,
+            ),
         },
         (sessions[0] as ServerSession).models,
         waiting,
@@ -215,8 +234,10 @@ export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummar
         matrices.get(model.alias) as NpyMatrixFile,
         reader,
         model.alias,
-        (outputs, jsonlSeconds) =>
-          buildMetadata({
+        (outputs, jsonlSeconds) => {
+          // The outputs were read from the input: it must still be the file that was planned.
+          reader.verifyUnchanged();
+          return buildMetadata({
             config,
             model,
             ledgerModel: models.get(model.alias) as LedgerModel,
@@ -225,12 +246,16 @@ export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummar
             corpus,
             outputs,
             jsonlSeconds,
-          }),
+          });
+        },
       );
       ledger.markFinalized(model.alias);
     }
     const seconds = new Map([...activity].map(([alias, a]) => [alias, (a.last - a.first) / 1000]));
     return summarize(config, ledger, paths, rowsThisRun, seconds, resumed);
+  } catch (err) {
+    failure = err;
+    throw err;
   } finally {
     for (const matrix of matrices.values()) matrix.close();
     reader.close();
@@ -239,11 +264,8 @@ export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummar
       await embedded.stop();
       ctx.onEmbeddedServer?.(null);
     }
-    try {
-      ledger.addProcessingTime(secondsSince(startedAt));
-    } finally {
-      ledger.close();
-    }
+    // Bookkeeping on a full disk fails too: it must not hide the error that stopped the run.
+    closeLedger(ledger, secondsSince(startedAt), failure);
   }
 }
 
@@ -260,7 +282,7 @@ function prepareOutputDir(dir: string): void {
   // Find out now, not after an hour of GPU time, that nothing can be written here.
   const probe = join(dir, `.embed-multi-write-test-${process.pid}`);
   try {
-    writeFileSync(probe, "");
+    writeFileSync(probe, "", { flag: "wx" }); // O_EXCL: a planted link is not followed
     rmSync(probe);
   } catch (err) {
     throw describeFsError(err, "write to output directory", dir);
@@ -316,6 +338,7 @@ async function connectAll(
   targets: readonly string[],
   config: RunConfig,
   progress: Progress,
+  signal: AbortSignal,
 ): Promise<ServerPool> {
   const options = {
     tls: config.tls,
@@ -331,7 +354,7 @@ async function connectAll(
   });
   const all = Promise.all(
     connections.map((c, i) =>
-      openSession(c, config.models, config.device, config.serverTimeoutMs).then(
+      openSession(c, config.models, config.device, config.serverTimeoutMs, signal).then(
         (session) => {
           outcomes[i] = { ok: true, session };
           anyReady();
@@ -382,6 +405,7 @@ async function planNewModels(
   reader: RowReader,
   corpus: CorpusIndex,
   progress: Progress,
+  signal: AbortSignal,
 ): Promise<void> {
   const first = sessions[0] as ServerSession;
   const limits = first.info.limits;
@@ -409,6 +433,7 @@ async function planNewModels(
       info.maxLength,
       reader,
       corpus.textChars,
+      signal,
     );
     const plan = planBatches(measured.lengths, { batchSize, maxBatchTokens });
     progress.note(

@@ -1,9 +1,10 @@
 import { existsSync, rmSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type { OutputFormat, RunModel } from "../config.js";
 import { describeFsError } from "../errors.js";
 import type { RowReader } from "../input/rows.js";
 import { commitFile, partialPath, writeFileAtomic } from "./atomic.js";
+import { asDiskFull } from "./diskfull.js";
 import { exportJsonl } from "./jsonl.js";
 import type { ModelMetadata } from "./metadata.js";
 import type { NpyMatrixFile } from "./npy.js";
@@ -68,6 +69,8 @@ export function finalizeModel(
       `${JSON.stringify(metadata(outputs, jsonlSeconds), null, 2)}\n`,
     );
   } catch (err) {
-    throw describeFsError(err, "write the outputs of", alias);
+    // A write error here names no file: the folder is where the room is missing.
+    const full = asDiskFull(err, dirname(paths.metadata));
+    throw describeFsError(full, "write the outputs of", alias);
   }
 }

@@ -17,6 +17,7 @@ export async function measureTokens(
   maxLength: number,
   reader: RowReader,
   textChars: Uint32Array,
+  signal?: AbortSignal,
 ): Promise<{ lengths: Uint32Array; counted: boolean }> {
   const rows = textChars.length;
   const lengths = new Uint32Array(rows);
@@ -26,7 +27,8 @@ export async function measureTokens(
     const ids = Uint32Array.from({ length: count }, (_, i) => first + i);
     let counts: number[];
     try {
-      counts = (await connection.countTokens(modelKey, reader.texts(ids), CALL_TIMEOUT_MS)).counts;
+      counts = (await connection.countTokens(modelKey, reader.texts(ids), CALL_TIMEOUT_MS, signal))
+        .counts;
     } catch (err) {
       if (err instanceof RpcError && err.code === status.UNIMPLEMENTED) {
         return { lengths: estimateTokens(textChars, maxLength), counted: false };
