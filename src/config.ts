@@ -2,7 +2,14 @@ import { existsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { loadConfigFile } from "./config/file.js";
-import { BUILTIN_MODELS, isValidModelId, type ModelSpec, safeFileStem } from "./config/registry.js";
+import {
+  BUILTIN_MODELS,
+  isValidModelId,
+  MAX_MODEL_ID_PART,
+  type ModelSpec,
+  safeFileStem,
+  shownModelId,
+} from "./config/registry.js";
 import { readAuthToken } from "./config/token.js";
 import { ConfigError } from "./errors.js";
 
@@ -208,7 +215,7 @@ function resolveModels(names: string[], registry: Map<string, ModelSpec>): RunMo
     const spec = registry.get(name) ?? customModel(name);
     if (!isValidModelId(spec.modelId)) {
       throw new ConfigError(
-        `model "${name}": "${spec.modelId}" is not a valid model id (expected name or org/name)`,
+        `model "${shownModelId(name)}": "${shownModelId(spec.modelId)}" is not a valid model id (expected name or org/name, at most ${MAX_MODEL_ID_PART} characters a part)`,
       );
     }
     if (seenAlias.has(spec.alias)) throw new ConfigError(`model "${name}" is listed twice`);
@@ -224,7 +231,7 @@ function resolveModels(names: string[], registry: Map<string, ModelSpec>): RunMo
 function customModel(name: string): ModelSpec {
   if (!isValidModelId(name)) {
     throw new ConfigError(
-      `unknown model "${name}": not in the registry and not a Hugging Face id (org/name)`,
+      `unknown model "${shownModelId(name)}": not in the registry and not a Hugging Face id (org/name, at most ${MAX_MODEL_ID_PART} characters a part)`,
     );
   }
   return {

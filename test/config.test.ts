@@ -74,3 +74,16 @@ test("bad flag values are one-line configuration errors", () => {
   }
   assert.throws(() => buildRunConfig({ models: ["m/x"] }, {}), /missing --input_file/);
 });
+
+test("a 5000-character model id is refused at once, in a message of sensible length", () => {
+  for (const id of ["a".repeat(5000), `org/${"b".repeat(97)}`]) {
+    assert.throws(
+      () => buildRunConfig({ ...base, models: [id] }, {}),
+      (err: Error) =>
+        err instanceof ConfigError &&
+        /at most 96 characters a part/.test(err.message) &&
+        err.message.length < 400,
+    );
+  }
+  assert.doesNotThrow(() => buildRunConfig({ ...base, models: [`org/${"c".repeat(96)}`] }, {}));
+});

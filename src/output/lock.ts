@@ -1,4 +1,4 @@
-import { lstatSync, mkdirSync, readFileSync } from "node:fs";
+import { lstatSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { describeFsError, ExitError } from "../errors.js";
@@ -126,6 +126,14 @@ export async function withFolderLock<T>(dir: string, work: () => Promise<T>): Pr
     mkdirSync(dir, { recursive: true });
   } catch (err) {
     throw describeFsError(err, "create output directory", dir);
+  }
+  // SQLite says only "unable to open database file": find out why in the OS's words first.
+  const probe = join(dir, `.embed-multi-write-test-${process.pid}`);
+  try {
+    writeFileSync(probe, "", { flag: "wx" });
+    rmSync(probe);
+  } catch (err) {
+    throw describeFsError(err, "write to output directory", dir);
   }
   const lock = FolderLock.acquire(dir);
   try {
