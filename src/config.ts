@@ -2,7 +2,15 @@ import { existsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { loadConfigFile } from "./config/file.js";
-import { BUILTIN_MODELS, isValidModelId, type ModelSpec, safeFileStem } from "./config/registry.js";
+import {
+  BUILTIN_MODELS,
+  isValidModelId,
+  MAX_MODEL_ID_PART,
+  type ModelSpec,
+  safeFileStem,
+  shownModelId,
+} from "./config/registry.js";
+import { readAuthToken } from "./config/token.js";
 import { ConfigError } from "./errors.js";
 import { isOutputDtype, OUTPUT_DTYPES, type OutputDtype } from "./output/dtype.js";
 
@@ -64,6 +72,8 @@ export interface RunConfig {
   readonly maxAttempts: number;
   readonly tls: TlsConfig | null;
   readonly authToken: string;
+  /** Test hook EMBED_TEST_DISK_FULL_AFTER_ROWS: .npy writes past this many rows fail with ENOSPC (0 = off). */
+  readonly testDiskFullAfterRows: number;
   readonly progress: ProgressMode;
   readonly toolVersion: string;
 }
@@ -199,7 +209,8 @@ export function buildRunConfig(args: CliArgs, env: NodeJS.ProcessEnv): RunConfig
       1000 * positiveNumber("server_timeout", pick("server_timeout", DEFAULTS.server_timeout)),
     maxAttempts: positiveInt("max_attempts", pick("max_attempts", DEFAULTS.max_attempts)),
     tls: tlsWanted ? { caFile: pick("tls_ca", "") } : null,
-    authToken: env.EMBED_AUTH_TOKEN ?? "",
+    authToken: readAuthToken(env),
+    testDiskFullAfterRows: Number.parseInt(env.EMBED_TEST_DISK_FULL_AFTER_ROWS ?? "", 10) || 0,
     progress: progress as ProgressMode,
     toolVersion: TOOL_VERSION,
   };
@@ -216,7 +227,7 @@ function resolveModels(names: string[], registry: Map<string, ModelSpec>): RunMo
     const spec = registry.get(name) ?? customModel(name);
     if (!isValidModelId(spec.modelId)) {
       throw new ConfigError(
-        `model "${name}": "${spec.modelId}" is not a valid model id (expected name or org/name)`,
+        `model "${shownModelId(name)}": "${shownModelId(spec.modelId)}" is not a valid model id (expected name or org/name, at most ${MAX_MODEL_ID_PART} characters a part)`,
       );
     }
     if (seenAlias.has(spec.alias)) throw new ConfigError(`model "${name}" is listed twice`);
@@ -232,7 +243,7 @@ function resolveModels(names: string[], registry: Map<string, ModelSpec>): RunMo
 function customModel(name: string): ModelSpec {
   if (!isValidModelId(name)) {
     throw new ConfigError(
-      `unknown model "${name}": not in the registry and not a Hugging Face id (org/name)`,
+      `unknown model "${shownModelId(name)}": not in the registry and not a Hugging Face id (org/name, at most ${MAX_MODEL_ID_PART} characters a part)`,
     );
   }
   return {

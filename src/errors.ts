@@ -47,9 +47,24 @@ export class InterruptedError extends ExitError {
   }
 }
 
+/**
+ * The disk (or the quota) filled up while writing `where`. Everything
+ * durable is in the checkpoint, so the same command resumes once there is room.
+ */
+export class DiskFullError extends ExitError {
+  constructor(where: string, reason = "no space left on device") {
+    super(
+      `disk full: cannot write ${where} (${reason}); free some space, then run the same command again to resume`,
+    );
+  }
+}
+
 /** Turns an OS error on a path into a one-line message. */
 export function describeFsError(err: unknown, action: string, path: string): ExitError {
+  if (err instanceof ExitError) return err;
   const code = (err as NodeJS.ErrnoException)?.code;
+  if (code === "ENOSPC") return new DiskFullError(path);
+  if (code === "EDQUOT") return new DiskFullError(path, "disk quota exceeded");
   const reasons: Record<string, string> = {
     ENOENT: "no such file or directory",
     EACCES: "permission denied",

@@ -1,7 +1,9 @@
+import { join } from "node:path";
 import { buildRunConfig, type CliArgs, type RunConfig } from "./config.js";
 import { ExitError, InterruptedError } from "./errors.js";
+import { asDiskFull } from "./output/diskfull.js";
 import { createProgress, type Progress } from "./progress.js";
-import { type RunSummary, run } from "./run.js";
+import { CHECKPOINT_FILE, type RunSummary, run } from "./run.js";
 import type { EmbeddedServer } from "./server/embedded.js";
 
 /**
@@ -28,8 +30,9 @@ export async function main(args: CliArgs): Promise<number> {
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
   process.on("exit", onExit);
+  let config: RunConfig | null = null;
   try {
-    const config = buildRunConfig(args, process.env);
+    config = buildRunConfig(args, process.env);
     progress = createProgress(config.progress);
     const summary = await run(config, {
       progress,
@@ -41,8 +44,10 @@ export async function main(args: CliArgs): Promise<number> {
     progress.stop();
     printSummary(config, summary);
     return 0;
-  } catch (err) {
+  } catch (caught) {
     progress?.stop();
+    // SQLite says "database or disk is full" without a file: the checkpoint is the one it writes.
+    const err = config ? asDiskFull(caught, join(config.outputDir, CHECKPOINT_FILE)) : caught;
     if (err instanceof ExitError) {
       process.stderr.write(`embed-multi: error: ${err.message}\n`);
       return err.exitCode;

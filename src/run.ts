@@ -2,6 +2,8 @@ import type { RunConfig } from "./config.js";
 import { checkAgreement } from "./dispatch/servers.js";
 import { RowReader } from "./input/rows.js";
 import { scanInput } from "./input/scan.js";
+import { closeLedger } from "./output/diskfull.js";
+import { withFolderLock } from "./output/lock.js";
 import type { Progress } from "./progress.js";
 import { embed, pendingWork } from "./run/embed.js";
 import { finalizeAll, type RunSummary, summarize } from "./run/finalize.js";
@@ -23,7 +25,12 @@ export interface RunContext {
 }
 
 /** The whole job: scan, plan, embed through the servers, checkpoint, finalize. */
-export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummary> {
+export function run(config: RunConfig, ctx: RunContext): Promise<RunSummary> {
+  // Before anything in the folder is touched (--restart deletes): one run per folder.
+  return withFolderLock(config.outputDir, () => runLocked(config, ctx));
+}
+
+async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary> {
   const { progress } = ctx;
   prepareOutputDir(config.outputDir);
   const corpus = await scanInput(config.inputFile, {
@@ -37,6 +44,7 @@ export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummar
   const startedAt = Date.now();
   const reader = new RowReader(corpus);
   let pool: ServerPool | null = null;
+  let failure: unknown = null;
   try {
     const unfinished = models.filter((m) => !m.status.finalized);
     if (unfinished.length === 0) {
@@ -48,11 +56,11 @@ export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummar
     // Matrices first: a lost one puts its batches back to work, which needs servers.
     for (const m of unfinished) if (m.stored) openMatrix(m, corpus.rows, ledger, progress);
     if (models.some((m) => needsServers(m.status))) {
-      pool = await startPool(config, progress, ctx.onEmbeddedServer);
+      pool = await startPool(config, progress, ctx.signal, ctx.onEmbeddedServer);
       const [first] = pool.ready;
       if (first) {
         checkAgreement(pool.ready, config.models);
-        const counter = serverCounter(first.connection);
+        const counter = serverCounter(first.connection, ctx.signal);
         await planModels(models, first, counter, ledger, config, reader, corpus, progress);
       }
     }
@@ -80,14 +88,14 @@ export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummar
       progress,
     );
     return summarize(models, config, resumed);
+  } catch (err) {
+    failure = err;
+    throw err;
   } finally {
     for (const m of models) m.matrix?.close();
     reader.close();
     if (pool) await stopPool(pool, ctx.onEmbeddedServer);
-    try {
-      ledger.addProcessingTime((Date.now() - startedAt) / 1000);
-    } finally {
-      ledger.close();
-    }
+    // Bookkeeping on a full disk fails too: it must not hide the error that stopped the run.
+    closeLedger(ledger, (Date.now() - startedAt) / 1000, failure);
   }
 }

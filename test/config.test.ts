@@ -94,3 +94,16 @@ test("--output_format takes a list (both = npy,jsonl) and --output_dtype one of 
     /--output_dtype must be one of float32, float16, int8, uint8, binary, ubinary/,
   );
 });
+
+test("a 5000-character model id is refused at once, in a message of sensible length", () => {
+  for (const id of ["a".repeat(5000), `org/${"b".repeat(97)}`]) {
+    assert.throws(
+      () => buildRunConfig({ ...base, models: [id] }, {}),
+      (err: Error) =>
+        err instanceof ConfigError &&
+        /at most 96 characters a part/.test(err.message) &&
+        err.message.length < 400,
+    );
+  }
+  assert.doesNotThrow(() => buildRunConfig({ ...base, models: [`org/${"c".repeat(96)}`] }, {}));
+});

@@ -95,7 +95,7 @@ test("a missing input file, a directory, or no paragraphs at all are one-line er
     scanInput(join(dir, "nope.jsonl"), options),
     /cannot read input file .*nope\.jsonl: no such file/,
   );
-  await assert.rejects(scanInput(dir, options), /is a directory/);
+  await assert.rejects(scanInput(dir, options), /is a directory; it needs a regular file/);
   const empty = writeLines(join(dir, "empty.jsonl"), ["", "  "]);
   await assert.rejects(scanInput(empty, options), /has no paragraphs/);
 });

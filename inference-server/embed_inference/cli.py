@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import os
 import signal
@@ -160,6 +161,7 @@ async def serve(config: ServerConfig) -> None:
             "model directory %s does not exist; models come from the HF cache/hub", model_dir
         )
     await server.start()
+    _warn_if_exposed(config)
     print(f"{PROG} listening on {server.address}", flush=True)
     prepare = asyncio.create_task(server.prepare())
     stopping = asyncio.create_task(stop.wait())
@@ -174,6 +176,29 @@ async def serve(config: ServerConfig) -> None:
         prepare.cancel()
         stopping.cancel()
         await server.stop(STOP_GRACE_SECONDS)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
+
+
+def _warn_if_exposed(config: ServerConfig) -> None:
+    """Reachable from other machines with neither a token nor TLS: anyone there can use it."""
+    if is_loopback(config.host) or config.auth_token or config.tls:
+        return
+    log.warning(
+        "WARNING: listening on %s with no %s and no TLS: anyone who can reach this port can "
+        "run models on this machine and read what it embeds. Set %s (and --tls-cert/--tls-key), "
+        "or bind --host 127.0.0.1",
+        config.host,
+        ENV_AUTH_TOKEN,
+        ENV_AUTH_TOKEN,
+    )
 
 
 def _stop_at_stdin_eof(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:

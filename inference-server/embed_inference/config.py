@@ -27,6 +27,7 @@ ENV_TEST_OOM_ABOVE = "EMBED_TEST_OOM_ABOVE"
 ENV_TEST_POISON = "EMBED_TEST_POISON"
 ENV_TEST_PERTURB = "EMBED_TEST_PERTURB"
 ENV_TEST_NAN = "EMBED_TEST_NAN"
+ENV_TEST_HANG_LOAD = "EMBED_TEST_HANG_LOAD"
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ class ServerConfig:
     test_perturb: float | None = None
     # Test hook: each text containing this string comes back as a row of NaN.
     test_nan: str | None = None
+    # Test hook: LoadModel never answers (a server stuck reading weights).
+    test_hang_load: bool = False
     log_level: str = "INFO"
     # Stop when stdin reaches EOF: an embedded server never outlives its parent.
     exit_on_stdin_eof: bool = False
@@ -133,11 +136,13 @@ class ServerConfig:
             preload=tuple(args.preload or ()),
             tls_cert=tls_cert,
             tls_key=tls_key,
-            auth_token=env.get(ENV_AUTH_TOKEN) or None,
+            # A token from `$(cat file)` or a secret mount often ends in a newline.
+            auth_token=env.get(ENV_AUTH_TOKEN, "").strip() or None,
             test_oom_above=oom_above,
             test_poison=env.get(ENV_TEST_POISON) or None,
             test_perturb=perturb,
             test_nan=env.get(ENV_TEST_NAN) or None,
+            test_hang_load=env.get(ENV_TEST_HANG_LOAD) == "1",
             log_level=args.log_level,
             exit_on_stdin_eof=args.exit_on_stdin_eof,
         )

@@ -30,6 +30,9 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 # Alternative back-ends' exports, never loaded by torch.
 _SKIPPED_DIRS = {"onnx", "openvino"}
 _HASH_CHUNK = 1 << 20
+# The Hugging Face hub's limit on a repository or organisation name; far under NAME_MAX.
+_MAX_COMPONENT_CHARS = 96
+_SHOWN_ID_CHARS = 80
 
 
 @dataclass(frozen=True)
@@ -70,13 +73,21 @@ class LoadedModel:
 
 
 def validate_model_id(model_id: str) -> None:
+    """Refuses, as INVALID_ARGUMENT, any id that cannot be a model folder or a hub id,
+    before it reaches the file system (whose errors would name the server's folders)."""
     if not model_id:
         raise InvalidArgument("model_id is empty")
     parts = model_id.split("/")
+    shown = repr(model_id if len(model_id) <= _SHOWN_ID_CHARS else model_id[:_SHOWN_ID_CHARS] + "…")
     if len(parts) > 2 or ".." in model_id or not all(_COMPONENT_RE.match(p) for p in parts):
         raise InvalidArgument(
-            f"bad model_id {model_id!r}: expected NAME or ORG/NAME made of letters, digits, "
+            f"bad model_id {shown}: expected NAME or ORG/NAME made of letters, digits, "
             "'.', '_' and '-'"
+        )
+    if any(len(p) > _MAX_COMPONENT_CHARS for p in parts):
+        raise InvalidArgument(
+            f"bad model_id {shown} ({len(model_id)} characters): each part of NAME or ORG/NAME "
+            f"has at most {_MAX_COMPONENT_CHARS} characters"
         )
 
 

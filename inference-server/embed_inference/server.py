@@ -107,6 +107,8 @@ class InferenceService(pb_grpc.InferenceServicer):
         return self._rt.info()
 
     async def LoadModel(self, request: pb.LoadModelRequest, context: Any) -> pb.ModelInfo:
+        if self._rt.config.test_hang_load:
+            await asyncio.Event().wait()  # until the call is cancelled or the server stops
         registry = await self._rt.models()
         load = LoadRequest.from_pb(request)
         model = await asyncio.to_thread(registry.load, load)

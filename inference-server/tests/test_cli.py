@@ -164,3 +164,42 @@ def test_a_failed_preload_exits_1_with_one_line() -> None:
     last = err.strip().splitlines()[-1]
     assert last.startswith("embed-inference-server: error: model 'nobody/no-such-model'"), err
     assert "Traceback" not in err
+
+
+def test_a_server_exposed_without_token_or_tls_warns_loudly() -> None:
+    proc = start(["--engine", "debug", "--host", "0.0.0.0"], {"EMBED_AUTH_TOKEN": ""})
+    assert LISTENING.search(first_line(proc))
+    code, _, err = stop(proc)
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "WARNING" in line and "0.0.0.0" in line]
+    assert len(warnings) == 1, err
+    assert "EMBED_AUTH_TOKEN" in warnings[0] and "TLS" in warnings[0]
+
+
+@pytest.mark.parametrize(
+    ("host", "env"),
+    [("127.0.0.1", {"EMBED_AUTH_TOKEN": ""}), ("0.0.0.0", {"EMBED_AUTH_TOKEN": "s3cret"})],
+)
+def test_no_warning_on_loopback_or_with_a_token(host: str, env: dict[str, str]) -> None:
+    proc = start(["--engine", "debug", "--host", host], env)
+    assert LISTENING.search(first_line(proc))
+    code, _, err = stop(proc)
+    assert code == 0, err
+    assert "no TLS" not in err, err
+
+
+def test_hang_load_hook_holds_load_model_until_cancelled() -> None:
+    """EMBED_TEST_HANG_LOAD=1: LoadModel never answers; the orchestrator's signal tests use it."""
+    proc = start(["--engine", "debug"], {"EMBED_TEST_HANG_LOAD": "1"})
+    try:
+        match = LISTENING.search(first_line(proc))
+        assert match
+        with grpc.insecure_channel(f"127.0.0.1:{match.group(2)}") as channel:
+            stub = pb_grpc.InferenceStub(channel)
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.LoadModel(pb.LoadModelRequest(model_id="m"), timeout=2)
+            assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert stub.Info(pb.InfoRequest(), timeout=10).engine == "debug", "the rest works"
+    finally:
+        code, _, err = stop(proc)
+    assert code == 0, err

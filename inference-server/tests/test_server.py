@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from conftest import RunningServer, embed, make_config, vectors
+from conftest import MODEL_DIR, RunningServer, embed, make_config, vectors
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
@@ -219,3 +219,31 @@ def test_tokenizing_overlaps_the_forward_pass() -> None:
     assert sorted(r.batch_id for r in results) == [0, 1, 2]
     assert encoder.overlapped, "batch 1 was not tokenized while batch 0 was in the forward pass"
     assert time.monotonic() - started < 4
+
+
+@pytest.mark.parametrize(
+    "model_id",
+    ["a" * 5000, "org/" + "b" * 97, "x" * 300 + "/y", "../etc", "a/b/c", "name with spaces"],
+)
+def test_a_model_id_that_cannot_be_a_folder_is_invalid_argument(
+    st_stub: pb_grpc.InferenceStub, model_id: str
+) -> None:
+    """Refused before the file system sees it: no INTERNAL, no server paths in the message."""
+    with pytest.raises(grpc.RpcError) as caught:
+        st_stub.LoadModel(pb.LoadModelRequest(model_id=model_id), timeout=30)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    details = caught.value.details() or ""
+    assert str(MODEL_DIR) not in details and str(MODEL_DIR.resolve()) not in details
+    assert "/models" not in details
+    assert len(details) < 400, "a 5000-character id is not echoed whole"
+
+
+def test_a_token_with_a_trailing_newline_is_trimmed() -> None:
+    server = RunningServer(make_config(["--engine", "debug"], {"EMBED_AUTH_TOKEN": "s3cret\n"}))
+    try:
+        with server.channel() as channel:
+            stub = pb_grpc.InferenceStub(channel)
+            good = [("authorization", "Bearer s3cret")]
+            assert stub.Info(pb.InfoRequest(), metadata=good).engine == "debug"
+    finally:
+        server.close()

@@ -1,5 +1,6 @@
 import { describeFsError, ExitError } from "../errors.js";
 import type { Embeddings } from "../gen/embedmulti/v1/inference.js";
+import { asDiskFull } from "../output/diskfull.js";
 import type { NpyMatrixFile } from "../output/npy.js";
 import type { FinishedBatch, Ledger } from "./ledger.js";
 
@@ -31,7 +32,11 @@ export class Committer {
     private readonly ledger: Ledger,
     private readonly matrices: ReadonlyMap<string, NpyMatrixFile>,
     private readonly interval: number,
+    /** Test hook (EMBED_TEST_DISK_FULL_AFTER_ROWS): writes past this many rows fail with ENOSPC. */
+    private readonly diskFullAfterRows = 0,
   ) {}
+
+  private rowsWritten = 0;
 
   accept(batch: CommitBatch, embeddings: Embeddings, server: string): void {
     if (this.failure) throw this.failure;
@@ -48,6 +53,12 @@ export class Committer {
       );
     }
     try {
+      this.rowsWritten += batch.rows.length;
+      if (this.diskFullAfterRows > 0 && this.rowsWritten > this.diskFullAfterRows) {
+        throw Object.assign(new Error("ENOSPC: no space left on device, write"), {
+          code: "ENOSPC",
+        });
+      }
       matrix.writeRows(batch.rows, embeddings.data);
     } catch (err) {
       throw describeFsError(err, "write", matrix.path);
@@ -84,7 +95,8 @@ export class Committer {
     )
       .then(() => this.ledger.markDone(batches))
       .catch((err: unknown) => {
-        this.failure = err instanceof Error ? err : new Error(String(err));
+        const shown = asDiskFull(err, this.ledger.path);
+        this.failure = shown instanceof Error ? shown : new Error(String(shown));
       })
       .finally(() => {
         this.inFlight = null;

@@ -44,8 +44,19 @@ export const BUILTIN_MODELS: readonly ModelSpec[] = [
 /** A Hugging Face id: `name` or `org/name`, nothing that can climb out of a folder. */
 export const MODEL_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]*(\/[A-Za-z0-9][A-Za-z0-9._-]*)?$/;
 
+/** The hub's limit on an organisation or repository name (the server checks the same). */
+export const MAX_MODEL_ID_PART = 96;
+
 export function isValidModelId(id: string): boolean {
-  return MODEL_ID_PATTERN.test(id) && !id.split("/").some((part) => part.includes(".."));
+  return (
+    MODEL_ID_PATTERN.test(id) &&
+    !id.split("/").some((part) => part.includes("..") || part.length > MAX_MODEL_ID_PART)
+  );
+}
+
+/** A model id as shown in messages: a pasted 5,000-character id is cut. */
+export function shownModelId(id: string): string {
+  return id.length > 80 ? `${id.slice(0, 80)}… (${id.length} characters)` : id;
 }
 
 /** Outputs are `<safe alias>.npy` etc.: no separators, no leading dot, bounded length. */

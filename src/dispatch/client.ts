@@ -101,47 +101,81 @@ export class ServerConnection {
     return { deadline: Date.now() + timeoutMs };
   }
 
-  /** The server's health, "unknown" when it cannot be reached. */
-  checkHealth(timeoutMs: number): Promise<HealthReport> {
-    return new Promise((resolve) => {
+  /** The server's health, "unknown" when it cannot be reached. Rejects only on abort. */
+  checkHealth(timeoutMs: number, signal?: AbortSignal): Promise<HealthReport> {
+    return this.unary(signal, (done) =>
       this.health.check(
         { service: "" },
         this.metadata(),
         this.callOptions(timeoutMs),
         (err, res) => {
-          if (err) resolve({ state: "unknown", detail: RpcError.from(this.target, err).details });
+          if (err)
+            done(null, { state: "unknown", detail: RpcError.from(this.target, err).details });
           else if (res.status === HealthCheckResponse_ServingStatus.SERVING) {
-            resolve({ state: "serving", detail: "" });
-          } else resolve({ state: "not-serving", detail: "health NOT_SERVING" });
+            done(null, { state: "serving", detail: "" });
+          } else done(null, { state: "not-serving", detail: "health NOT_SERVING" });
         },
-      );
-    });
+      ),
+    );
   }
 
-  info(timeoutMs: number): Promise<InfoResponse> {
-    return new Promise((resolve, reject) => {
-      this.client.info({}, this.metadata(), this.callOptions(timeoutMs), (err, res) =>
-        err ? reject(RpcError.from(this.target, err)) : resolve(res),
-      );
-    });
+  info(timeoutMs: number, signal?: AbortSignal): Promise<InfoResponse> {
+    return this.unary(signal, (done) =>
+      this.client.info({}, this.metadata(), this.callOptions(timeoutMs), done),
+    );
   }
 
-  loadModel(request: LoadModelRequest, timeoutMs: number): Promise<ModelInfo> {
-    return new Promise((resolve, reject) => {
-      this.client.loadModel(request, this.metadata(), this.callOptions(timeoutMs), (err, res) =>
-        err ? reject(RpcError.from(this.target, err)) : resolve(res),
-      );
-    });
+  loadModel(
+    request: LoadModelRequest,
+    timeoutMs: number,
+    signal?: AbortSignal,
+  ): Promise<ModelInfo> {
+    return this.unary(signal, (done) =>
+      this.client.loadModel(request, this.metadata(), this.callOptions(timeoutMs), done),
+    );
   }
 
-  countTokens(modelKey: string, texts: string[], timeoutMs: number): Promise<CountTokensResponse> {
-    return new Promise((resolve, reject) => {
+  countTokens(
+    modelKey: string,
+    texts: string[],
+    timeoutMs: number,
+    signal?: AbortSignal,
+  ): Promise<CountTokensResponse> {
+    return this.unary(signal, (done) =>
       this.client.countTokens(
         { modelKey, texts },
         this.metadata(),
         this.callOptions(timeoutMs),
-        (err, res) => (err ? reject(RpcError.from(this.target, err)) : resolve(res)),
-      );
+        done,
+      ),
+    );
+  }
+
+  /**
+   * One unary call that ends on the first abort of `signal`: the call is
+   * cancelled on the wire and the promise rejects with the signal's reason
+   * (the run's InterruptedError), however long its deadline.
+   */
+  private unary<T>(
+    signal: AbortSignal | undefined,
+    start: (done: (err: ServiceError | null, res?: T) => void) => { cancel(): void },
+  ): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      if (signal?.aborted) {
+        reject(signal.reason);
+        return;
+      }
+      const onAbort = () => {
+        call.cancel();
+        reject(signal?.reason);
+      };
+      const call = start((err, res) => {
+        signal?.removeEventListener("abort", onAbort);
+        if (signal?.aborted) return;
+        if (err) reject(RpcError.from(this.target, err));
+        else resolve(res as T);
+      });
+      signal?.addEventListener("abort", onAbort, { once: true });
     });
   }
 

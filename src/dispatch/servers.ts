@@ -3,6 +3,7 @@ import type { RunModel } from "../config.js";
 import { ServerError } from "../errors.js";
 import type { InfoResponse, LoadModelRequest, ModelInfo } from "../gen/embedmulti/v1/inference.js";
 import { identityDifferences, identityOf } from "../model/identity.js";
+import { abortableSleep } from "./abort.js";
 import {
   type ConnectionOptions,
   type HealthReport,
@@ -39,13 +40,17 @@ export function loadRequest(model: RunModel, device: string): LoadModelRequest {
 export class ServerUnreachableError extends ServerError {}
 
 /** Waits until the server reports SERVING, or throws after timeoutMs. */
-export async function waitHealthy(connection: ServerConnection, timeoutMs: number): Promise<void> {
+export async function waitHealthy(
+  connection: ServerConnection,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<void> {
   const until = Date.now() + timeoutMs;
   let last: HealthReport = { state: "unknown", detail: "no answer" };
   while (Date.now() < until) {
-    last = await connection.checkHealth(Math.min(2000, Math.max(100, until - Date.now())));
+    last = await connection.checkHealth(Math.min(2000, Math.max(100, until - Date.now())), signal);
     if (last.state === "serving") return;
-    await sleep(HEALTH_POLL_MS);
+    await abortableSleep(HEALTH_POLL_MS, signal);
   }
   const hint = connection.usesTls
     ? "; with TLS, check --tls_ca and the names on the server's certificate"
@@ -65,16 +70,19 @@ export async function openSession(
   models: readonly RunModel[],
   device: string,
   healthTimeoutMs: number,
+  signal?: AbortSignal,
 ): Promise<ServerSession> {
-  await waitHealthy(connection, healthTimeoutMs);
-  const info = await connection.info(10_000).catch((err) => {
+  await waitHealthy(connection, healthTimeoutMs, signal);
+  const info = await connection.info(10_000, signal).catch((err) => {
+    if (signal?.aborted) throw err;
     throw explain(connection.target, "Info", err);
   });
   const loaded = new Map<string, ModelInfo>();
   for (const model of models) {
     const modelInfo = await connection
-      .loadModel(loadRequest(model, device), LOAD_MODEL_TIMEOUT_MS)
+      .loadModel(loadRequest(model, device), LOAD_MODEL_TIMEOUT_MS, signal)
       .catch((err) => {
+        if (signal?.aborted) throw err;
         throw explain(connection.target, `loading model "${model.alias}" (${model.modelId})`, err);
       });
     loaded.set(model.alias, modelInfo);

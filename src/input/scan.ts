@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { createReadStream, statSync } from "node:fs";
+import { createReadStream, type Stats, statSync } from "node:fs";
 import { describeFsError, ExitError, InputError } from "../errors.js";
 import { Growable } from "./growable.js";
 import { checkLine } from "./validate.js";
@@ -48,7 +48,7 @@ export async function scanInput(file: string, options: ScanOptions): Promise<Cor
   } catch (err) {
     throw describeFsError(err, "read input file", file);
   }
-  if (stat.isDirectory()) throw new ExitError(`input file ${file} is a directory`);
+  if (!stat.isFile()) throw notRegular(file, stat);
 
   const hash = createHash("sha256");
   const offsets = new Growable(Float64Array);
@@ -110,6 +110,12 @@ export async function scanInput(file: string, options: ScanOptions): Promise<Cor
     throw describeFsError(err, "read input file", file);
   }
   if (carry.length > 0) takeLine(carry, carryOffset);
+  const after = statAfterScan(file);
+  if (after.size !== position || after.mtimeMs !== stat.mtimeMs || position !== stat.size) {
+    throw new ExitError(
+      `${file} changed while it was being read (an editor or another program writing it); run again once it is finished`,
+    );
+  }
 
   if (offsets.length === 0) {
     const why = skipped.length > 0 ? ` (all ${skipped.length} lines were invalid)` : "";
@@ -135,4 +141,28 @@ function isBlank(bytes: Uint8Array): boolean {
     if (b !== 0x20 && b !== 0x09 && b !== 0x0d) return false;
   }
   return true;
+}
+
+/** The run reads the input twice (scan, then texts and JSONL by offset): a pipe cannot be. */
+function notRegular(file: string, stat: Stats): ExitError {
+  const kind = stat.isDirectory()
+    ? "a directory"
+    : stat.isFIFO()
+      ? "a pipe"
+      : stat.isCharacterDevice()
+        ? "a terminal or device"
+        : stat.isSocket()
+          ? "a socket"
+          : "not a regular file";
+  return new ExitError(
+    `--input_file ${file} is ${kind}; it needs a regular file: it is read twice (save the input to a file first)`,
+  );
+}
+
+function statAfterScan(file: string): Stats {
+  try {
+    return statSync(file);
+  } catch (err) {
+    throw describeFsError(err, "read input file", file);
+  }
 }

@@ -1,4 +1,4 @@
-import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
+import { closeSync, constants, fsyncSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
 
 /** The name a file has while it is being written; never mistaken for a finished output. */
@@ -37,7 +37,7 @@ export function writeThenCommit(
   write: (fd: number) => void,
   temp = partialPath(path),
 ): void {
-  const fd = openSync(temp, "w");
+  const fd = openFresh(temp, constants.O_WRONLY);
   try {
     write(fd);
     fsyncSync(fd);
@@ -53,4 +53,20 @@ export function writeThenCommit(
 /** Writes a whole small file atomically. */
 export function writeFileAtomic(path: string, content: string): void {
   writeThenCommit(path, (fd) => writeAll(fd, Buffer.from(content, "utf8")));
+}
+
+/**
+ * Creates `path` as a new, empty file: whatever is there (a stale partial
+ * file, or a symbolic link planted to make us overwrite its target) is
+ * unlinked first, and O_EXCL | O_NOFOLLOW make the open fail rather than
+ * follow a link created in between. A rename onto a final name replaces a
+ * link there too, never its target.
+ */
+export function openFresh(path: string, access: number): number {
+  rmSync(path, { force: true });
+  return openSync(
+    path,
+    access | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+    0o666,
+  );
 }

@@ -1,11 +1,12 @@
 import { existsSync, readFileSync, renameSync, rmSync } from "node:fs";
-import { basename, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import type { OutputFormat, RunConfig, RunModel } from "../config.js";
 import { describeFsError } from "../errors.js";
 import type { RowReader } from "../input/rows.js";
 import { commitFile, partialPath, writeAll, writeFileAtomic, writeThenCommit } from "./atomic.js";
 import { digestFiles } from "./checksum.js";
 import { Encoder, encodedChunks, rangesFor } from "./derive.js";
+import { asDiskFull } from "./diskfull.js";
 import { npyDescr, type OutputDtype, type Ranges, storedType } from "./dtype.js";
 import { exportJsonl } from "./jsonl.js";
 import type { MetadataBody, ModelMetadata, OutputFileEntry } from "./metadata.js";
@@ -144,7 +145,9 @@ export async function finalizeModel(
     writeFileAtomic(paths.metadata, `${JSON.stringify(complete, null, 2)}\n`);
     discardWorkingCopy(paths, spec);
   } catch (err) {
-    throw describeFsError(err, "write the outputs of", alias);
+    // A write error here names no file: the folder is where the room is missing.
+    const full = asDiskFull(err, dirname(paths.metadata));
+    throw describeFsError(full, "write the outputs of", alias);
   }
 }
 

@@ -1,5 +1,6 @@
 import {
   closeSync,
+  constants,
   fdatasync,
   fdatasyncSync,
   fstatSync,
@@ -8,6 +9,7 @@ import {
   readSync,
   writeSync,
 } from "node:fs";
+import { openFresh } from "./atomic.js";
 
 const MAGIC = Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]); // \x93NUMPY
 const ALIGN = 64;
@@ -63,7 +65,7 @@ export class NpyMatrixFile {
   /** Creates (or truncates) the file with its header and zeroed rows. */
   static create(path: string, rows: number, dim: number): NpyMatrixFile {
     const header = npyHeader(rows, dim);
-    const fd = openSync(path, "w+");
+    const fd = openFresh(path, constants.O_RDWR);
     try {
       writeSync(fd, header, 0, header.length, 0);
       ftruncateSync(fd, header.length + rows * dim * 4);
@@ -79,7 +81,8 @@ export class NpyMatrixFile {
   static reopen(path: string, rows: number, dim: number): NpyMatrixFile | null {
     let fd: number;
     try {
-      fd = openSync(path, "r+");
+      // A link is not reopened (ELOOP): create() then puts a fresh file in its place.
+      fd = openSync(path, constants.O_RDWR | constants.O_NOFOLLOW);
     } catch {
       return null;
     }

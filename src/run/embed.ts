@@ -41,7 +41,12 @@ export async function embed(
   const byAlias = new Map(runs.map((r) => [r.model.alias, r]));
   const matrices = new Map<string, NpyMatrixFile>();
   for (const r of runs) if (r.matrix) matrices.set(r.model.alias, r.matrix);
-  const committer = new Committer(ledger, matrices, config.checkpointInterval);
+  const committer = new Committer(
+    ledger,
+    matrices,
+    config.checkpointInterval,
+    config.testDiskFullAfterRows,
+  );
   const manyServers = pool.ready.length + pool.waiting.length > 1;
   const [first] = pool.ready;
   if (!first) throw new Error("no server ready");
@@ -79,7 +84,13 @@ export async function embed(
       },
       // The place for a probe check when a server joins or rejoins.
       reopen: (session) =>
-        openSession(session.connection, config.models, config.device, config.serverTimeoutMs),
+        openSession(
+          session.connection,
+          config.models,
+          config.device,
+          config.serverTimeoutMs,
+          signal,
+        ),
     },
     first.models,
     pool.waiting,

@@ -49,8 +49,10 @@ export async function finalizeAll(
       ...previous,
       processingSeconds: previous.processingSeconds + processingSeconds,
     };
-    await finalizeModel(run.paths, config, matrix, reader, run.model.alias, (outputs) =>
-      buildMetadata({
+    await finalizeModel(run.paths, config, matrix, reader, run.model.alias, (outputs) => {
+      // The outputs were read from the input: it must still be the file that was planned.
+      reader.verifyUnchanged();
+      return buildMetadata({
         config,
         model: run.model,
         ledgerModel: storedModel(run),
@@ -58,8 +60,8 @@ export async function finalizeAll(
         run: record,
         corpus,
         ...outputs,
-      }),
-    );
+      });
+    });
     ledger.markFinalized(run.model.alias);
     refresh(run, ledger);
   }

@@ -14,10 +14,10 @@ import type { Progress } from "../progress.js";
 import { type ModelRun, refresh } from "./model-run.js";
 
 /** A server's CountTokens as the planner sees it: UNIMPLEMENTED means "cannot count". */
-export function serverCounter(connection: ServerConnection): TokenCounter {
+export function serverCounter(connection: ServerConnection, signal?: AbortSignal): TokenCounter {
   return {
     countTokens: (modelKey, texts, timeoutMs) =>
-      connection.countTokens(modelKey, texts, timeoutMs).then(
+      connection.countTokens(modelKey, texts, timeoutMs, signal).then(
         (res) => res.counts,
         (err: unknown) => {
           if (err instanceof RpcError && err.code === status.UNIMPLEMENTED) return null;

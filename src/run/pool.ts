@@ -20,12 +20,13 @@ export interface ServerPool {
 export async function startPool(
   config: RunConfig,
   progress: Progress,
+  signal: AbortSignal,
   onEmbeddedServer?: (server: EmbeddedServer | null) => void,
 ): Promise<ServerPool> {
   let embedded: EmbeddedServer | null = null;
   if (config.servers.length === 0) {
     progress.note("starting the embedded inference server");
-    embedded = await EmbeddedServer.start(config.embedded, config.device);
+    embedded = await EmbeddedServer.start(config.embedded, config.device, signal);
     onEmbeddedServer?.(embedded);
   }
   try {
@@ -38,7 +39,7 @@ export async function startPool(
     };
     const connections = resolved.map((t) => new ServerConnection(t.address, options, t.authority));
     const open = (c: ServerConnection) =>
-      openSession(c, config.models, config.device, config.serverTimeoutMs);
+      openSession(c, config.models, config.device, config.serverTimeoutMs, signal);
     // A session with no models yet: the dispatcher reopens it when it comes up.
     const notYet = (c: ServerConnection): ServerSession => ({
       target: c.target,

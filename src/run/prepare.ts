@@ -31,7 +31,7 @@ export function prepareOutputDir(dir: string): void {
   }
   const probe = join(dir, `.embed-multi-write-test-${process.pid}`);
   try {
-    writeFileSync(probe, "");
+    writeFileSync(probe, "", { flag: "wx" }); // O_EXCL: a planted link is not followed
     rmSync(probe);
   } catch (err) {
     throw describeFsError(err, "write to output directory", dir);

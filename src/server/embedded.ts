@@ -28,7 +28,11 @@ export class EmbeddedServer {
     });
   }
 
-  static async start(config: EmbeddedServerConfig, device: string): Promise<EmbeddedServer> {
+  static async start(
+    config: EmbeddedServerConfig,
+    device: string,
+    signal?: AbortSignal,
+  ): Promise<EmbeddedServer> {
     const args = [
       "--host",
       "127.0.0.1",
@@ -58,6 +62,7 @@ export class EmbeddedServer {
     const target = await new Promise<string>((resolve, reject) => {
       const fail = (why: string) => {
         clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
         const last = stderrTail.filter((l) => l.trim()).slice(-1)[0];
         reject(
           new ServerError(`the embedded inference server ${why}${last ? `: ${last.trim()}` : ""}`),
@@ -78,11 +83,21 @@ export class EmbeddedServer {
       const onEarlyExit = (code: number | null, signal: NodeJS.Signals | null) =>
         fail(`exited during start-up (${signal ?? `code ${code}`})`);
       child.once("exit", onEarlyExit);
+      // A signal during start-up (importing torch can take a minute) ends the wait at once.
+      const onAbort = () => {
+        clearTimeout(timer);
+        child.off("exit", onEarlyExit);
+        child.kill("SIGKILL");
+        reject(signal?.reason);
+      };
+      if (signal?.aborted) onAbort();
+      else signal?.addEventListener("abort", onAbort, { once: true });
       createInterface({ input: child.stdout as NodeJS.ReadableStream }).on("line", (line) => {
         const match = LISTENING.exec(line);
         if (match) {
           clearTimeout(timer);
           child.off("exit", onEarlyExit);
+          signal?.removeEventListener("abort", onAbort);
           resolve(`${match[1]}:${match[2]}`);
         }
       });

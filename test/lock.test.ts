@@ -1,0 +1,112 @@
+import assert from "node:assert/strict";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import {
+  errorLines,
+  type RunningServer,
+  runCli,
+  sleep,
+  spawnCli,
+  startServer,
+  tempDir,
+  writeLines,
+} from "./helpers.js";
+
+const STEM = "all-MiniLM-L6-v2";
+const PID_FILE = "embed-multi.checkpoint.lock.pid";
+
+let server: RunningServer;
+before(async () => {
+  server = await startServer(["--engine", "debug"]);
+});
+after(async () => {
+  await server?.stop();
+});
+
+function lines(count: number): string[] {
+  return Array.from({ length: count }, (_, i) =>
+    JSON.stringify({
+      paper_id: `p${i % 97}`,
+      paragraph_index: i,
+      text: `Paragraph ${i}: ${"word ".repeat(i % 40)}`,
+    }),
+  );
+}
+
+function args(input: string, out: string, extra: string[] = []): string[] {
+  return [
+    "--input_file",
+    input,
+    "--output_dir",
+    out,
+    "--models",
+    STEM,
+    "--servers",
+    server.target,
+    "--batch_size",
+    "4",
+    "--max_workers",
+    "1",
+    "--checkpoint_interval",
+    "8",
+    ...extra,
+  ];
+}
+
+/** Waits until the run's pid is in the lock's pid file: it holds the folder. */
+async function waitForHolder(out: string, pid: number): Promise<void> {
+  const path = join(out, PID_FILE);
+  for (let i = 0; i < 600; i++) {
+    if (existsSync(path) && readFileSync(path, "utf8").trim() === String(pid)) return;
+    await sleep(25);
+  }
+  assert.fail("the first run never took the lock");
+}
+
+test("a second run on the same folder refuses at once, naming the holder; the first finishes intact", async () => {
+  const dir = tempDir("lock");
+  const input = writeLines(join(dir, "in.jsonl"), lines(3000));
+  const out = join(dir, "out");
+  const first = spawnCli(args(input, out));
+  await waitForHolder(out, first.child.pid ?? -1);
+
+  for (const extra of [[], ["--restart"]]) {
+    const second = await runCli(args(input, out, extra));
+    assert.equal(first.child.exitCode, null, "the first run was still running");
+    assert.equal(second.code, 1, second.stderr);
+    const errors = errorLines(second.stderr);
+    assert.equal(errors.length, 1, second.stderr);
+    assert.ok(
+      (errors[0] ?? "").startsWith(
+        `embed-multi: error: ${out} is in use by another embed-multi run (pid ${first.child.pid})`,
+      ),
+      errors[0],
+    );
+    assert.doesNotMatch(second.stderr, /this is a bug/);
+  }
+
+  const result = await first.done;
+  assert.equal(result.code, 0, result.stderr);
+  // The same output as a run that had the folder to itself.
+  const alone = join(dir, "alone");
+  const reference = await runCli(args(input, alone));
+  assert.equal(reference.code, 0, reference.stderr);
+  for (const file of [`${STEM}.npy`, `${STEM}.jsonl`]) {
+    assert.ok(readFileSync(join(out, file)).equals(readFileSync(join(alone, file))), file);
+  }
+});
+
+test("a run killed with SIGKILL leaves no stuck lock: the next run proceeds", async () => {
+  const dir = tempDir("lock-kill");
+  const input = writeLines(join(dir, "in.jsonl"), lines(3000));
+  const out = join(dir, "out");
+  const first = spawnCli(args(input, out));
+  await waitForHolder(out, first.child.pid ?? -1);
+  first.child.kill("SIGKILL");
+  await first.done;
+
+  const next = await runCli(args(input, out));
+  assert.equal(next.code, 0, next.stderr);
+  assert.ok(existsSync(join(out, `${STEM}.metadata.json`)));
+});
