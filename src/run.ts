@@ -6,6 +6,7 @@ import { Ledger, type LedgerModel } from "./checkpoint/ledger.js";
 import type { RunConfig, RunModel } from "./config.js";
 import { ServerConnection } from "./dispatch/client.js";
 import { Dispatcher, type WorkItem } from "./dispatch/dispatcher.js";
+import { batchPayload } from "./dispatch/payload.js";
 import {
   checkAgreement,
   openSession,
@@ -17,12 +18,14 @@ import { describeFsError } from "./errors.js";
 import type { InfoResponse, ModelInfo } from "./gen/embedmulti/v1/inference.js";
 import { RowReader } from "./input/rows.js";
 import { type CorpusIndex, scanInput } from "./input/scan.js";
+import { checkServerTextLimit } from "./input/server-limit.js";
 import { partialPath } from "./output/atomic.js";
 import { finalizeModel, isComplete, type OutputPaths, outputPaths } from "./output/finalize.js";
 import { buildMetadata } from "./output/metadata.js";
 import { NpyMatrixFile } from "./output/npy.js";
 import { measureTokens } from "./plan/measure.js";
 import { paddingEfficiency, planBatches } from "./plan/planner.js";
+import { removeTokenStores, TokenStore, tokenStorePath } from "./plan/tokens.js";
 import type { Progress } from "./progress.js";
 import { EmbeddedServer } from "./server/embedded.js";
 
@@ -60,6 +63,7 @@ export interface RunContext {
 export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummary> {
   const { progress } = ctx;
   prepareOutputDir(config.outputDir);
+  removeTokenStores(config.outputDir);
   const corpus = await scanInput(config.inputFile, {
     maxTextChars: config.maxTextChars,
     skipInvalid: config.skipInvalid,
@@ -77,6 +81,7 @@ export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummar
   const waiting: ServerSession[] = [];
   const matrices = new Map<string, NpyMatrixFile>();
   const reader = new RowReader(corpus);
+  const stores = new Map<string, TokenStore>();
   try {
     const stored = ledger.input();
     if (stored) {
@@ -116,7 +121,12 @@ export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummar
       sessions.push(...pool.ready);
       waiting.push(...pool.waiting);
       checkAgreement(sessions, config.models);
-      await planNewModels(config, ledger, known, sessions, reader, corpus, progress);
+      checkServerTextLimit(
+        corpus,
+        reader,
+        sessions.map((s) => s.info.limits?.maxTextChars ?? 0),
+      );
+      await planNewModels(config, ledger, known, sessions, reader, corpus, progress, stores);
     }
 
     const models = new Map(ledger.models().map((m) => [m.alias, m]));
@@ -155,12 +165,12 @@ export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummar
           maxAttempts: config.maxAttempts,
         },
         {
-          texts: (item) => {
+          payload: (item) => {
             // A model's time runs from its first batch sent to its last batch written.
             if (!activity.has(item.alias)) {
               activity.set(item.alias, { first: Date.now(), last: Date.now() });
             }
-            return reader.texts(item.rows);
+            return batchPayload(item.rows, stores.get(item.alias), reader);
           },
           accept: (item, embeddings, server) => {
             committer.accept(item, embeddings, server);
@@ -233,6 +243,7 @@ export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummar
     return summarize(config, ledger, paths, rowsThisRun, seconds, resumed);
   } finally {
     for (const matrix of matrices.values()) matrix.close();
+    for (const store of stores.values()) store.remove();
     reader.close();
     for (const session of [...sessions, ...waiting]) session.connection.close();
     if (embedded) {
@@ -382,6 +393,7 @@ async function planNewModels(
   reader: RowReader,
   corpus: CorpusIndex,
   progress: Progress,
+  stores: Map<string, TokenStore>,
 ): Promise<void> {
   const first = sessions[0] as ServerSession;
   const limits = first.info.limits;
@@ -403,13 +415,24 @@ async function planNewModels(
       config.maxBatchTokens > 0 && serverTokens > 0
         ? Math.min(config.maxBatchTokens, serverTokens)
         : config.maxBatchTokens || serverTokens;
+    // The ids come along, so that the batches of this run carry them (the run
+    // ends by removing the store; the finally above also does on failure).
+    const store = TokenStore.available
+      ? TokenStore.create(tokenStorePath(config.outputDir, model.fileStem), corpus.rows)
+      : null;
+    if (store) stores.set(model.alias, store);
     const measured = await measureTokens(
       first.connection,
       info.modelKey,
       info.maxLength,
       reader,
       corpus.textChars,
+      { maxMessageBytes: maxMessage, store, prefix: model.prefix },
     );
+    if (store && !measured.stored) {
+      store.remove();
+      stores.delete(model.alias);
+    }
     const plan = planBatches(measured.lengths, { batchSize, maxBatchTokens });
     progress.note(
       `${model.alias}: ${plan.batches.length} batches of up to ${batchSize} paragraphs, padding efficiency ${paddingEfficiency(plan).toFixed(3)}${measured.counted ? "" : " (lengths estimated)"}`,

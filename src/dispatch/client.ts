@@ -134,10 +134,16 @@ export class ServerConnection {
     });
   }
 
-  countTokens(modelKey: string, texts: string[], timeoutMs: number): Promise<CountTokensResponse> {
+  /** Token counts, or with `returnIds` the ids too (when the model allows). */
+  countTokens(
+    modelKey: string,
+    texts: string[],
+    returnIds: boolean,
+    timeoutMs: number,
+  ): Promise<CountTokensResponse> {
     return new Promise((resolve, reject) => {
       this.client.countTokens(
-        { modelKey, texts },
+        { modelKey, texts, returnIds },
         this.metadata(),
         this.callOptions(timeoutMs),
         (err, res) => (err ? reject(RpcError.from(this.target, err)) : resolve(res)),
