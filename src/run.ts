@@ -433,7 +433,13 @@ async function planNewModels(
       store.remove();
       stores.delete(model.alias);
     }
-    const plan = planBatches(measured.lengths, { batchSize, maxBatchTokens });
+    const plan = planBatches(measured.lengths, {
+      batchSize,
+      maxBatchTokens,
+      // A resumed run sends texts: each batch's lines (longer than their texts) must fit.
+      maxBatchBytes: Math.floor(maxMessage * MESSAGE_HEADROOM),
+      rowBytes: corpus.byteLengths,
+    });
     progress.note(
       `${model.alias}: ${plan.batches.length} batches of up to ${batchSize} paragraphs, padding efficiency ${paddingEfficiency(plan).toFixed(3)}${measured.counted ? "" : " (lengths estimated)"}`,
     );
