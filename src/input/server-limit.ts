@@ -23,7 +23,7 @@ export function checkServerTextLimit(
     throw new InputError(
       corpus.file,
       corpus.lineNumbers[row] ?? row + 1,
-      `text has ${chars} characters, over the server's limit ${limit} (with --max_text_chars ${limit} --skip_invalid, such lines are skipped)`,
+      `text has ${chars} characters, over the server's limit ${limit} (to skip such lines: --max_text_chars ${limit} --skip_invalid --restart)`,
     );
   }
 }

@@ -77,7 +77,7 @@ class SentenceTransformerEncoder(Encoder):
             if not set(expected) <= _ID_FEATURES or "input_ids" not in expected:
                 return False
             self._feature_keys = set(expected)
-            got = self._pad(self._tokenize_rows(self._prefixed(_PROBES), cut=False))
+            got = self._pad(self._tokenize_rows(_PROBES, cut=False))
         except Exception as error:  # an unusual model: the preprocess path still works
             log.info("token ids disabled: %s", error)
             return False
