@@ -133,7 +133,9 @@ class InferenceService(pb_grpc.InferenceServicer):
         check_text_lengths(texts, self._rt.config.limits)
         loop = asyncio.get_running_loop()
         encoder = model.encoder
-        if request.return_ids and encoder.supports_ids:
+        # The poison test hook looks for a string in a batch's texts: with it set, the
+        # batches must carry texts.
+        if request.return_ids and encoder.supports_ids and not self._rt.config.test_poison:
             tokens = await loop.run_in_executor(self._rt.pools.pre, encoder.tokenize, texts)
             return pb.CountTokensResponse(tokens=token_ids_pb(tokens))
         counts = await loop.run_in_executor(self._rt.pools.pre, encoder.count_tokens, texts)
