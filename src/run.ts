@@ -2,8 +2,10 @@ import type { RunConfig } from "./config.js";
 import { checkAgreement } from "./dispatch/servers.js";
 import { RowReader } from "./input/rows.js";
 import { scanInput } from "./input/scan.js";
+import { checkServerTextLimit } from "./input/server-limit.js";
 import { closeLedger } from "./output/diskfull.js";
 import { withFolderLock } from "./output/lock.js";
+import { removeTokenStores } from "./plan/tokens.js";
 import type { Progress } from "./progress.js";
 import { embed, pendingWork } from "./run/embed.js";
 import { finalizeAll, type RunSummary, summarize } from "./run/finalize.js";
@@ -33,6 +35,8 @@ export function run(config: RunConfig, ctx: RunContext): Promise<RunSummary> {
 async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary> {
   const { progress } = ctx;
   prepareOutputDir(config.outputDir);
+  // Stores a killed run left: a resumed run sends texts.
+  removeTokenStores(config.outputDir);
   const corpus = await scanInput(config.inputFile, {
     maxTextChars: config.maxTextChars,
     skipInvalid: config.skipInvalid,
@@ -60,6 +64,11 @@ async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary
       const [first] = pool.ready;
       if (first) {
         checkAgreement(pool.ready, config.models);
+        checkServerTextLimit(
+          corpus,
+          reader,
+          pool.ready.map((s) => s.info.limits?.maxTextChars ?? 0),
+        );
         const counter = serverCounter(first.connection, ctx.signal);
         await planModels(models, first, counter, ledger, config, reader, corpus, progress);
       }
@@ -92,7 +101,10 @@ async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary
     failure = err;
     throw err;
   } finally {
-    for (const m of models) m.matrix?.close();
+    for (const m of models) {
+      m.matrix?.close();
+      m.store?.remove();
+    }
     reader.close();
     if (pool) await stopPool(pool, ctx.onEmbeddedServer);
     // Bookkeeping on a full disk fails too: it must not hide the error that stopped the run.

@@ -165,7 +165,7 @@ function harness(
       maxAttempts: options.maxAttempts ?? 3,
     },
     {
-      texts: (item) => Array.from(item.rows, (r) => `text ${r}`),
+      payload: (item) => ({ texts: Array.from(item.rows, (r) => `text ${r}`), tokens: undefined }),
       accept: (item, _e, server, attempts) =>
         h.accepted.push({ batchNo: item.batchNo, server, attempts }),
       describe: (item) => `batch ${item.batchNo}`,

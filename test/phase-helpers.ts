@@ -49,6 +49,7 @@ export const MODEL_INFO: ModelInfo = {
   prefix: "",
   dtype: "float32",
   device: "cpu",
+  tokenizedRows: 0,
 };
 
 /** A session as a server that loaded `org/m` would give; its connection is never used. */

@@ -10,14 +10,19 @@ import { tempDir } from "./helpers.js";
 import { fakeSession, MODEL_INFO, phaseSetup, recordingProgress } from "./phase-helpers.js";
 
 test("batch limits: the smallest of the user's, the server's and one answer message's", () => {
+  const defaultCap = 64 * 1024 * 1024;
   assert.deepEqual(batchLimits({ batchSize: 32, maxBatchTokens: 0 }, undefined, 384), {
     batchSize: 32,
     maxBatchTokens: 0,
+    maxBatchBytes: Math.floor(defaultCap * 0.9),
+    maxMessageBytes: defaultCap,
   });
   const server = { maxBatchSize: 16, maxBatchTokens: 4096, maxMessageBytes: 0 };
   assert.deepEqual(batchLimits({ batchSize: 32, maxBatchTokens: 8192 }, server, 384), {
     batchSize: 16,
     maxBatchTokens: 4096,
+    maxBatchBytes: Math.floor(defaultCap * 0.9),
+    maxMessageBytes: defaultCap,
   });
   assert.deepEqual(
     batchLimits({ batchSize: 32, maxBatchTokens: 0 }, server, 384).maxBatchTokens,
@@ -33,7 +38,7 @@ function wordCounter(calls: number[], unsupported = false): TokenCounter {
   return {
     countTokens: async (_key, texts) => {
       calls.push(texts.length);
-      return unsupported ? null : texts.map((t) => t.split(/\s+/).length);
+      return unsupported ? null : { counts: texts.map((t) => t.split(/\s+/).length) };
     },
   };
 }

@@ -129,7 +129,10 @@ class ModelRegistry:
         return model
 
     def infos(self) -> list[ModelInfo]:
-        return [model.info for model in list(self._models.values())]
+        return [model.info for model in self.loaded()]
+
+    def loaded(self) -> list[LoadedModel]:
+        return list(self._models.values())
 
     def load(self, request: LoadRequest) -> LoadedModel:
         """Blocking (reads weights); the server calls it from a worker thread."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import numpy as np
 from embedmulti.v1 import inference_pb2 as pb
 
 from .config import Limits
-from .encoders.base import Prepared
+from .encoders.base import Prepared, TokenBatch
 from .errors import InvalidArgument, ResourceExhausted, code_number, status_of
 from .models import LoadedModel, ModelRegistry
 
@@ -40,12 +41,19 @@ _ROW_OVERHEAD_BYTES = 8
 _ENVELOPE_BYTES = 256
 
 
+def pre_workers() -> int:
+    """Tokenizing threads: one per core (the Rust tokenizer releases the GIL)."""
+    return max(2, os.cpu_count() or 2)
+
+
 class StagePools:
     """The worker threads, shared by every stream. One forward thread: the device
-    runs one batch at a time anyway, and torch parallelizes inside it."""
+    runs one batch at a time anyway, and torch parallelizes inside it. Several
+    tokenizing threads, each with its own tokenizer copy, so that batches n+1, n+2
+    are tokenized while batch n runs."""
 
     def __init__(self) -> None:
-        self.pre = ThreadPoolExecutor(2, thread_name_prefix="embed-pre")
+        self.pre = ThreadPoolExecutor(pre_workers(), thread_name_prefix="embed-pre")
         self.forward = ThreadPoolExecutor(1, thread_name_prefix="embed-forward")
         self.post = ThreadPoolExecutor(1, thread_name_prefix="embed-post")
 
@@ -61,6 +69,8 @@ class Job:
     batch_id: int
     model: LoadedModel
     texts: Sequence[str]
+    # Set instead of texts when the batch came tokenized.
+    tokens: TokenBatch | None = None
     prepared: Prepared | None = None
     output: Any = None
 
@@ -69,7 +79,12 @@ class Job:
         """The cheap checks, on the event loop, before any work is queued."""
         model = registry.get(batch.model_key)
         texts = list(batch.texts)
-        rows = len(texts)
+        tokens = None
+        if batch.HasField("tokens"):
+            if texts:
+                raise InvalidArgument("a batch carries texts or tokens, not both")
+            tokens = token_batch(batch.tokens, model)
+        rows = tokens.rows if tokens is not None else len(texts)
         if rows == 0:
             raise InvalidArgument("the batch has no texts")
         if rows > limits.max_batch_size:
@@ -83,7 +98,7 @@ class Job:
                 f"the result of {rows} rows of dim {model.info.dim} ({reply} bytes) would exceed "
                 f"max_message_bytes {limits.max_message_bytes}"
             )
-        return Job(batch.batch_id, model, texts)
+        return Job(batch.batch_id, model, texts, tokens)
 
     def to_result(self, data: Any) -> pb.EmbedResult:
         prepared = self.prepared
@@ -108,6 +123,35 @@ def check_text_lengths(texts: Sequence[str], limits: Limits) -> None:
             f"text {index} has {len(texts[index])} characters, over max_text_chars "
             f"{limits.max_text_chars}"
         )
+
+
+def token_batch(message: pb.TokenIds, model: LoadedModel) -> TokenBatch:
+    """Checks ids from a client before they index the embedding table (an id out of
+    range would be a device-side assert on CUDA, which ends the process's CUDA use)."""
+    encoder = model.encoder
+    if not encoder.supports_ids:
+        raise InvalidArgument("this model takes texts, not token ids")
+    lengths = np.asarray(message.lengths, dtype=np.uint32)
+    rows = len(lengths)
+    if len(message.truncated) != rows:
+        raise InvalidArgument(f"tokens: {len(message.truncated)} truncated flags for {rows} rows")
+    if len(message.ids) != 4 * int(lengths.sum(dtype=np.uint64)):
+        raise InvalidArgument("tokens: the ids do not add up to the lengths")
+    if rows and (lengths.min() == 0 or lengths.max() > model.info.max_length):
+        raise InvalidArgument(f"tokens: a row has 0 or more than {model.info.max_length} ids")
+    ids = np.frombuffer(message.ids, dtype="<u4")
+    if encoder.vocab_size is not None and len(ids) and int(ids.max()) >= encoder.vocab_size:
+        raise InvalidArgument(f"tokens: an id is past the vocabulary ({encoder.vocab_size})")
+    truncated = np.asarray(message.truncated, dtype=bool)
+    return TokenBatch(ids=ids.astype(np.uint32), lengths=lengths, truncated=truncated)
+
+
+def token_ids_pb(tokens: TokenBatch) -> pb.TokenIds:
+    return pb.TokenIds(
+        ids=tokens.ids.astype("<u4", copy=False).tobytes(),
+        lengths=tokens.lengths.tolist(),
+        truncated=tokens.truncated.tolist(),
+    )
 
 
 def error_result(batch_id: int, error: BaseException) -> pb.EmbedResult:
@@ -146,7 +190,7 @@ class EmbedStream:
         tasks = [
             asyncio.create_task(self._receive(requests, received, results)),
             asyncio.create_task(
-                self._stage(received, tokenized, results, self._pools.pre, self._pre)
+                self._stage(received, tokenized, results, self._pools.pre, self._pre, pre_workers())
             ),
             asyncio.create_task(
                 self._stage(tokenized, computed, results, self._pools.forward, self._forward)
@@ -192,21 +236,30 @@ class EmbedStream:
         results: asyncio.Queue[Any],
         pool: ThreadPoolExecutor,
         work: Callable[[Job], Any],
+        workers: int = 1,
     ) -> None:
+        """`workers` jobs at a time (results may pass each other); _END goes on once all
+        of them have seen it."""
         loop = asyncio.get_running_loop()
-        while (job := await inbox.get()) is not _END:
-            try:
-                done = await loop.run_in_executor(pool, work, job)
-            except Exception as error:
-                await results.put(error_result(job.batch_id, error))
-                continue
-            await outbox.put(done)
+
+        async def worker() -> None:
+            while (job := await inbox.get()) is not _END:
+                try:
+                    done = await loop.run_in_executor(pool, work, job)
+                except Exception as error:
+                    await results.put(error_result(job.batch_id, error))
+                    continue
+                await outbox.put(done)
+            await inbox.put(_END)  # for the sibling workers
+
+        await asyncio.gather(*(worker() for _ in range(workers)))
         await outbox.put(_END)
 
     def _pre(self, job: Job) -> Job:
         if self._poison and any(self._poison in t for t in job.texts):
             raise RuntimeError(f"poisoned batch (EMBED_TEST_POISON={self._poison!r})")
-        prepared = job.model.encoder.pre(job.texts)
+        encoder = job.model.encoder
+        prepared = encoder.pre_ids(job.tokens) if job.tokens is not None else encoder.pre(job.texts)
         tokens = int(prepared.token_counts.sum())
         budget = self._limits.max_batch_tokens
         if tokens > budget:

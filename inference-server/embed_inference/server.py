@@ -24,7 +24,7 @@ from .config import ServerConfig
 from .encoders.base import Backend
 from .interceptors import AuthInterceptor, ErrorInterceptor
 from .models import LoadRequest, ModelInfo, ModelRegistry
-from .pipeline import EmbedStream, StagePools, check_text_lengths
+from .pipeline import EmbedStream, StagePools, check_text_lengths, token_ids_pb
 
 log = logging.getLogger("embed_inference.server")
 
@@ -83,13 +83,16 @@ class Runtime:
 
     def info(self) -> pb.InfoResponse:
         limits = self.config.limits
-        infos = self.registry.infos() if self.registry is not None else []
+        loaded = self.registry.loaded() if self.registry is not None else []
         return pb.InfoResponse(
             server_version=server_version(),
             device=self.config.device,
             dtype=self.config.dtype,
             engine=self.config.engine,
-            models=[model_info_pb(info) for info in infos],
+            models=[
+                pb.ModelInfo(**vars(m.info), tokenized_rows=m.encoder.tokenized_rows)
+                for m in loaded
+            ],
             limits=pb.Limits(
                 max_batch_size=limits.max_batch_size,
                 max_batch_tokens=limits.max_batch_tokens,
@@ -121,7 +124,13 @@ class InferenceService(pb_grpc.InferenceServicer):
         texts = list(request.texts)
         check_text_lengths(texts, self._rt.config.limits)
         loop = asyncio.get_running_loop()
-        counts = await loop.run_in_executor(self._rt.pools.pre, model.encoder.count_tokens, texts)
+        encoder = model.encoder
+        # The poison test hook looks for a string in a batch's texts: with it set, the
+        # batches must carry texts.
+        if request.return_ids and encoder.supports_ids and not self._rt.config.test_poison:
+            tokens = await loop.run_in_executor(self._rt.pools.pre, encoder.tokenize, texts)
+            return pb.CountTokensResponse(tokens=token_ids_pb(tokens))
+        counts = await loop.run_in_executor(self._rt.pools.pre, encoder.count_tokens, texts)
         return pb.CountTokensResponse(counts=counts)
 
     async def Embed(

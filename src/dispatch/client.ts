@@ -135,15 +135,17 @@ export class ServerConnection {
     );
   }
 
+  /** Token counts, or with `returnIds` the ids too (when the model allows). */
   countTokens(
     modelKey: string,
     texts: string[],
+    returnIds: boolean,
     timeoutMs: number,
     signal?: AbortSignal,
   ): Promise<CountTokensResponse> {
     return this.unary(signal, (done) =>
       this.client.countTokens(
-        { modelKey, texts },
+        { modelKey, texts, returnIds },
         this.metadata(),
         this.callOptions(timeoutMs),
         done,

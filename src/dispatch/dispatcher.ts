@@ -8,6 +8,7 @@ import type {
 } from "../gen/embedmulti/v1/inference.js";
 import { identityDifferences, identityOf } from "../model/identity.js";
 import { RpcError } from "./client.js";
+import type { BatchPayload } from "./payload.js";
 import { type ServerSession, sleep } from "./servers.js";
 
 /** A batch waiting for, or on its way to, a server. */
@@ -61,7 +62,8 @@ export interface DispatchOptions {
 export type ServerState = "up" | "down" | "retired";
 
 export interface DispatchHooks {
-  texts(item: WorkItem): string[];
+  /** What the batch carries: its texts, or their token ids. */
+  payload(item: WorkItem): BatchPayload;
   /** Writes a result; `attempts` counts this one. Synchronous; throwing stops the run. */
   accept(item: WorkItem, embeddings: Embeddings, server: string, attempts: number): void;
   /** Where a batch's rows are, for messages. */
@@ -201,17 +203,17 @@ export class Dispatcher {
     const stream = slot.stream;
     if (!stream) return;
     slot.inFlight.add(item);
-    let texts: string[];
+    let payload: BatchPayload;
     let modelKey: string;
     try {
-      texts = this.hooks.texts(item);
+      payload = this.hooks.payload(item);
       modelKey = slot.modelKey(item.alias);
     } catch (err) {
       this.settle?.(err as Error);
       return;
     }
     const batchId = this.nextBatchId++;
-    stream.send({ batchId, modelKey, texts }, this.options.batchTimeoutMs).then(
+    stream.send({ batchId, modelKey, ...payload }, this.options.batchTimeoutMs).then(
       (result) => {
         if (this.finished || !slot.inFlight.delete(item)) return;
         if (result.embeddings) {

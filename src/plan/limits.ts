@@ -17,6 +17,11 @@ export interface ServerLimits {
   readonly maxMessageBytes: number;
 }
 
+/** A model's batch limits, and the message cap they were cut for. */
+export interface ModelLimits extends PlanLimits {
+  readonly maxMessageBytes: number;
+}
+
 /**
  * The batch limits of one model: the smallest of what the user asked, what
  * the server takes, and what fits in one answer message at `dim` float32s a row.
@@ -25,7 +30,7 @@ export function batchLimits(
   requested: RequestedLimits,
   server: ServerLimits | undefined,
   dim: number,
-): PlanLimits {
+): ModelLimits {
   const maxMessage = Number(server?.maxMessageBytes || DEFAULT_MAX_MESSAGE_BYTES);
   const rowsPerMessage = Math.max(1, Math.floor((maxMessage * MESSAGE_HEADROOM) / (dim * 4)));
   const batchSize = Math.min(
@@ -38,5 +43,7 @@ export function batchLimits(
     requested.maxBatchTokens > 0 && serverTokens > 0
       ? Math.min(requested.maxBatchTokens, serverTokens)
       : requested.maxBatchTokens || serverTokens;
-  return { batchSize, maxBatchTokens };
+  // A batch sent as texts (a resumed run) must fit the server's message cap too.
+  const maxBatchBytes = Math.floor(maxMessage * MESSAGE_HEADROOM);
+  return { batchSize, maxBatchTokens, maxBatchBytes, maxMessageBytes: maxMessage };
 }

@@ -19,6 +19,13 @@ export interface PlanLimits {
   readonly batchSize: number;
   /** Most padded tokens per batch; 0 = no budget. A row longer than the budget goes alone. */
   readonly maxBatchTokens: number;
+  /**
+   * Most bytes of the rows' texts per batch, with `rowBytes` (an upper bound of
+   * each row's text in UTF-8): a batch sent as texts (a resumed run) must fit the
+   * server's message cap. 0 or absent = no cap. A row over it goes alone.
+   */
+  readonly maxBatchBytes?: number;
+  readonly rowBytes?: ArrayLike<number>;
 }
 
 /**
@@ -38,9 +45,14 @@ export function planBatches(lengths: ArrayLike<number>, limits: PlanLimits): Pla
     const longest = Math.max(1, lengths[order[start] ?? 0] ?? 1);
     let end = start;
     let real = 0;
+    let bytes = 0;
+    const maxBytes = limits.rowBytes ? (limits.maxBatchBytes ?? 0) : 0;
     while (end < order.length && end - start < limits.batchSize) {
       const count = end - start + 1;
       if (count > 1 && limits.maxBatchTokens > 0 && count * longest > limits.maxBatchTokens) break;
+      const rowBytes = maxBytes > 0 ? (limits.rowBytes?.[order[end] ?? 0] ?? 0) : 0;
+      if (count > 1 && maxBytes > 0 && bytes + rowBytes > maxBytes) break;
+      bytes += rowBytes;
       real += Math.max(1, lengths[order[end] ?? 0] ?? 1);
       end++;
     }

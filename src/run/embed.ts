@@ -2,6 +2,7 @@ import { Committer } from "../checkpoint/committer.js";
 import type { Ledger } from "../checkpoint/ledger.js";
 import type { RunConfig } from "../config.js";
 import { Dispatcher, type WorkItem } from "../dispatch/dispatcher.js";
+import { batchPayload } from "../dispatch/payload.js";
 import { openSession } from "../dispatch/servers.js";
 import { EmbedStream } from "../dispatch/stream.js";
 import type { RowReader } from "../input/rows.js";
@@ -59,11 +60,11 @@ export async function embed(
       maxAttempts: config.maxAttempts,
     },
     {
-      texts: (item) => {
+      payload: (item) => {
         const run = byAlias.get(item.alias);
         // A model's time runs from its first batch sent to its last batch written.
         if (run && !run.window) run.window = { first: Date.now(), last: Date.now() };
-        return reader.texts(item.rows);
+        return batchPayload(item.rows, run?.store ?? undefined, reader);
       },
       // The place for a per-batch check of the answer before it is written.
       accept: (item, embeddings, server, attempts) => {

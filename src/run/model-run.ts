@@ -3,6 +3,7 @@ import type { RunModel } from "../config.js";
 import type { ModelInfo } from "../gen/embedmulti/v1/inference.js";
 import type { OutputPaths } from "../output/finalize.js";
 import type { NpyMatrixFile } from "../output/npy.js";
+import type { TokenStore } from "../plan/tokens.js";
 
 /** One model of the run, carried through every phase. */
 export interface ModelRun {
@@ -19,6 +20,8 @@ export interface ModelRun {
   /** From its first batch sent to its last batch written, this run (ms since the epoch). */
   window: { first: number; last: number } | null;
   rowsThisRun: number;
+  /** The token ids this run's measuring pass kept (batches then carry ids, not texts). */
+  store: TokenStore | null;
 }
 
 /** Reads the model's status afresh; call after anything that writes its batches. */

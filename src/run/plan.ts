@@ -10,15 +10,16 @@ import type { CorpusIndex } from "../input/scan.js";
 import { batchLimits } from "../plan/limits.js";
 import { measureTokens, type TokenCounter } from "../plan/measure.js";
 import { paddingEfficiency, planBatches } from "../plan/planner.js";
+import { TokenStore, tokenStorePath } from "../plan/tokens.js";
 import type { Progress } from "../progress.js";
 import { type ModelRun, refresh } from "./model-run.js";
 
 /** A server's CountTokens as the planner sees it: UNIMPLEMENTED means "cannot count". */
 export function serverCounter(connection: ServerConnection, signal?: AbortSignal): TokenCounter {
   return {
-    countTokens: (modelKey, texts, timeoutMs) =>
-      connection.countTokens(modelKey, texts, timeoutMs, signal).then(
-        (res) => res.counts,
+    countTokens: (modelKey, texts, returnIds, timeoutMs) =>
+      connection.countTokens(modelKey, texts, returnIds, timeoutMs, signal).then(
+        (res) => res,
         (err: unknown) => {
           if (err instanceof RpcError && err.code === status.UNIMPLEMENTED) return null;
           throw err;
@@ -50,14 +51,28 @@ export async function planModels(
       continue;
     }
     const limits = batchLimits(config, first.info.limits, info.dim);
+    // The ids come along, so that the batches of this run carry them (the run
+    // ends by removing the store, also on failure).
+    run.store = TokenStore.available
+      ? TokenStore.create(tokenStorePath(config.outputDir, run.model.fileStem), corpus.rows)
+      : null;
     const measured = await measureTokens(
       counter,
       info.modelKey,
       info.maxLength,
       reader,
       corpus.textChars,
+      { maxMessageBytes: limits.maxMessageBytes, store: run.store, prefix: run.model.prefix },
     );
-    const plan = planBatches(measured.lengths, limits);
+    if (run.store && !measured.stored) {
+      run.store.remove();
+      run.store = null;
+    }
+    const plan = planBatches(measured.lengths, {
+      ...limits,
+      // A resumed run sends texts: each batch's lines (longer than their texts) must fit.
+      rowBytes: corpus.byteLengths,
+    });
     progress.note(
       `${run.model.alias}: ${plan.batches.length} batches of up to ${limits.batchSize} paragraphs, padding efficiency ${paddingEfficiency(plan).toFixed(3)}${measured.counted ? "" : " (lengths estimated)"}`,
     );

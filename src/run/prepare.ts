@@ -81,6 +81,7 @@ export function openCheckpoint(
         matrix: null,
         window: null,
         rowsThisRun: 0,
+        store: null,
       }),
     );
     for (const run of models) {

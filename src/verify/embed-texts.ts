@@ -39,7 +39,10 @@ export async function embedTexts(
   try {
     for (let first = 0; first < texts.length; first += BATCH_ROWS) {
       const batch = texts.slice(first, first + BATCH_ROWS);
-      const result = await stream.send({ batchId: first, modelKey, texts: batch }, timeoutMs);
+      const result = await stream.send(
+        { batchId: first, modelKey, texts: batch, tokens: undefined },
+        timeoutMs,
+      );
       const e = result.embeddings;
       if (!e) {
         throw new ServerError(

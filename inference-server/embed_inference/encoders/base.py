@@ -65,6 +65,23 @@ class Weights:
 
 
 @dataclass
+class TokenBatch:
+    """Token ids of several texts, as the forward pass takes them: prefix, special tokens
+    and truncation at max_length applied, no padding."""
+
+    # Every row's ids, concatenated.
+    ids: np.ndarray
+    # Ids per row.
+    lengths: np.ndarray
+    # Whether each row was cut at max_length.
+    truncated: np.ndarray
+
+    @property
+    def rows(self) -> int:
+        return len(self.lengths)
+
+
+@dataclass
 class Prepared:
     """A tokenized batch: engine-specific features plus what the client is told per row."""
 
@@ -79,9 +96,36 @@ class Prepared:
 class Encoder(ABC):
     """One model_key: shared weights plus its prefix, normalize and max_length."""
 
+    # The largest id plus one that pre_ids accepts; None: any uint32 (debug engine).
+    vocab_size: int | None = None
+
     def __init__(self, settings: Settings, oom_above: int | None) -> None:
         self.settings = settings
         self.oom_above = oom_above
+        self._tokenized = 0
+        self._tokenized_lock = threading.Lock()
+
+    @property
+    def tokenized_rows(self) -> int:
+        """Texts tokenized so far (CountTokens and Embed batches of texts)."""
+        return self._tokenized
+
+    def _count_tokenized(self, rows: int) -> None:
+        with self._tokenized_lock:
+            self._tokenized += rows
+
+    @property
+    def supports_ids(self) -> bool:
+        """Whether tokenize/pre_ids work; if not, clients send texts."""
+        return False
+
+    def tokenize(self, texts: Sequence[str]) -> TokenBatch:
+        """Prefix, tokenize and truncate, for CountTokens(return_ids) and pre."""
+        raise NotImplementedError
+
+    def pre_ids(self, tokens: TokenBatch) -> Prepared:
+        """`pre` for a batch that comes already tokenized."""
+        raise NotImplementedError
 
     @property
     @abstractmethod

@@ -18,6 +18,10 @@ contract and must not change:
     Token count of t: the number of whitespace-separated words (Python str.split())
     + 2, cut at max_length (default 512); truncated when the uncut count exceeds it.
 
+    Token ids of t (CountTokens with return_ids, and EmbedBatch.tokens): as many ids as
+    its token count, the first two the seed's low and high 32 bits, the rest 0. An
+    EmbedBatch of these ids gives the same vectors as one of the texts.
+
 Any model id is accepted: dim = --debug-dim, revision "debug", pooling "debug".
 It also measures the orchestrator's speed ceiling, so it is vectorized over the
 whole batch with numpy uint64 arithmetic (which wraps mod 2^64).
@@ -32,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from .base import Backend, Encoder, Prepared, Settings, Weights
+from ..errors import InvalidArgument
+from .base import Backend, Encoder, Prepared, Settings, TokenBatch, Weights
 
 DEFAULT_MAX_LENGTH = 512
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -105,6 +110,7 @@ class DebugEncoder(Encoder):
 
     def pre(self, texts: Sequence[str]) -> Prepared:
         prefix = self.settings.prefix
+        self._count_tokenized(len(texts))
         full = self._words(texts)
         max_length = self.settings.max_length
         return Prepared(
@@ -114,6 +120,36 @@ class DebugEncoder(Encoder):
             truncated=full > max_length,
         )
 
+    @property
+    def supports_ids(self) -> bool:
+        return self.settings.max_length >= 2  # room for the seed
+
+    def tokenize(self, texts: Sequence[str]) -> TokenBatch:
+        prefix = self.settings.prefix
+        self._count_tokenized(len(texts))
+        full = self._words(texts)
+        lengths = np.minimum(full, self.settings.max_length).astype(np.uint32)
+        ids = np.zeros(int(lengths.sum()), dtype=np.uint32)
+        starts = np.concatenate(([0], np.cumsum(lengths[:-1], dtype=np.int64)))
+        halves = seeds_of([prefix + t for t in texts]).view(np.uint32).reshape(-1, 2)
+        ids[starts] = halves[:, 0]
+        ids[starts + 1] = halves[:, 1]
+        return TokenBatch(ids=ids, lengths=lengths, truncated=full > self.settings.max_length)
+
+    def pre_ids(self, tokens: TokenBatch) -> Prepared:
+        lengths = tokens.lengths.astype(np.uint32)
+        if np.any(lengths < 2):
+            raise InvalidArgument("debug engine token ids need at least 2 ids per row")
+        starts = np.concatenate(([0], np.cumsum(lengths[:-1], dtype=np.int64)))
+        ids = tokens.ids.astype(np.uint64)
+        seeds = ids[starts] | (ids[starts + 1] << np.uint64(32))
+        return Prepared(
+            features=seeds,
+            rows=tokens.rows,
+            token_counts=lengths,
+            truncated=tokens.truncated.astype(bool),
+        )
+
     def core(self, features: Any) -> np.ndarray:
         return debug_vectors(features, self._dim)
 
@@ -121,6 +157,7 @@ class DebugEncoder(Encoder):
         return l2_normalize_f64(output) if self.settings.normalize else output
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        self._count_tokenized(len(texts))
         return self._words(texts).tolist()
 
     def split(self, features: Any, at: int) -> tuple[Any, Any]:

@@ -7,8 +7,11 @@ same text; the prefix is prepended to every text, as a client would do by hand.
 
 from __future__ import annotations
 
+import copy
+import json
 import logging
 import re
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,12 +20,21 @@ import numpy as np
 import torch
 
 from ..errors import InvalidArgument, NotFound
-from .base import Backend, Encoder, Prepared, Settings, Weights
+from .base import Backend, Encoder, Prepared, Settings, TokenBatch, Weights
 
 log = logging.getLogger("embed_inference.encoders.st")
 
 _TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+# Feature keys that pre_ids can build from ids alone.
+_ID_FEATURES = {"input_ids", "attention_mask", "token_type_ids", "modality"}
+# Texts that pre_ids must turn into exactly what the model's own preprocess gives.
+_PROBES = (
+    "  Hello, World!  ",
+    "Ünïcödé façade naïve ÉCOLE 漢字かな한국어 x\u00a0y \t tab",
+    "word " * 700,
+    "a" * 150 + " " + "漢" * 600,
+)
 
 
 class SentenceTransformerEncoder(Encoder):
@@ -32,6 +44,17 @@ class SentenceTransformerEncoder(Encoder):
         self.model = weights.model
         self.device = torch.device(weights.device)
         self._cuda = self.device.type == "cuda"
+        # One tokenizer copy per thread: a fast tokenizer's truncation settings live in
+        # the Rust object, and two threads using one fail ("Already borrowed").
+        self._local = threading.local()
+        self._feature_keys: set[str] = set()
+        self._cut_margin: int | None = None
+        self._ids_ok = self._check_ids_path()
+        if self._ids_ok:
+            self.vocab_size = int(self.model.tokenizer.backend_tokenizer.get_vocab_size(True))
+            self._cut_margin = _cut_margin(self.model.tokenizer.backend_tokenizer)
+        else:
+            log.info("%s: tokenizing through the model's preprocess (no token ids)", weights.model)
 
     @property
     def dim(self) -> int:
@@ -41,7 +64,130 @@ class SentenceTransformerEncoder(Encoder):
         prefix = self.settings.prefix
         return [prefix + t for t in texts] if prefix else list(texts)
 
+    def _check_ids_path(self) -> bool:
+        """Whether ids from our own tokenizer copies, padded by pre_ids, give exactly the
+        features of the model's preprocess: a fast tokenizer, text-only features."""
+        tokenizer = getattr(self.model, "tokenizer", None)
+        if getattr(tokenizer, "backend_tokenizer", None) is None:
+            return False
+        try:
+            kwargs = {"text": {"max_length": self.settings.max_length}}
+            with self.weights.lock:
+                expected = self.model.preprocess(list(_PROBES), processing_kwargs=kwargs)
+            if not set(expected) <= _ID_FEATURES or "input_ids" not in expected:
+                return False
+            self._feature_keys = set(expected)
+            got = self._pad(self._tokenize_rows(_PROBES, cut=False))
+        except Exception as error:  # an unusual model: the preprocess path still works
+            log.info("token ids disabled: %s", error)
+            return False
+        return all(
+            key in got and torch.equal(got[key], value)
+            for key, value in expected.items()
+            if isinstance(value, torch.Tensor)
+        ) and got.get("modality") == expected.get("modality")
+
+    @property
+    def supports_ids(self) -> bool:
+        return self._ids_ok
+
+    def _tokenizer(self) -> Any:
+        """This thread's copy of the Rust tokenizer, truncating at max_length."""
+        local = getattr(self._local, "tokenizer", None)
+        if local is None:
+            hf = self.model.tokenizer
+            with self.weights.lock:  # deepcopy reads the shared tokenizer
+                local = copy.deepcopy(hf.backend_tokenizer)
+            local.no_padding()
+            local.enable_truncation(
+                self.settings.max_length, stride=0, direction=hf.truncation_side
+            )
+            self._local.tokenizer = local
+        return local
+
+    def _tokenize_rows(self, texts: Sequence[str], cut: bool = True) -> TokenBatch:
+        tokenizer = self._tokenizer()
+        margin = self._cut_margin if cut else None
+        # A text far longer than max_length needs only its start: cut it well past the
+        # last token kept, and keep the cut only where the cut text still overflows and
+        # its last kept token ends `margin` characters before the cut (so no word that
+        # the cut changed is among them); otherwise tokenize the whole text.
+        reach = max(1024, 8 * self.settings.max_length) + (margin or 0)
+        inputs = [t[:reach] if margin is not None and len(t) > reach else t for t in texts]
+        encodings = tokenizer.encode_batch(inputs, add_special_tokens=True)
+        if margin is not None:
+            redo = [
+                i
+                for i, (t, e) in enumerate(zip(texts, encodings, strict=True))
+                if len(t) > reach
+                and not (e.overflowing and max(end for _, end in e.offsets) <= reach - margin)
+            ]
+            if redo:
+                again = tokenizer.encode_batch([texts[i] for i in redo], add_special_tokens=True)
+                for i, encoding in zip(redo, again, strict=True):
+                    encodings[i] = encoding
+        lengths = np.fromiter((len(e.ids) for e in encodings), np.uint32, len(encodings))
+        ids = np.fromiter((i for e in encodings for i in e.ids), np.uint32, int(lengths.sum()))
+        truncated = np.fromiter((bool(e.overflowing) for e in encodings), bool, len(encodings))
+        return TokenBatch(ids=ids, lengths=lengths, truncated=truncated)
+
+    def tokenize(self, texts: Sequence[str]) -> TokenBatch:
+        self._count_tokenized(len(texts))
+        return self._tokenize_rows(self._prefixed(texts))
+
+    def _pad(self, tokens: TokenBatch) -> dict[str, Any]:
+        """The padded features the model's preprocess would give for these ids."""
+        hf = self.model.tokenizer
+        rows = tokens.rows
+        width = int(tokens.lengths.max()) if rows else 0
+        input_ids = torch.full((rows, width), int(hf.pad_token_id or 0), dtype=torch.int64)
+        mask = torch.zeros((rows, width), dtype=torch.int64)
+        flat = torch.from_numpy(tokens.ids.astype(np.int64))
+        lengths = tokens.lengths.astype(np.int64)
+        left = hf.padding_side == "left"
+        start = 0
+        for row, length in enumerate(lengths.tolist()):
+            columns = slice(width - length, width) if left else slice(0, length)
+            input_ids[row, columns] = flat[start : start + length]
+            mask[row, columns] = 1
+            start += length
+        features: dict[str, Any] = {"input_ids": input_ids}
+        if "token_type_ids" in self._feature_keys:
+            # One sequence per row: type 0 throughout, padding included.
+            features["token_type_ids"] = torch.full(
+                (rows, width), int(hf.pad_token_type_id or 0), dtype=torch.int64
+            ) * (1 - mask)
+        if "attention_mask" in self._feature_keys:
+            features["attention_mask"] = mask
+        if "modality" in self._feature_keys:
+            features["modality"] = "text"
+        return features
+
+    def pre_ids(self, tokens: TokenBatch) -> Prepared:
+        features = self._pad(tokens)
+        return Prepared(
+            features=self._to_device(features),
+            rows=tokens.rows,
+            token_counts=tokens.lengths.astype(np.uint32),
+            truncated=tokens.truncated.astype(bool),
+        )
+
+    def _to_device(self, features: dict[str, Any]) -> dict[str, Any]:
+        if not self._cuda:
+            return features
+        # Pinned host memory lets the copy run asynchronously, overlapping the
+        # forward pass of the previous batch.
+        return {
+            key: value.pin_memory().to(self.device, non_blocking=True)
+            if isinstance(value, torch.Tensor)
+            else value
+            for key, value in features.items()
+        }
+
     def pre(self, texts: Sequence[str]) -> Prepared:
+        if self._ids_ok:
+            return self.pre_ids(self.tokenize(texts))
+        self._count_tokenized(len(texts))
         max_length = self.settings.max_length
         full = self._prefixed(texts)
         # Fast tokenizers keep truncation/padding state and fail ("Already borrowed")
@@ -58,17 +204,7 @@ class SentenceTransformerEncoder(Encoder):
         else:
             counts = np.full(rows, input_ids.shape[1], dtype=np.uint32)
         truncated = self._truncated(features, full, counts, max_length)
-        if self._cuda:
-            # Pinned host memory lets the copy run asynchronously, overlapping the
-            # forward pass of the previous batch.
-            features = {
-                key: value.pin_memory().to(self.device, non_blocking=True)
-                if isinstance(value, torch.Tensor)
-                else value
-                for key, value in features.items()
-            }
-        else:
-            features = dict(features)
+        features = self._to_device(dict(features))
         return Prepared(features=features, rows=rows, token_counts=counts, truncated=truncated)
 
     def _truncated(
@@ -103,6 +239,7 @@ class SentenceTransformerEncoder(Encoder):
         return [len(ids) for ids in encoded["input_ids"]]
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        self._count_tokenized(len(texts))
         return self._untruncated_counts(self._prefixed(texts))
 
     def core(self, features: Any) -> torch.Tensor:
@@ -217,6 +354,26 @@ class SentenceTransformerBackend(Backend):
 
     def encoder(self, weights: Weights, settings: Settings) -> Encoder:
         return SentenceTransformerEncoder(weights, settings, self._oom_above)
+
+
+def _cut_margin(tokenizer: Any) -> int | None:
+    """How far before a cut the last kept token must end for the cut to change none of
+    the kept ids; None where cutting is not known to be safe. WordPiece behind BERT's
+    pre-tokenizer tokenizes each word alone, and turns a word longer than
+    max_input_chars_per_word into one [UNK]: a cut word that reached into the kept
+    tokens would be that long, and show as one token ending at the cut."""
+    try:
+        config = json.loads(tokenizer.to_str())
+    except Exception:
+        return None
+    model = config.get("model") or {}
+    pre = config.get("pre_tokenizer") or {}
+    normalizer = config.get("normalizer") or {"type": "BertNormalizer"}
+    if model.get("type") != "WordPiece" or pre.get("type") != "BertPreTokenizer":
+        return None
+    if normalizer.get("type") != "BertNormalizer":
+        return None
+    return int(model.get("max_input_chars_per_word", 100)) + 28
 
 
 def _pooling_of(model: Any) -> str:

@@ -57,7 +57,7 @@ class LoadModelRequest(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., revision: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., max_length: _Optional[int] = ..., prefix: _Optional[str] = ..., normalize: _Optional[bool] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model_key", "model_id", "revision", "dim", "max_length", "pooling", "normalize", "prefix", "dtype", "device")
+    __slots__ = ("model_key", "model_id", "revision", "dim", "max_length", "pooling", "normalize", "prefix", "dtype", "device", "tokenized_rows")
     MODEL_KEY_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +68,7 @@ class ModelInfo(_message.Message):
     PREFIX_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    TOKENIZED_ROWS_FIELD_NUMBER: _ClassVar[int]
     model_key: str
     model_id: str
     revision: str
@@ -78,31 +79,48 @@ class ModelInfo(_message.Message):
     prefix: str
     dtype: str
     device: str
-    def __init__(self, model_key: _Optional[str] = ..., model_id: _Optional[str] = ..., revision: _Optional[str] = ..., dim: _Optional[int] = ..., max_length: _Optional[int] = ..., pooling: _Optional[str] = ..., normalize: _Optional[bool] = ..., prefix: _Optional[str] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
+    tokenized_rows: int
+    def __init__(self, model_key: _Optional[str] = ..., model_id: _Optional[str] = ..., revision: _Optional[str] = ..., dim: _Optional[int] = ..., max_length: _Optional[int] = ..., pooling: _Optional[str] = ..., normalize: _Optional[bool] = ..., prefix: _Optional[str] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., tokenized_rows: _Optional[int] = ...) -> None: ...
 
 class CountTokensRequest(_message.Message):
-    __slots__ = ("model_key", "texts")
+    __slots__ = ("model_key", "texts", "return_ids")
     MODEL_KEY_FIELD_NUMBER: _ClassVar[int]
     TEXTS_FIELD_NUMBER: _ClassVar[int]
+    RETURN_IDS_FIELD_NUMBER: _ClassVar[int]
     model_key: str
     texts: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model_key: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ...) -> None: ...
+    return_ids: bool
+    def __init__(self, model_key: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., return_ids: _Optional[bool] = ...) -> None: ...
 
 class CountTokensResponse(_message.Message):
-    __slots__ = ("counts",)
+    __slots__ = ("counts", "tokens")
     COUNTS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
     counts: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, counts: _Optional[_Iterable[int]] = ...) -> None: ...
+    tokens: TokenIds
+    def __init__(self, counts: _Optional[_Iterable[int]] = ..., tokens: _Optional[_Union[TokenIds, _Mapping]] = ...) -> None: ...
+
+class TokenIds(_message.Message):
+    __slots__ = ("ids", "lengths", "truncated")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    LENGTHS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    ids: bytes
+    lengths: _containers.RepeatedScalarFieldContainer[int]
+    truncated: _containers.RepeatedScalarFieldContainer[bool]
+    def __init__(self, ids: _Optional[bytes] = ..., lengths: _Optional[_Iterable[int]] = ..., truncated: _Optional[_Iterable[bool]] = ...) -> None: ...
 
 class EmbedBatch(_message.Message):
-    __slots__ = ("batch_id", "model_key", "texts")
+    __slots__ = ("batch_id", "model_key", "texts", "tokens")
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_KEY_FIELD_NUMBER: _ClassVar[int]
     TEXTS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
     batch_id: int
     model_key: str
     texts: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, batch_id: _Optional[int] = ..., model_key: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ...) -> None: ...
+    tokens: TokenIds
+    def __init__(self, batch_id: _Optional[int] = ..., model_key: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., tokens: _Optional[_Union[TokenIds, _Mapping]] = ...) -> None: ...
 
 class Embeddings(_message.Message):
     __slots__ = ("rows", "dim", "data", "token_counts", "truncated")

@@ -92,23 +92,57 @@ export interface ModelInfo {
   /** The dtype actually used: "float32", "float16", "bfloat16". */
   dtype: string;
   device: string;
+  /**
+   * Rows this server has tokenized for this model_key since it started (CountTokens
+   * and Embed batches of texts): lets a test prove each text is tokenized once.
+   */
+  tokenizedRows: number;
 }
 
 export interface CountTokensRequest {
   modelKey: string;
   texts: string[];
+  /**
+   * Also return each text's token ids, so that Embed batches can carry them
+   * instead of the texts and the server tokenizes each text once.
+   */
+  returnIds: boolean;
 }
 
 export interface CountTokensResponse {
-  /** Tokens of each text with the prefix and special tokens, before truncation. */
+  /**
+   * Tokens of each text with the prefix and special tokens, before truncation.
+   * Empty when `tokens` is set (its lengths and truncated flags say the same, and
+   * counting past max_length would mean tokenizing all of a long text).
+   */
   counts: number[];
+  /**
+   * Set when return_ids was asked and the model's tokenizer allows it; when not
+   * set the client sends texts.
+   */
+  tokens: TokenIds | undefined;
+}
+
+/**
+ * Token ids of several texts, ready for the forward pass: after the prefix,
+ * special tokens and truncation at the model's max_length, without padding.
+ */
+export interface TokenIds {
+  /** Every row's ids, concatenated, each a little-endian uint32. */
+  ids: Buffer;
+  /** Ids of each row. */
+  lengths: number[];
+  /** Whether each row was cut at max_length. */
+  truncated: boolean[];
 }
 
 export interface EmbedBatch {
   /** Chosen by the client, echoed in the result. */
   batchId: number;
   modelKey: string;
+  /** The texts, or else `tokens`: ids that CountTokens returned for this model. */
   texts: string[];
+  tokens: TokenIds | undefined;
 }
 
 export interface Embeddings {
@@ -659,6 +693,7 @@ function createBaseModelInfo(): ModelInfo {
     prefix: "",
     dtype: "",
     device: "",
+    tokenizedRows: 0,
   };
 }
 
@@ -693,6 +728,9 @@ export const ModelInfo: MessageFns<ModelInfo> = {
     }
     if (message.device !== "") {
       writer.uint32(82).string(message.device);
+    }
+    if (message.tokenizedRows !== 0) {
+      writer.uint32(88).uint64(message.tokenizedRows);
     }
     return writer;
   },
@@ -790,6 +828,14 @@ export const ModelInfo: MessageFns<ModelInfo> = {
             message.device = reader.string();
             continue;
           }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.tokenizedRows = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -826,6 +872,11 @@ export const ModelInfo: MessageFns<ModelInfo> = {
       prefix: isSet(object.prefix) ? globalThis.String(object.prefix) : "",
       dtype: isSet(object.dtype) ? globalThis.String(object.dtype) : "",
       device: isSet(object.device) ? globalThis.String(object.device) : "",
+      tokenizedRows: isSet(object.tokenizedRows)
+        ? globalThis.Number(object.tokenizedRows)
+        : isSet(object.tokenized_rows)
+        ? globalThis.Number(object.tokenized_rows)
+        : 0,
     };
   },
 
@@ -861,6 +912,9 @@ export const ModelInfo: MessageFns<ModelInfo> = {
     if (message.device !== "") {
       obj.device = message.device;
     }
+    if (message.tokenizedRows !== 0) {
+      obj.tokenizedRows = Math.round(message.tokenizedRows);
+    }
     return obj;
   },
 
@@ -879,12 +933,13 @@ export const ModelInfo: MessageFns<ModelInfo> = {
     message.prefix = object.prefix ?? "";
     message.dtype = object.dtype ?? "";
     message.device = object.device ?? "";
+    message.tokenizedRows = object.tokenizedRows ?? 0;
     return message;
   },
 };
 
 function createBaseCountTokensRequest(): CountTokensRequest {
-  return { modelKey: "", texts: [] };
+  return { modelKey: "", texts: [], returnIds: false };
 }
 
 export const CountTokensRequest: MessageFns<CountTokensRequest> = {
@@ -894,6 +949,9 @@ export const CountTokensRequest: MessageFns<CountTokensRequest> = {
     }
     for (const v of message.texts) {
       writer.uint32(18).string(v!);
+    }
+    if (message.returnIds !== false) {
+      writer.uint32(24).bool(message.returnIds);
     }
     return writer;
   },
@@ -927,6 +985,14 @@ export const CountTokensRequest: MessageFns<CountTokensRequest> = {
             message.texts.push(reader.string());
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.returnIds = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -947,6 +1013,11 @@ export const CountTokensRequest: MessageFns<CountTokensRequest> = {
         ? globalThis.String(object.model_key)
         : "",
       texts: globalThis.Array.isArray(object?.texts) ? object.texts.map((e: any) => globalThis.String(e)) : [],
+      returnIds: isSet(object.returnIds)
+        ? globalThis.Boolean(object.returnIds)
+        : isSet(object.return_ids)
+        ? globalThis.Boolean(object.return_ids)
+        : false,
     };
   },
 
@@ -958,6 +1029,9 @@ export const CountTokensRequest: MessageFns<CountTokensRequest> = {
     if (message.texts?.length) {
       obj.texts = message.texts;
     }
+    if (message.returnIds !== false) {
+      obj.returnIds = message.returnIds;
+    }
     return obj;
   },
 
@@ -968,12 +1042,13 @@ export const CountTokensRequest: MessageFns<CountTokensRequest> = {
     const message = createBaseCountTokensRequest();
     message.modelKey = object.modelKey ?? "";
     message.texts = object.texts?.map((e) => e) || [];
+    message.returnIds = object.returnIds ?? false;
     return message;
   },
 };
 
 function createBaseCountTokensResponse(): CountTokensResponse {
-  return { counts: [] };
+  return { counts: [], tokens: undefined };
 }
 
 export const CountTokensResponse: MessageFns<CountTokensResponse> = {
@@ -984,6 +1059,9 @@ export const CountTokensResponse: MessageFns<CountTokensResponse> = {
         writer.uint32(v);
       }
       writer.join();
+    }
+    if (message.tokens !== undefined) {
+      TokenIds.encode(message.tokens, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -1019,6 +1097,14 @@ export const CountTokensResponse: MessageFns<CountTokensResponse> = {
 
             break;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.tokens = TokenIds.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1034,6 +1120,7 @@ export const CountTokensResponse: MessageFns<CountTokensResponse> = {
   fromJSON(object: any): CountTokensResponse {
     return {
       counts: globalThis.Array.isArray(object?.counts) ? object.counts.map((e: any) => globalThis.Number(e)) : [],
+      tokens: isSet(object.tokens) ? TokenIds.fromJSON(object.tokens) : undefined,
     };
   },
 
@@ -1041,6 +1128,9 @@ export const CountTokensResponse: MessageFns<CountTokensResponse> = {
     const obj: any = {};
     if (message.counts?.length) {
       obj.counts = message.counts.map((e) => Math.round(e));
+    }
+    if (message.tokens !== undefined) {
+      obj.tokens = TokenIds.toJSON(message.tokens);
     }
     return obj;
   },
@@ -1051,12 +1141,146 @@ export const CountTokensResponse: MessageFns<CountTokensResponse> = {
   fromPartial<I extends Exact<DeepPartial<CountTokensResponse>, I>>(object: I): CountTokensResponse {
     const message = createBaseCountTokensResponse();
     message.counts = object.counts?.map((e) => e) || [];
+    message.tokens = (object.tokens !== undefined && object.tokens !== null)
+      ? TokenIds.fromPartial(object.tokens)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseTokenIds(): TokenIds {
+  return { ids: Buffer.alloc(0), lengths: [], truncated: [] };
+}
+
+export const TokenIds: MessageFns<TokenIds> = {
+  encode(message: TokenIds, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.ids.length !== 0) {
+      writer.uint32(10).bytes(message.ids);
+    }
+    if (message.lengths.length !== 0) {
+      writer.uint32(18).fork();
+      for (const v of message.lengths) {
+        writer.uint32(v);
+      }
+      writer.join();
+    }
+    if (message.truncated.length !== 0) {
+      writer.uint32(26).fork();
+      for (const v of message.truncated) {
+        writer.bool(v);
+      }
+      writer.join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TokenIds {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTokenIds();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.ids = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 2: {
+            if (tag === 16) {
+              message.lengths.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 18) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.lengths.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 3: {
+            if (tag === 24) {
+              message.truncated.push(reader.bool());
+
+              continue;
+            }
+
+            if (tag === 26) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.truncated.push(reader.bool());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TokenIds {
+    return {
+      ids: isSet(object.ids) ? Buffer.from(bytesFromBase64(object.ids)) : Buffer.alloc(0),
+      lengths: globalThis.Array.isArray(object?.lengths) ? object.lengths.map((e: any) => globalThis.Number(e)) : [],
+      truncated: globalThis.Array.isArray(object?.truncated)
+        ? object.truncated.map((e: any) => globalThis.Boolean(e))
+        : [],
+    };
+  },
+
+  toJSON(message: TokenIds): unknown {
+    const obj: any = {};
+    if (message.ids.length !== 0) {
+      obj.ids = base64FromBytes(message.ids);
+    }
+    if (message.lengths?.length) {
+      obj.lengths = message.lengths.map((e) => Math.round(e));
+    }
+    if (message.truncated?.length) {
+      obj.truncated = message.truncated;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<TokenIds>, I>>(base?: I): TokenIds {
+    return TokenIds.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<TokenIds>, I>>(object: I): TokenIds {
+    const message = createBaseTokenIds();
+    message.ids = object.ids ?? Buffer.alloc(0);
+    message.lengths = object.lengths?.map((e) => e) || [];
+    message.truncated = object.truncated?.map((e) => e) || [];
     return message;
   },
 };
 
 function createBaseEmbedBatch(): EmbedBatch {
-  return { batchId: 0, modelKey: "", texts: [] };
+  return { batchId: 0, modelKey: "", texts: [], tokens: undefined };
 }
 
 export const EmbedBatch: MessageFns<EmbedBatch> = {
@@ -1069,6 +1293,9 @@ export const EmbedBatch: MessageFns<EmbedBatch> = {
     }
     for (const v of message.texts) {
       writer.uint32(26).string(v!);
+    }
+    if (message.tokens !== undefined) {
+      TokenIds.encode(message.tokens, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -1110,6 +1337,14 @@ export const EmbedBatch: MessageFns<EmbedBatch> = {
             message.texts.push(reader.string());
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.tokens = TokenIds.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1135,6 +1370,7 @@ export const EmbedBatch: MessageFns<EmbedBatch> = {
         ? globalThis.String(object.model_key)
         : "",
       texts: globalThis.Array.isArray(object?.texts) ? object.texts.map((e: any) => globalThis.String(e)) : [],
+      tokens: isSet(object.tokens) ? TokenIds.fromJSON(object.tokens) : undefined,
     };
   },
 
@@ -1149,6 +1385,9 @@ export const EmbedBatch: MessageFns<EmbedBatch> = {
     if (message.texts?.length) {
       obj.texts = message.texts;
     }
+    if (message.tokens !== undefined) {
+      obj.tokens = TokenIds.toJSON(message.tokens);
+    }
     return obj;
   },
 
@@ -1160,6 +1399,9 @@ export const EmbedBatch: MessageFns<EmbedBatch> = {
     message.batchId = object.batchId ?? 0;
     message.modelKey = object.modelKey ?? "";
     message.texts = object.texts?.map((e) => e) || [];
+    message.tokens = (object.tokens !== undefined && object.tokens !== null)
+      ? TokenIds.fromPartial(object.tokens)
+      : undefined;
     return message;
   },
 };

@@ -1,0 +1,225 @@
+import assert from "node:assert/strict";
+import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { test } from "node:test";
+import { ServerConnection } from "../src/dispatch/client.js";
+import {
+  EXAMPLE,
+  errorLines,
+  pythonJson,
+  type RunningServer,
+  runCli,
+  startServer,
+  tempDir,
+  writeLines,
+} from "./helpers.js";
+
+interface Comparison {
+  shape: number[];
+  min_cos: number;
+}
+
+const STEMS = ["all-MiniLM-L6-v2", "e5-style-minilm"];
+
+/** Rows each model_key of the server has tokenized, by prefix ("" or "passage: "). */
+async function tokenizedRows(server: RunningServer): Promise<Map<string, number>> {
+  const connection = new ServerConnection(server.target, {
+    tls: null,
+    authToken: "",
+    maxMessageBytes: 1 << 20,
+  });
+  try {
+    const info = await connection.info(10_000);
+    return new Map(info.models.map((m) => [m.prefix, Number(m.tokenizedRows)]));
+  } finally {
+    connection.close();
+  }
+}
+
+function removeOutputs(out: string, stems: readonly string[]): void {
+  for (const stem of stems) {
+    for (const ext of [".npy", ".jsonl", ".metadata.json"]) rmSync(join(out, stem + ext));
+  }
+}
+
+function scratchFiles(out: string): string[] {
+  return readdirSync(out).filter((f) => f.startsWith(".embed-multi-tokens-"));
+}
+
+test("each paragraph is tokenized once per model; the ids and texts paths give identical vectors equal to encode", async () => {
+  const dir = tempDir("tokenize-once");
+  const lines = readFileSync(EXAMPLE, "utf8").split("\n").filter(Boolean).slice(0, 40);
+  const input = writeLines(join(dir, "in.jsonl"), lines);
+  const config = join(dir, "models.yaml");
+  writeFileSync(
+    config,
+    "models:\n  e5-style-minilm:\n    model_name: sentence-transformers/all-MiniLM-L6-v2\n    prefix: 'passage: '\n",
+  );
+  const server = await startServer(["--threads", "2"]);
+  try {
+    const out = join(dir, "out");
+    const args = [
+      "--input_file",
+      input,
+      "--output_dir",
+      out,
+      "--models",
+      ...STEMS,
+      "--config",
+      config,
+      "--servers",
+      server.target,
+      "--batch_size",
+      "16",
+    ];
+    const first = await runCli(args);
+    assert.equal(first.code, 0, first.stderr);
+    // Planning tokenized every row and kept the ids; the batches carried them.
+    assert.deepEqual(
+      await tokenizedRows(server),
+      new Map([
+        ["", 40],
+        ["passage: ", 40],
+      ]),
+    );
+    assert.deepEqual(scratchFiles(out), [], "the token store is removed when the run ends");
+    const viaIds = STEMS.map((s) => readFileSync(join(out, `${s}.npy`)));
+
+    // Outputs lost, plan kept in the checkpoint: embedded again from the texts.
+    removeOutputs(out, STEMS);
+    const second = await runCli(args);
+    assert.equal(second.code, 0, second.stderr);
+    assert.match(second.stderr + second.stdout, /embedding it again/);
+    assert.deepEqual(
+      await tokenizedRows(server),
+      new Map([
+        ["", 80],
+        ["passage: ", 80],
+      ]),
+    );
+    STEMS.forEach((s, i) => {
+      assert.ok(
+        readFileSync(join(out, `${s}.npy`)).equals(viaIds[i] as Buffer),
+        `${s}: same bytes`,
+      );
+    });
+    for (const [stem, prefix] of [
+      ["all-MiniLM-L6-v2", ""],
+      ["e5-style-minilm", "passage: "],
+    ] as const) {
+      const cmp = pythonJson<Comparison>("compare_direct.py", [
+        "--input",
+        input,
+        "--npy",
+        join(out, `${stem}.npy`),
+        "--prefix",
+        prefix,
+      ]);
+      assert.deepEqual(cmp.shape, [40, 384]);
+      assert.ok(cmp.min_cos >= 0.999999, `${stem}: lowest cosine with encode ${cmp.min_cos}`);
+    }
+  } finally {
+    await server.stop();
+  }
+});
+
+/** CJK text of `chars` characters, different for each seed (BERT splits every CJK character). */
+function cjkText(chars: number, seed: number): string {
+  let x = seed + 1;
+  const out: string[] = [];
+  for (let i = 0; i < chars; i++) {
+    x = (x * 1103515245 + 12345) % 2 ** 31;
+    out.push(String.fromCharCode(0x4e00 + (x % 2000)));
+  }
+  return out.join("");
+}
+
+test("long CJK paragraphs over the message cap in all embed, from ids and from texts", async () => {
+  const dir = tempDir("tokenize-cjk");
+  // 24 paragraphs of 100k characters (300 kB each, 7.2 MB in all) against a 2 MiB
+  // message cap: the overflow that 240 of them caused at the default 64 MiB.
+  const lines = Array.from({ length: 24 }, (_, i) =>
+    JSON.stringify({ paper_id: `p${i}`, paragraph_index: 0, text: cjkText(100_000, i) }),
+  );
+  const input = writeLines(join(dir, "in.jsonl"), lines);
+  const server = await startServer(["--threads", "2", "--max-message-bytes", String(2 << 20)]);
+  try {
+    const out = join(dir, "out");
+    const args = [
+      "--input_file",
+      input,
+      "--output_dir",
+      out,
+      "--models",
+      "all-MiniLM-L6-v2",
+      "--servers",
+      server.target,
+    ];
+    const first = await runCli(args);
+    assert.equal(first.code, 0, first.stderr);
+    const viaIds = readFileSync(join(out, "all-MiniLM-L6-v2.npy"));
+    const meta = JSON.parse(readFileSync(join(out, "all-MiniLM-L6-v2.metadata.json"), "utf8"));
+    assert.equal(meta.truncated_count, 24);
+    // Sent as texts (a resumed run): the plan's batches fit the cap too.
+    removeOutputs(out, ["all-MiniLM-L6-v2"]);
+    const second = await runCli(args);
+    assert.equal(second.code, 0, second.stderr);
+    assert.ok(readFileSync(join(out, "all-MiniLM-L6-v2.npy")).equals(viaIds), "same bytes");
+    const cmp = pythonJson<Comparison>("compare_direct.py", [
+      "--input",
+      input,
+      "--npy",
+      join(out, "all-MiniLM-L6-v2.npy"),
+    ]);
+    assert.deepEqual(cmp.shape, [24, 384]);
+    assert.ok(cmp.min_cos >= 0.999999, `lowest cosine with encode ${cmp.min_cos}`);
+  } finally {
+    await server.stop();
+  }
+});
+
+test("a text over the server's max_text_chars names its input line, before any work", async () => {
+  const dir = tempDir("tokenize-limit");
+  const line = (i: number, text: string) =>
+    JSON.stringify({ paper_id: "p", paragraph_index: i, text });
+  const input = writeLines(join(dir, "in.jsonl"), [
+    line(0, "short one"),
+    line(1, "short two"),
+    line(2, "é".repeat(1500)),
+    line(3, "short three"),
+  ]);
+  const server = await startServer(["--engine", "debug", "--max-text-chars", "1000"]);
+  try {
+    const out = join(dir, "out");
+    const args = [
+      "--input_file",
+      input,
+      "--output_dir",
+      out,
+      "--models",
+      "m",
+      "--servers",
+      server.target,
+    ];
+    const refused = await runCli(args);
+    assert.notEqual(refused.code, 0);
+    assert.deepEqual(errorLines(refused.stderr), [
+      `embed-multi: error: ${input}:3: text has 1500 characters, over the server's limit 1000 (to skip such lines: --max_text_chars 1000 --skip_invalid --restart)`,
+    ]);
+    assert.doesNotMatch(refused.stderr, /text \d+ has/);
+    // The advice works: skipping changes the paragraphs, hence --restart.
+    const skipped = await runCli([
+      ...args,
+      "--max_text_chars",
+      "1000",
+      "--skip_invalid",
+      "--restart",
+    ]);
+    assert.equal(skipped.code, 0, skipped.stderr);
+    const meta = JSON.parse(readFileSync(join(out, "m.metadata.json"), "utf8"));
+    assert.equal(meta.num_paragraphs, 3);
+    assert.match(JSON.stringify(meta), /1000/, "the skipped line is listed with its problem");
+  } finally {
+    await server.stop();
+  }
+});
