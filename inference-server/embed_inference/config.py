@@ -16,6 +16,7 @@ from . import devices
 from .errors import ConfigError, InvalidArgument
 
 ENGINES = ("sentence-transformers", "debug")
+FAST_PATH_MODES = ("auto", "on", "off")
 MiB = 1024 * 1024
 # gRPC message size options are C ints.
 MAX_MESSAGE_CEILING = 2**31 - 1
@@ -24,6 +25,7 @@ ENV_MODEL_DIR = "EMBED_MODEL_DIR"
 ENV_AUTH_TOKEN = "EMBED_AUTH_TOKEN"
 ENV_TEST_OOM_ABOVE = "EMBED_TEST_OOM_ABOVE"
 ENV_TEST_POISON = "EMBED_TEST_POISON"
+ENV_FAST_PATH = "EMBED_FAST_PATH"
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,9 @@ class ServerConfig:
     # Test hook: a batch holding a text that contains this string fails (a poison batch).
     test_poison: str | None = None
     log_level: str = "INFO"
+    # The packed BERT forward (encoders/fast_bert.py): auto = on CUDA only; on and off force
+    # it (still checked against the reference path at load, which it falls back to).
+    fast_path: str = "auto"
     # Stop when stdin reaches EOF: an embedded server never outlives its parent.
     exit_on_stdin_eof: bool = False
 
@@ -102,6 +107,13 @@ class ServerConfig:
         tls_cert = _existing_file("--tls-cert", args.tls_cert)
         tls_key = _existing_file("--tls-key", args.tls_key)
         oom_above = _oom_hook(env.get(ENV_TEST_OOM_ABOVE))
+        fast_flag = getattr(args, "fast_path", None)
+        fast_path = (fast_flag or env.get(ENV_FAST_PATH) or "auto").strip().lower()
+        if fast_path not in FAST_PATH_MODES:
+            raise ConfigError(
+                f"--fast-path (or {ENV_FAST_PATH}) must be one of {', '.join(FAST_PATH_MODES)}, "
+                f"got {fast_path!r}"
+            )
         # Last: without --device it imports torch to ask about CUDA.
         device, dtype = _device_and_dtype(args.device, args.dtype, engine)
 
@@ -129,6 +141,7 @@ class ServerConfig:
             test_poison=env.get(ENV_TEST_POISON) or None,
             log_level=args.log_level,
             exit_on_stdin_eof=args.exit_on_stdin_eof,
+            fast_path=fast_path,
         )
 
 
