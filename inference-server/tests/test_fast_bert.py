@@ -159,6 +159,34 @@ def test_padded_attention_equals_attention_per_row() -> None:
         torch.testing.assert_close(got[s:e], one, atol=1e-5, rtol=1e-5)
 
 
+def test_attention_kernel_probe_picks_the_first_that_agrees() -> None:
+    """The CUDA kernels cannot run here; the probe that picks among them can."""
+
+    def broken() -> fast_bert.AttentionFn:
+        def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: Packed) -> torch.Tensor:
+            raise RuntimeError("no kernel image for this card")
+
+        return attend
+
+    def wrong() -> fast_bert.AttentionFn:
+        return lambda q, k, v, p: v  # skips the softmax: not attention
+
+    def needs_copies() -> fast_bert.AttentionFn:
+        def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: Packed) -> torch.Tensor:
+            if not q.is_contiguous():
+                raise RuntimeError("query must be contiguous")
+            return padded_attention(q, k, v, p)
+
+        return attend
+
+    cpu, f32 = torch.device("cpu"), torch.float32
+    candidates = [("broken", broken), ("absent", lambda: None), ("wrong", wrong)]
+    name, _ = fast_bert.choose_attention(cpu, f32, 2, 8, [*candidates, ("copies", needs_copies)])
+    assert name == "copies (contiguous)"
+    assert fast_bert.choose_attention(cpu, f32, 2, 8, candidates)[0] == "padded-sdpa"
+    assert fast_bert.choose_attention(cpu, f32, 2, 8)[0] == "padded-sdpa"
+
+
 @pytest.fixture(scope="module")
 def tiny_distilbert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny non-BERT sentence-transformers model (DistilBERT, random weights) with the
