@@ -90,6 +90,9 @@ if ((dry)); then
   # batch to the last.
   batch_size=4
   budget=0 # no time budget: it is only a check that everything runs
+  # bge-large's worker (in-process, the float32 check, the bare forward, ST encode) takes
+  # over 10 minutes on two busy cores.
+  run_timeout=2400
   ceiling_rows="${EMBED_BENCH_CEILING_ROWS:-2000}"
   # The CPU default is the reference path; the dry run forces the fast path so that it runs.
   fast_path="${fast_path:-on}"
@@ -107,6 +110,7 @@ else
   batch_size=512
   budget="${EMBED_BENCH_BUDGET_S:-420}"
   ceiling_rows="${EMBED_BENCH_CEILING_ROWS:-200000}"
+  run_timeout=600
 fi
 fast_path="${fast_path:-auto}"
 ((${#dtype_flags[@]} == 0)) || dtypes=("${dtype_flags[@]}")
@@ -269,7 +273,7 @@ drive_flags=()
   --batch-size "$batch_size" --max-batch-tokens 65536 --max-workers 4 \
   --node "$node" --cli "$cli" --work "$scratch" --logs "$results_dir/logs" \
   --section-out "$results_dir/results.md" --results "$root/bench/RESULTS.md" \
-  --commit "$commit" --fast-path "$fast_path" --models "${models[@]}" "${drive_flags[@]}" ||
+  --commit "$commit" --run-timeout "$run_timeout" --fast-path "$fast_path" --models "${models[@]}" "${drive_flags[@]}" ||
   status=$?
 # The ceiling's section goes with the models' (into $OUT's results.md, and bench/RESULTS.md
 # unless ceiling.js, run from this tree's dist/, has appended it there itself).
