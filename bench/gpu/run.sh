@@ -121,18 +121,23 @@ python="$(command -v "$python")" || die "no Python at '$python' (set EMBED_BENCH
 
 # Scratch space: the models (1.4 GB), the input and the outputs; removed at exit.
 scratch="$(mktemp -d "${TMPDIR:-/tmp}/embed-gpu-bench.XXXXXX")"
-trap 'rm -rf "$scratch"' EXIT
 trap 'exit 143' TERM INT # so that the EXIT trap runs on a timeout too
-# The small results (the section, results.json, the logs), written as they come: straight into
-# $OUT where the device tool sets it (the host's working tree is thrown away, and a run cut
-# short by a timeout keeps what it had), else into the ignored bench/work/.
+# The small results (the section, results.json, models.jsonl, input.json), written as they
+# come: straight into $OUT where the device tool sets it (the host's working tree is thrown
+# away, and a run cut short by a timeout keeps what it had), else into the ignored bench/work/.
+# $OUT brings back at most 8 files, and each model and dtype writes 3 logs: there the logs go
+# to the scratch folder and come back as one logs.tar.gz, packed at exit (a timeout too).
 if [[ -n "${OUT:-}" ]]; then
   results_dir="$OUT"
+  logs="$scratch/logs"
+  trap 'tar -C "$scratch" -czf "$OUT/logs.tar.gz" logs 2>/dev/null; rm -rf "$scratch"' EXIT
 else
   results_dir="$root/bench/work/gpu-run"
   rm -rf "$results_dir"
+  logs="$results_dir/logs"
+  trap 'rm -rf "$scratch"' EXIT
 fi
-mkdir -p "$results_dir/logs"
+mkdir -p "$results_dir" "$logs"
 
 # --- Before anything else: the kit's wheels (grpcio 1.85.3 for CPython 3.12 and
 # sentence-transformers 6.2.0; the GPU host has an older grpcio and sentence-transformers
@@ -211,11 +216,11 @@ if ((ceiling)); then
   if [[ -f "$bench_js" ]]; then
     say "orchestrator ceiling: $ceiling_rows rows, debug engine, dim 1024 ($bench_js)"
     if EMBED_INFERENCE_SERVER="$server_cmd" timeout 150 "$node" "$bench_js" "$ceiling_rows" 0 \
-      --no-jsonl >"$ceiling_md" 2>"$results_dir/logs/ceiling.log"; then
+      --no-jsonl >"$ceiling_md" 2>"$logs/ceiling.log"; then
       say "ceiling: $(grep -E '^\| batch 256' "$ceiling_md" | head -1)"
     else
       say "the ceiling run failed (see logs/ceiling.log)"
-      tail -n 5 "$results_dir/logs/ceiling.log" >&2
+      tail -n 5 "$logs/ceiling.log" >&2
       : >"$ceiling_md"
     fi
   else
@@ -271,7 +276,7 @@ drive_flags=()
   --st-warmup-rows "$st_warmup_rows" --warmup-batches "$warmup_batches" \
   --matmul-seconds "$matmul_seconds" --deadline "$deadline" \
   --batch-size "$batch_size" --max-batch-tokens 65536 --max-workers 4 \
-  --node "$node" --cli "$cli" --work "$scratch" --logs "$results_dir/logs" \
+  --node "$node" --cli "$cli" --work "$scratch" --logs "$logs" \
   --section-out "$results_dir/results.md" --results "$root/bench/RESULTS.md" \
   --commit "$commit" --run-timeout "$run_timeout" --fast-path "$fast_path" --models "${models[@]}" "${drive_flags[@]}" ||
   status=$?
