@@ -3,7 +3,10 @@
  * vectors, so what is measured is the orchestrator, gRPC and the .npy
  * writes. Targets: >= 50,000 paragraphs/s; peak RSS < 300 MB at 1,000,000 rows.
  *
- *   node dist/bench/ceiling.js [rows=200000] [rssRows=1000000]
+ *   node dist/bench/ceiling.js [rows=200000] [rssRows=1000000] [--no-jsonl]
+ *
+ * rssRows 0 skips the RSS run; --no-jsonl skips the JSONL export setting (minutes at ~1,000
+ * rows/s): the GPU benchmark (bench/gpu/run.sh) runs `200000 0 --no-jsonl` within its budget.
  */
 
 import { once } from "node:events";
@@ -12,8 +15,11 @@ import { join } from "node:path";
 import { cliArgs } from "../test/cli-args.js";
 import { CLI, report, table, timed, WORK } from "./common.js";
 
-const rows = Number(process.argv[2] ?? 200_000);
-const rssRows = Number(process.argv[3] ?? 1_000_000);
+const flags = process.argv.slice(2).filter((a) => a.startsWith("--"));
+const positional = process.argv.slice(2).filter((a) => !a.startsWith("--"));
+const rows = Number(positional[0] ?? 200_000);
+const rssRows = Number(positional[1] ?? 1_000_000);
+const jsonl = !flags.includes("--no-jsonl");
 const DIM = 1024;
 
 /** Paragraph-like texts of 40 to 400 characters, all different. */
@@ -70,11 +76,12 @@ const input = join(WORK, `ceiling-${rows}.jsonl`);
 await generate(input, rows);
 /** Larger batches and window than the defaults: what a throughput run would use. */
 const WIDE = ["--batch_size", "256", "--max_batch_tokens", "0", "--max_workers", "8"];
-const settings: [string, string[]][] = [
+const allSettings: [string, string[]][] = [
   ["defaults (batch 32, 4 in flight)", ["--output_format", "npy"]],
   ["batch 256, 8 in flight", [...WIDE, "--output_format", "npy"]],
   ["batch 256, 8 in flight, + JSONL", [...WIDE, "--checkpoint_interval", "20000"]],
 ];
+const settings = allSettings.filter(([name]) => jsonl || !name.includes("JSONL"));
 const lines: (string | number)[][] = [];
 for (const [name, extra] of settings) {
   const r = await runOnce(input, join(WORK, "ceiling-out"), extra);
@@ -90,25 +97,27 @@ for (const [name, extra] of settings) {
 }
 rmSync(input, { force: true });
 
-const bigInput = join(WORK, `ceiling-${rssRows}.jsonl`);
-await generate(bigInput, rssRows);
-const big = await runOnce(bigInput, join(WORK, "ceiling-out"), [
-  ...WIDE,
-  "--output_format",
-  "npy",
-  "--checkpoint_interval",
-  "20000",
-]);
-lines.push([
-  "RSS run, batch 256, 8 in flight",
-  rssRows,
-  big.embedSeconds.toFixed(2),
-  Math.round(big.embedRate),
-  "-",
-  big.wall.toFixed(1),
-  big.peakRssMb.toFixed(0),
-]);
-rmSync(bigInput, { force: true });
+if (rssRows > 0) {
+  const bigInput = join(WORK, `ceiling-${rssRows}.jsonl`);
+  await generate(bigInput, rssRows);
+  const big = await runOnce(bigInput, join(WORK, "ceiling-out"), [
+    ...WIDE,
+    "--output_format",
+    "npy",
+    "--checkpoint_interval",
+    "20000",
+  ]);
+  lines.push([
+    "RSS run, batch 256, 8 in flight",
+    rssRows,
+    big.embedSeconds.toFixed(2),
+    Math.round(big.embedRate),
+    "-",
+    big.wall.toFixed(1),
+    big.peakRssMb.toFixed(0),
+  ]);
+  rmSync(bigInput, { force: true });
+}
 rmSync(join(WORK, "ceiling-out"), { recursive: true, force: true });
 
 report(

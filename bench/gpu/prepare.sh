@@ -11,14 +11,18 @@
 # bert-base-uncased files of the offline all-MiniLM-L6-v2, no weights), corpus.jsonl.xz (the
 # unarXive sample, which lies outside the working tree), pylib/ (protobuf, grpc_health and
 # grpc_reflection from .venv: pure Python, or abi3), grpcio-cpXY.tar.xz (grpcio from .venv, used
-# only when the host's grpcio is too old and its Python matches), COMMIT and MANIFEST.
+# only when the host's grpcio is too old and its Python matches), wheels/ (grpcio 1.85.3 for
+# CPython 3.12 manylinux x86_64 and sentence-transformers 6.2.0, which run.sh installs first:
+# the GPU host runs Python 3.12 with an older grpcio and sentence-transformers 6.0.1), COMMIT
+# and MANIFEST.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
 kit="bench/work/gpu-kit"
 venv="${EMBED_VENV:-$root/.venv}"
-corpus="$root/../shared/data/unarxive-2212-paragraphs.jsonl"
+# EMBED_BENCH_CORPUS: where a worktree has no ../shared beside it.
+corpus="${EMBED_BENCH_CORPUS:-$root/../shared/data/unarxive-2212-paragraphs.jsonl}"
 tokenizer_src="models/sentence-transformers/all-MiniLM-L6-v2"
 # The device tool carries at most 64 MiB in all; leave room for the rest of the working tree.
 limit_mib=60
@@ -65,6 +69,10 @@ mkdir -p "$orch/bin" "$orch/dist"
 cp package.json "$orch/"
 cp bin/embed-multi.js "$orch/bin/"
 cp -r dist/src "$orch/dist/src"
+# The orchestrator ceiling (bench/ceiling.ts) runs on the GPU host too: its 16 cores, not ours.
+[[ -f dist/bench/ceiling.js ]] || die "dist/bench/ceiling.js is missing: run 'npm run build'"
+mkdir -p "$orch/dist/bench"
+cp dist/bench/ceiling.js dist/bench/common.js "$orch/dist/bench/"
 # The run-time closure of package.json's dependencies, resolved in package-lock.json the way
 # node resolves them (nested node_modules first); offline, unlike `npm ci --omit=dev`.
 # prebuild-install is pruned: better-sqlite3 runs it only when installing.
@@ -142,6 +150,24 @@ find "$kit/pylib" -name __pycache__ -type d -prune -exec rm -rf {} +
 # grpcio is compiled for one CPython version: carried compressed, used only on a matching host.
 pytag="$("$venv/bin/python" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
 (cd "$site" && tar --exclude=__pycache__ -cf - grpc grpcio-*.dist-info) | xz -T0 -9 >"$kit/grpcio-$pytag.tar.xz"
+
+# --- Wheels for the GPU host's Python 3.12 (its grpcio is too old; its sentence-transformers
+# 6.0.1 lacks SentenceTransformer.preprocess). Downloaded once, cached in bench/work/.cache.
+wheel_cache="$cache/wheels"
+wheel_specs=(grpcio==1.85.3 sentence-transformers==6.2.0)
+if [[ ! -f "$wheel_cache/grpcio-1.85.3-cp312-cp312-manylinux2014_x86_64.manylinux_2_17_x86_64.whl" ||
+  ! -f "$wheel_cache/sentence_transformers-6.2.0-py3-none-any.whl" ]]; then
+  say "downloading ${wheel_specs[*]} (cp312, manylinux x86_64)"
+  mkdir -p "$wheel_cache"
+  "$venv/bin/python" -m pip download --quiet --disable-pip-version-check --no-deps \
+    --only-binary=:all: --python-version 3.12 --implementation cp --abi cp312 \
+    --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+    -d "$wheel_cache" "${wheel_specs[@]}" ||
+    die "could not download ${wheel_specs[*]}: the GPU host needs them (network?)"
+fi
+mkdir -p "$kit/wheels"
+cp "$wheel_cache"/grpcio-1.85.3-cp312-*.whl "$wheel_cache"/sentence_transformers-6.2.0-*.whl \
+  "$kit/wheels/"
 
 # --- Provenance: the device host's copy of the tree may have no .git.
 sha="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"

@@ -21,10 +21,12 @@ from typing import NoReturn
 from .config import (
     ENGINES,
     ENV_AUTH_TOKEN,
+    ENV_FAST_PATH,
     ENV_MODEL_DIR,
     ENV_TEST_NAN,
     ENV_TEST_OOM_ABOVE,
     ENV_TEST_PERTURB,
+    FAST_PATH_MODES,
     Limits,
     ServerConfig,
 )
@@ -84,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=384,
         help="vector size of the debug engine (default: %(default)s)",
+    )
+    add(
+        "--fast-path",
+        choices=FAST_PATH_MODES,
+        help="the packed (unpadded) forward pass for BERT-family models: auto = on CUDA only, "
+        "on, off; it is checked against the reference path when a model loads and falls back "
+        f"to it (default: ${ENV_FAST_PATH}, else auto)",
     )
     add("--threads", type=int, help="torch intra-op threads (default: torch's own, every core)")
     add(

@@ -17,6 +17,7 @@ from . import devices
 from .errors import ConfigError, InvalidArgument
 
 ENGINES = ("sentence-transformers", "debug")
+FAST_PATH_MODES = ("auto", "on", "off")
 MiB = 1024 * 1024
 # gRPC message size options are C ints.
 MAX_MESSAGE_CEILING = 2**31 - 1
@@ -28,6 +29,7 @@ ENV_TEST_POISON = "EMBED_TEST_POISON"
 ENV_TEST_PERTURB = "EMBED_TEST_PERTURB"
 ENV_TEST_NAN = "EMBED_TEST_NAN"
 ENV_TEST_HANG_LOAD = "EMBED_TEST_HANG_LOAD"
+ENV_FAST_PATH = "EMBED_FAST_PATH"
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,9 @@ class ServerConfig:
     # Test hook: LoadModel never answers (a server stuck reading weights).
     test_hang_load: bool = False
     log_level: str = "INFO"
+    # The packed BERT forward (encoders/fast_bert.py): auto = on CUDA only; on and off force
+    # it (still checked against the reference path at load, which it falls back to).
+    fast_path: str = "auto"
     # Stop when stdin reaches EOF: an embedded server never outlives its parent.
     exit_on_stdin_eof: bool = False
 
@@ -114,6 +119,13 @@ class ServerConfig:
         tls_key = _existing_file("--tls-key", args.tls_key)
         oom_above = _oom_hook(env.get(ENV_TEST_OOM_ABOVE))
         perturb = _perturb_hook(env.get(ENV_TEST_PERTURB))
+        fast_flag = getattr(args, "fast_path", None)
+        fast_path = (fast_flag or env.get(ENV_FAST_PATH) or "auto").strip().lower()
+        if fast_path not in FAST_PATH_MODES:
+            raise ConfigError(
+                f"--fast-path (or {ENV_FAST_PATH}) must be one of {', '.join(FAST_PATH_MODES)}, "
+                f"got {fast_path!r}"
+            )
         # Last: without --device it imports torch to ask about CUDA.
         device, dtype = _device_and_dtype(args.device, args.dtype, engine)
 
@@ -145,6 +157,7 @@ class ServerConfig:
             test_hang_load=env.get(ENV_TEST_HANG_LOAD) == "1",
             log_level=args.log_level,
             exit_on_stdin_eof=args.exit_on_stdin_eof,
+            fast_path=fast_path,
         )
 
 

@@ -49,7 +49,7 @@ def make_backend(config: ServerConfig) -> Backend:
     from .encoders.st import SentenceTransformerBackend
 
     return SentenceTransformerBackend(
-        config.threads, config.trust_remote_code, config.test_oom_above
+        config.threads, config.trust_remote_code, config.test_oom_above, config.fast_path
     )
 
 

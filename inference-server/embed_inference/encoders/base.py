@@ -62,6 +62,9 @@ class Weights:
     revision: str | None = None
     # Serializes tokenizer calls on this model (see SentenceTransformerEncoder.pre).
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # What an engine derives from the weights once and shares across model keys (the
+    # fast path's packed model, or the reason it has none).
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -13,6 +13,7 @@ import logging
 import re
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,14 @@ _PROBES = (
     "word " * 700,
     "a" * 150 + " " + "漢" * 600,
 )
+
+
+@dataclass
+class _Copying:
+    """A batch's vectors on their way to pinned host memory."""
+
+    host: torch.Tensor
+    copied: Any  # torch.cuda.Event
 
 
 class SentenceTransformerEncoder(Encoder):
@@ -173,6 +182,7 @@ class SentenceTransformerEncoder(Encoder):
         )
 
     def _to_device(self, features: dict[str, Any]) -> dict[str, Any]:
+        """The features as `core` takes them, on the device (the fast path packs them)."""
         if not self._cuda:
             return features
         # Pinned host memory lets the copy run asynchronously, overlapping the
@@ -248,18 +258,33 @@ class SentenceTransformerEncoder(Encoder):
             # OOM retry must split the inputs alone.
             return self.model(dict(features))["sentence_embedding"]
 
-    def post(self, output: Any) -> np.ndarray:
+    def forward(self, prepared: Prepared) -> Any:
+        return self._finish(super().forward(prepared))
+
+    def _finish(self, output: torch.Tensor) -> Any:
+        """float32, normalization and the start of the copy to the host, queued on the
+        forward thread right behind the forward pass. In `post` (another thread) they were
+        queued behind whatever the forward thread had launched since, i.e. the next batch's
+        forward, and its `stream.synchronize()` waited for that too; now `post` waits on an
+        event recorded after this batch's copy only."""
         with torch.inference_mode():
             embeddings = output.float()
             if self.settings.normalize:
                 embeddings = torch.nn.functional.normalize(embeddings, p=2, dim=1)
-            if embeddings.is_cuda:
-                host = torch.empty(embeddings.shape, dtype=torch.float32, pin_memory=True)
-                host.copy_(embeddings, non_blocking=True)
-                torch.cuda.current_stream(embeddings.device).synchronize()
-            else:
-                host = embeddings
-            return np.ascontiguousarray(host.numpy())
+            if not embeddings.is_cuda:
+                return embeddings
+            # From the caching host allocator: after the first batches this reuses blocks.
+            host = torch.empty(embeddings.shape, dtype=torch.float32, pin_memory=True)
+            host.copy_(embeddings, non_blocking=True)
+            copied = torch.cuda.Event()
+            copied.record(torch.cuda.current_stream(embeddings.device))
+            return _Copying(host, copied)
+
+    def post(self, output: Any) -> np.ndarray:
+        if isinstance(output, _Copying):
+            output.copied.synchronize()
+            output = output.host
+        return np.ascontiguousarray(output.numpy())
 
     def split(self, features: Any, at: int) -> tuple[Any, Any]:
         rows = int(features["input_ids"].shape[0])
@@ -292,10 +317,19 @@ class SentenceTransformerEncoder(Encoder):
 class SentenceTransformerBackend(Backend):
     name = "sentence-transformers"
 
-    def __init__(self, threads: int | None, trust_remote_code: bool, oom_above: int | None) -> None:
+    def __init__(
+        self,
+        threads: int | None,
+        trust_remote_code: bool,
+        oom_above: int | None,
+        fast_path: str = "auto",
+    ) -> None:
         self._threads = threads
         self._trust_remote_code = trust_remote_code
         self._oom_above = oom_above
+        # auto: the packed fast path on CUDA, the reference path on the CPU (where padding
+        # costs less than the packing, and a bare SentenceTransformer.encode is the bar).
+        self._fast_path = fast_path
 
     def start(self) -> None:
         if self._threads is not None:
@@ -353,7 +387,16 @@ class SentenceTransformerBackend(Backend):
         )
 
     def encoder(self, weights: Weights, settings: Settings) -> Encoder:
-        return SentenceTransformerEncoder(weights, settings, self._oom_above)
+        reference = SentenceTransformerEncoder(weights, settings, self._oom_above)
+        wanted = self._fast_path == "on" or (
+            self._fast_path == "auto" and weights.device.startswith("cuda")
+        )
+        if not wanted:
+            return reference
+        from .fast_bert import try_fast_encoder
+
+        # Checked against `reference` at load; on any doubt the reference path it is.
+        return try_fast_encoder(reference, weights, settings, self._oom_above)
 
 
 def _cut_margin(tokenizer: Any) -> int | None:
