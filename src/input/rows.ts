@@ -65,16 +65,17 @@ export class RowReader {
    * line (its text is not needed), which keeps exports fast.
    */
   ids(row: number): RawIds {
+    if (++this.readsSinceCheck >= READS_PER_CHECK) this.checkUnchanged();
     const length = this.index.byteLengths[row] ?? 0;
     if (this.scratch.length < length) this.scratch = Buffer.alloc(length * 2);
     const bytes = this.scratch.subarray(0, length);
-    readSync(this.fd, bytes, 0, length, this.index.offsets[row] ?? 0);
-    const ids = scanIds(bytes);
+    const got = readSync(this.fd, bytes, 0, length, this.index.offsets[row] ?? 0);
+    const ids = got === length ? scanIds(bytes) : null;
     if (!ids) {
+      this.checkUnchanged(); // names the change (size, mtime) when there is one
       const line = this.index.lineNumbers[row];
-      throw new Error(
-        `${this.index.file}:${line} changed during the run (no paper_id and paragraph_index)`,
-      );
+      const what = got === length ? "no paper_id and paragraph_index" : "the file is shorter";
+      throw new InputChangedError(this.index.file, `line ${line}: ${what}`);
     }
     return ids;
   }
