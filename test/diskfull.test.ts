@@ -5,43 +5,26 @@ import { test } from "node:test";
 import Database from "better-sqlite3";
 import { DiskFullError } from "../src/errors.js";
 import { asDiskFull, closeLedger, isDiskFull } from "../src/output/diskfull.js";
-import { errorLines, runCli, tempDir, testEnv, writeLines } from "./helpers.js";
+import { cliArgs } from "./cli-args.js";
+import { errorLines, inputDir, paragraphLines, runCli, tempDir, testEnv } from "./helpers.js";
 
 const STEM = "all-MiniLM-L6-v2";
 
 function lines(count: number): string[] {
-  return Array.from({ length: count }, (_, i) =>
-    JSON.stringify({
-      paper_id: `p${i}`,
-      paragraph_index: i,
-      text: `Paragraph ${i} ${"x".repeat(i % 50)}`,
-    }),
-  );
+  return paragraphLines(count, (i) => [`p${i}`, `Paragraph ${i} ${"x".repeat(i % 50)}`]);
 }
 
 function args(input: string, out: string): string[] {
-  return [
-    "--input_file",
-    input,
-    "--output_dir",
-    out,
-    "--models",
-    STEM,
-    "--engine",
-    "debug",
-    "--batch_size",
-    "8",
-    "--checkpoint_interval",
-    "16",
-    "--output_format",
-    "both",
-  ];
+  return cliArgs(input, out, STEM, {
+    engine: "debug",
+    batch_size: 8,
+    checkpoint_interval: 16,
+    output_format: "both",
+  });
 }
 
 test("disk full while embedding: one line saying so, where, and that the same command resumes; then it resumes byte-identical", async () => {
-  const dir = tempDir("diskfull");
-  const input = writeLines(join(dir, "in.jsonl"), lines(300));
-  const out = join(dir, "out");
+  const { dir, input, out } = inputDir("diskfull", lines(300));
   const full = await runCli(args(input, out), testEnv({ EMBED_TEST_DISK_FULL_AFTER_ROWS: "100" }));
   assert.equal(full.code, 1, full.stderr);
   const errors = errorLines(full.stderr).filter((l) => l.startsWith("embed-multi: error:"));
