@@ -1,12 +1,20 @@
 import assert from "node:assert/strict";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import Database from "better-sqlite3";
 import { DiskFullError } from "../src/errors.js";
 import { asDiskFull, closeLedger, isDiskFull } from "../src/output/diskfull.js";
 import { cliArgs } from "./cli-args.js";
-import { errorLines, inputDir, paragraphLines, runCli, tempDir, testEnv } from "./helpers.js";
+import {
+  assertSameAsReferenceRun,
+  errorLines,
+  inputDir,
+  paragraphLines,
+  runCli,
+  tempDir,
+  testEnv,
+} from "./helpers.js";
 
 const STEM = "all-MiniLM-L6-v2";
 
@@ -39,11 +47,7 @@ test("disk full while embedding: one line saying so, where, and that the same co
   const resumed = await runCli(args(input, out));
   assert.equal(resumed.code, 0, resumed.stderr);
   const clean = join(dir, "clean");
-  const reference = await runCli(args(input, clean));
-  assert.equal(reference.code, 0, reference.stderr);
-  for (const file of [`${STEM}.npy`, `${STEM}.jsonl`]) {
-    assert.ok(readFileSync(join(out, file)).equals(readFileSync(join(clean, file))), file);
-  }
+  await assertSameAsReferenceRun(args(input, clean), clean, out, STEM);
   assert.deepEqual(
     readdirSync(out).filter((f) => f.endsWith(".partial")),
     [],

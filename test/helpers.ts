@@ -227,6 +227,23 @@ export async function withServer<T>(
   }
 }
 
+/**
+ * Runs `args` (a run into the folder `reference`) and asserts that it ends
+ * well and that `out` holds the same `stem` .npy and .jsonl, byte for byte.
+ */
+export async function assertSameAsReferenceRun(
+  args: readonly string[],
+  reference: string,
+  out: string,
+  stem: string,
+): Promise<void> {
+  const result = await runCli(args);
+  assert.equal(result.code, 0, result.stderr);
+  for (const file of [`${stem}.npy`, `${stem}.jsonl`]) {
+    assert.ok(readFileSync(join(out, file)).equals(readFileSync(join(reference, file))), file);
+  }
+}
+
 /** Starts the CLI without waiting for it, for tests that signal it. */
 export function spawnCli(args: readonly string[], env: NodeJS.ProcessEnv = testEnv()) {
   return spawnBare(["--progress", "none", ...args], env);

@@ -128,19 +128,7 @@ test("--input_file /dev/stdin (a pipe) is refused at once: it is read twice", as
   const out = join(tempDir("stdin"), "out");
   const child = spawn(
     process.execPath,
-    [
-      CLI,
-      "--progress",
-      "none",
-      "--input_file",
-      "/dev/stdin",
-      "--output_dir",
-      out,
-      "--models",
-      STEM,
-      "--engine",
-      "debug",
-    ],
+    [CLI, "--progress", "none", ...cliArgs("/dev/stdin", out, STEM, { engine: "debug" })],
     { env: testEnv(), stdio: ["pipe", "pipe", "pipe"] },
   );
   let stderr = "";

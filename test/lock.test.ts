@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { cliArgs } from "./cli-args.js";
 import {
+  assertSameAsReferenceRun,
   errorLines,
   inputDir,
   paragraphLines,
@@ -66,11 +67,7 @@ test("a second run on the same folder refuses at once, naming the holder; the fi
   assert.equal(result.code, 0, result.stderr);
   // The same output as a run that had the folder to itself.
   const alone = join(dir, "alone");
-  const reference = await runCli(args(input, alone));
-  assert.equal(reference.code, 0, reference.stderr);
-  for (const file of [`${STEM}.npy`, `${STEM}.jsonl`]) {
-    assert.ok(readFileSync(join(out, file)).equals(readFileSync(join(alone, file))), file);
-  }
+  await assertSameAsReferenceRun(args(input, alone), alone, out, STEM);
 });
 
 test("a run killed with SIGKILL leaves no stuck lock: the next run proceeds", async () => {
