@@ -1,11 +1,12 @@
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
-import { type CliArgs, DEFAULTS, TOOL_VERSION } from "./config.js";
+import { withHelpAndVersion } from "./cli-help.js";
+import { type CliArgs, DEFAULTS } from "./config.js";
 import { main } from "./main.js";
 import { verifyMain } from "./verify/cli.js";
 
 /** Only declares the flags; everything else happens in main() and run(). */
-const parser = yargs(hideBin(process.argv))
+const described = yargs(hideBin(process.argv))
   .scriptName("embed-multi")
   .usage(
     "$0 --input_file FILE.jsonl --output_dir DIR --models NAME [NAME...] [options]\n\n" +
@@ -150,16 +151,11 @@ const parser = yargs(hideBin(process.argv))
   )
   .epilogue(
     "Environment: EMBED_AUTH_TOKEN (bearer token for the servers), EMBED_MODEL_DIR, EMBED_VENV.",
-  )
-  .strict()
-  .version(TOOL_VERSION)
-  .help()
-  .alias("h", "help")
-  .wrap(Math.min(110, process.stdout.columns || 100))
-  .fail((message, err) => {
-    process.stderr.write(`embed-multi: error: ${message ?? err?.message} (see --help)\n`);
-    process.exit(2);
-  });
+  );
+const parser = withHelpAndVersion(described).fail((message, err) => {
+  process.stderr.write(`embed-multi: error: ${message ?? err?.message} (see --help)\n`);
+  process.exit(2);
+});
 
 const argv = hideBin(process.argv);
 if (argv[0] === "verify") {

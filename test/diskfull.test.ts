@@ -1,47 +1,38 @@
 import assert from "node:assert/strict";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import Database from "better-sqlite3";
 import { DiskFullError } from "../src/errors.js";
 import { asDiskFull, closeLedger, isDiskFull } from "../src/output/diskfull.js";
-import { errorLines, runCli, tempDir, testEnv, writeLines } from "./helpers.js";
+import { cliArgs } from "./cli-args.js";
+import {
+  assertSameAsReferenceRun,
+  errorLines,
+  inputDir,
+  paragraphLines,
+  runCli,
+  tempDir,
+  testEnv,
+} from "./helpers.js";
 
 const STEM = "all-MiniLM-L6-v2";
 
 function lines(count: number): string[] {
-  return Array.from({ length: count }, (_, i) =>
-    JSON.stringify({
-      paper_id: `p${i}`,
-      paragraph_index: i,
-      text: `Paragraph ${i} ${"x".repeat(i % 50)}`,
-    }),
-  );
+  return paragraphLines(count, (i) => [`p${i}`, `Paragraph ${i} ${"x".repeat(i % 50)}`]);
 }
 
 function args(input: string, out: string): string[] {
-  return [
-    "--input_file",
-    input,
-    "--output_dir",
-    out,
-    "--models",
-    STEM,
-    "--engine",
-    "debug",
-    "--batch_size",
-    "8",
-    "--checkpoint_interval",
-    "16",
-    "--output_format",
-    "both",
-  ];
+  return cliArgs(input, out, STEM, {
+    engine: "debug",
+    batch_size: 8,
+    checkpoint_interval: 16,
+    output_format: "both",
+  });
 }
 
 test("disk full while embedding: one line saying so, where, and that the same command resumes; then it resumes byte-identical", async () => {
-  const dir = tempDir("diskfull");
-  const input = writeLines(join(dir, "in.jsonl"), lines(300));
-  const out = join(dir, "out");
+  const { dir, input, out } = inputDir("diskfull", lines(300));
   const full = await runCli(args(input, out), testEnv({ EMBED_TEST_DISK_FULL_AFTER_ROWS: "100" }));
   assert.equal(full.code, 1, full.stderr);
   const errors = errorLines(full.stderr).filter((l) => l.startsWith("embed-multi: error:"));
@@ -56,11 +47,7 @@ test("disk full while embedding: one line saying so, where, and that the same co
   const resumed = await runCli(args(input, out));
   assert.equal(resumed.code, 0, resumed.stderr);
   const clean = join(dir, "clean");
-  const reference = await runCli(args(input, clean));
-  assert.equal(reference.code, 0, reference.stderr);
-  for (const file of [`${STEM}.npy`, `${STEM}.jsonl`]) {
-    assert.ok(readFileSync(join(out, file)).equals(readFileSync(join(clean, file))), file);
-  }
+  await assertSameAsReferenceRun(args(input, clean), clean, out, STEM);
   assert.deepEqual(
     readdirSync(out).filter((f) => f.endsWith(".partial")),
     [],

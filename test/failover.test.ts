@@ -7,6 +7,7 @@ import {
   type CliResult,
   corpusSlice,
   errorLines,
+  inputDir,
   type RunningServer,
   readNpy,
   runCli,
@@ -14,9 +15,8 @@ import {
   sleep,
   spawnCli,
   startServer,
-  tempDir,
   testEnv,
-  writeLines,
+  withServer,
 } from "./helpers.js";
 
 const STEM = "all-MiniLM-L6-v2";
@@ -40,24 +40,40 @@ async function waitForDone(
   throw new Error(`fewer than ${atLeast} batches done after ${timeoutMs} ms`);
 }
 
-function runArgs(input: string, out: string, servers: string[], extra: string[] = []): string[] {
-  return [
-    ...cliArgs(input, out, STEM),
-    "--servers",
-    servers.join(","),
-    "--batch_size",
-    "8",
-    "--checkpoint_interval",
-    "8",
-    "--max_workers",
-    "2",
+function runArgs(
+  input: string,
+  out: string,
+  servers: string[],
+  extra: Record<string, number> = {},
+): string[] {
+  return cliArgs(input, out, STEM, {
+    servers: servers.join(","),
+    batch_size: 8,
+    checkpoint_interval: 8,
+    max_workers: 2,
     ...extra,
-  ];
+  });
 }
 
 /** The vectors of a finished run, for comparing runs. */
 function vectors(outDir: string): Buffer {
   return readFileSync(join(outDir, `${STEM}.npy`));
+}
+
+/**
+ * Starts a run on a server of its own and kills that server once two
+ * batches are done: the run is then left with no server.
+ */
+async function runThenKillServer(
+  input: string,
+  out: string,
+  extra: Record<string, number>,
+): Promise<{ target: string; done: Promise<CliResult> }> {
+  const server = await startServer(["--threads", "2"]);
+  const { done } = spawnCli(runArgs(input, out, [server.target], extra));
+  await waitForDone(out, 2, done);
+  await server.stop();
+  return { target: server.target, done };
 }
 
 async function withServers<T>(
@@ -82,8 +98,7 @@ async function withServers<T>(
 }
 
 test("two real servers, one killed with SIGKILL mid-run: every row once, same vectors as one server", async () => {
-  const dir = tempDir("failover-kill");
-  const input = writeLines(join(dir, "in.jsonl"), corpusSlice(200, 3000));
+  const { dir, input } = inputDir("failover-kill", corpusSlice(200, 3000));
   await withServers(2, async ([a, b]) => {
     assert.ok(a && b);
     const single = join(dir, "single");
@@ -104,12 +119,11 @@ test("two real servers, one killed with SIGKILL mid-run: every row once, same ve
 });
 
 test("a hung server (SIGSTOP) costs a deadline, not the run", async () => {
-  const dir = tempDir("failover-stop");
-  const input = writeLines(join(dir, "in.jsonl"), corpusSlice(160, 3300));
+  const { dir, input } = inputDir("failover-stop", corpusSlice(160, 3300));
   await withServers(2, async ([a, b]) => {
     assert.ok(a && b);
     const out = join(dir, "out");
-    const { done } = spawnCli(runArgs(input, out, [a.target, b.target], ["--batch_timeout", "3"]));
+    const { done } = spawnCli(runArgs(input, out, [a.target, b.target], { batch_timeout: 3 }));
     await waitForDone(out, 2, done);
     process.kill(b.pid, "SIGSTOP");
     const result = await done;
@@ -122,14 +136,9 @@ test("a hung server (SIGSTOP) costs a deadline, not the run", async () => {
 });
 
 test("all servers down: one coming back within --server_timeout lets the run finish", async () => {
-  const dir = tempDir("failover-back");
-  const input = writeLines(join(dir, "in.jsonl"), corpusSlice(160, 3500));
-  const first = await startServer(["--threads", "2"]);
-  const port = Number(first.target.split(":")[1]);
-  const out = join(dir, "out");
-  const { done } = spawnCli(runArgs(input, out, [first.target], ["--server_timeout", "90"]));
-  await waitForDone(out, 2, done);
-  await first.stop();
+  const { input, out } = inputDir("failover-back", corpusSlice(160, 3500));
+  const { target, done } = await runThenKillServer(input, out, { server_timeout: 90 });
+  const port = Number(target.split(":")[1]);
   await sleep(1000);
   const second = await startServer(["--threads", "2"], undefined, port);
   try {
@@ -143,13 +152,8 @@ test("all servers down: one coming back within --server_timeout lets the run fin
 });
 
 test("all servers down for longer than --server_timeout: a clear error, then a resumable checkpoint", async () => {
-  const dir = tempDir("failover-none");
-  const input = writeLines(join(dir, "in.jsonl"), corpusSlice(160, 3700));
-  const only = await startServer(["--threads", "2"]);
-  const out = join(dir, "out");
-  const { done } = spawnCli(runArgs(input, out, [only.target], ["--server_timeout", "2"]));
-  await waitForDone(out, 2, done);
-  await only.stop();
+  const { input, out } = inputDir("failover-none", corpusSlice(160, 3700));
+  const { done } = await runThenKillServer(input, out, { server_timeout: 2 });
   const result = await done;
   assert.notEqual(result.code, 0);
   const errors = errorLines(result.stderr).filter((l) => l.includes("error:"));
@@ -161,43 +165,40 @@ test("all servers down for longer than --server_timeout: a clear error, then a r
   const kept = safeDone(out);
   assert.ok(kept >= 2);
 
-  const again = await startServer(["--threads", "2"]);
-  try {
+  await withServer(["--threads", "2"], async (again) => {
     const resumed = await runCli(runArgs(input, out, [again.target]));
     assert.equal(resumed.code, 0, resumed.stderr);
     assert.match(resumed.stderr, /resuming: \d+ of \d+ batches done/);
-  } finally {
-    await again.stop();
-  }
+  });
 });
 
 test("out-of-memory splitting on the server (test hook) gives the same vectors as unsplit batches", async () => {
-  const dir = tempDir("failover-oom");
-  const input = writeLines(join(dir, "in.jsonl"), corpusSlice(40, 4000));
-  const plain = await startServer(["--threads", "2"]);
-  const splitting = await startServer(["--threads", "2"], testEnv({ EMBED_TEST_OOM_ABOVE: "2" }));
-  try {
-    const a = join(dir, "plain");
-    const b = join(dir, "split");
-    assert.equal((await runCli(runArgs(input, a, [plain.target]))).code, 0);
-    const result = await runCli(runArgs(input, b, [splitting.target]));
-    assert.equal(result.code, 0, result.stderr);
-    const x = readNpy(join(a, `${STEM}.npy`));
-    const y = readNpy(join(b, `${STEM}.npy`));
-    assert.equal(x.rows, 40);
-    let worst = 0;
-    for (let i = 0; i < x.data.length; i++) {
-      worst = Math.max(worst, Math.abs((x.data[i] ?? 0) - (y.data[i] ?? 0)));
-    }
-    assert.ok(worst < 1e-5, `largest difference ${worst}`);
-  } finally {
-    await plain.stop();
-    await splitting.stop();
-  }
+  const { dir, input } = inputDir("failover-oom", corpusSlice(40, 4000));
+  const oomEnv = testEnv({ EMBED_TEST_OOM_ABOVE: "2" });
+  await withServer(["--threads", "2"], (plain) =>
+    withServer(
+      ["--threads", "2"],
+      async (splitting) => {
+        const a = join(dir, "plain");
+        const b = join(dir, "split");
+        assert.equal((await runCli(runArgs(input, a, [plain.target]))).code, 0);
+        const result = await runCli(runArgs(input, b, [splitting.target]));
+        assert.equal(result.code, 0, result.stderr);
+        const x = readNpy(join(a, `${STEM}.npy`));
+        const y = readNpy(join(b, `${STEM}.npy`));
+        assert.equal(x.rows, 40);
+        let worst = 0;
+        for (let i = 0; i < x.data.length; i++) {
+          worst = Math.max(worst, Math.abs((x.data[i] ?? 0) - (y.data[i] ?? 0)));
+        }
+        assert.ok(worst < 1e-5, `largest difference ${worst}`);
+      },
+      oomEnv,
+    ),
+  );
 });
 
 test("a batch that fails on every attempt stops the run, naming its input lines; the checkpoint stays", async () => {
-  const dir = tempDir("failover-poison");
   const lines = corpusSlice(60, 4100);
   const poisonLine = 37;
   lines[poisonLine - 1] = JSON.stringify({
@@ -205,27 +206,25 @@ test("a batch that fails on every attempt stops the run, naming its input lines;
     paragraph_index: 0,
     text: "zz-poison-zz here",
   });
-  const input = writeLines(join(dir, "in.jsonl"), lines);
-  const server = await startServer(
+  const { input, out } = inputDir("failover-poison", lines);
+  const poisonEnv = testEnv({ EMBED_TEST_POISON: "zz-poison-zz" });
+  await withServer(
     ["--engine", "debug"],
-    testEnv({ EMBED_TEST_POISON: "zz-poison-zz" }),
+    async (server) => {
+      const result = await runCli(runArgs(input, out, [server.target], { max_attempts: 3 }));
+      assert.notEqual(result.code, 0);
+      const errors = errorLines(result.stderr).filter((l) => l.includes("error:"));
+      assert.equal(errors.length, 1, result.stderr);
+      assert.match(
+        errors[0] ?? "",
+        new RegExp(
+          `batch \\d+ of ${STEM} \\(input lines [\\d, ]*\\b${poisonLine}\\b.*failed 3 times`,
+        ),
+      );
+      assert.match(errors[0] ?? "", /poisoned batch/);
+      assert.ok(safeDone(out) >= 1, "the other batches are kept");
+      assert.ok(!existsSync(join(out, `${STEM}.npy`)), "no output that looks complete");
+    },
+    poisonEnv,
   );
-  try {
-    const out = join(dir, "out");
-    const result = await runCli(runArgs(input, out, [server.target], ["--max_attempts", "3"]));
-    assert.notEqual(result.code, 0);
-    const errors = errorLines(result.stderr).filter((l) => l.includes("error:"));
-    assert.equal(errors.length, 1, result.stderr);
-    assert.match(
-      errors[0] ?? "",
-      new RegExp(
-        `batch \\d+ of ${STEM} \\(input lines [\\d, ]*\\b${poisonLine}\\b.*failed 3 times`,
-      ),
-    );
-    assert.match(errors[0] ?? "", /poisoned batch/);
-    assert.ok(safeDone(out) >= 1, "the other batches are kept");
-    assert.ok(!existsSync(join(out, `${STEM}.npy`)), "no output that looks complete");
-  } finally {
-    await server.stop();
-  }
 });

@@ -11,6 +11,7 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
+import { after, before } from "node:test";
 import { fileURLToPath } from "node:url";
 import { LedgerReader } from "../src/checkpoint/ledger.js";
 import { ServerConnection } from "../src/dispatch/client.js";
@@ -55,6 +56,26 @@ export function readCorpusLines(): string[] {
 export function writeLines(path: string, lines: readonly string[]): string {
   writeFileSync(path, lines.map((l) => `${l}\n`).join(""));
   return path;
+}
+
+/** A fresh temporary folder holding `in.jsonl` with `lines`; `out` is where a run writes. */
+export function inputDir(
+  name: string,
+  lines: readonly string[],
+): { dir: string; input: string; out: string } {
+  const dir = tempDir(name);
+  return { dir, input: writeLines(join(dir, "in.jsonl"), lines), out: join(dir, "out") };
+}
+
+/** `count` JSONL paragraphs; `row(i)` gives paragraph i's paper id and text. */
+export function paragraphLines(
+  count: number,
+  row: (i: number) => readonly [paperId: string, text: string],
+): string[] {
+  return Array.from({ length: count }, (_, i) => {
+    const [paperId, text] = row(i);
+    return JSON.stringify({ paper_id: paperId, paragraph_index: i, text });
+  });
 }
 
 export interface CliResult {
@@ -170,6 +191,57 @@ export function startServer(
       }
     });
   });
+}
+
+/** One server for all of a file's tests: started before the first, stopped after the last. */
+export function serverForTests(
+  args: readonly string[] = ["--engine", "debug"],
+  env: NodeJS.ProcessEnv = testEnv(),
+): { readonly target: string } {
+  let server: RunningServer | undefined;
+  before(async () => {
+    server = await startServer(args, env);
+  });
+  after(async () => {
+    await server?.stop();
+  });
+  return {
+    get target(): string {
+      if (!server) throw new Error("the file's server has not started");
+      return server.target;
+    },
+  };
+}
+
+/** Runs `body` with a server of its own, stopped however `body` ends. */
+export async function withServer<T>(
+  args: readonly string[],
+  body: (server: RunningServer) => Promise<T>,
+  env: NodeJS.ProcessEnv = testEnv(),
+): Promise<T> {
+  const server = await startServer(args, env);
+  try {
+    return await body(server);
+  } finally {
+    await server.stop();
+  }
+}
+
+/**
+ * Runs `args` (a run into the folder `reference`) and asserts that it ends
+ * well and that `out` holds the same `stem` .npy and .jsonl, byte for byte.
+ */
+export async function assertSameAsReferenceRun(
+  args: readonly string[],
+  reference: string,
+  out: string,
+  stem: string,
+): Promise<void> {
+  const result = await runCli(args);
+  assert.equal(result.code, 0, result.stderr);
+  for (const file of [`${stem}.npy`, `${stem}.jsonl`]) {
+    assert.ok(readFileSync(join(out, file)).equals(readFileSync(join(reference, file))), file);
+  }
 }
 
 /** Starts the CLI without waiting for it, for tests that signal it. */

@@ -10,41 +10,33 @@ import {
   writeSync,
 } from "node:fs";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { InputChangedError, RowReader } from "../src/input/rows.js";
 import { scanInput } from "../src/input/scan.js";
+import { cliArgs } from "./cli-args.js";
 import {
   CLI,
   errorLines,
-  type RunningServer,
-  readLedger,
+  inputDir,
+  paragraphLines,
+  safeDone,
+  serverForTests,
   sleep,
   spawnCli,
-  startServer,
   tempDir,
   testEnv,
-  writeLines,
 } from "./helpers.js";
 
 const STEM = "all-MiniLM-L6-v2";
 const OPTIONS = { maxTextChars: 100_000, skipInvalid: false };
 
-let server: RunningServer;
-before(async () => {
-  server = await startServer(["--engine", "debug"]);
-});
-after(async () => {
-  await server?.stop();
-});
+const server = serverForTests();
 
 function lines(count: number): string[] {
-  return Array.from({ length: count }, (_, i) =>
-    JSON.stringify({
-      paper_id: `paper-${String(i).padStart(6, "0")}`,
-      paragraph_index: i,
-      text: `Paragraph ${i} ${"y".repeat(i % 30)}`,
-    }),
-  );
+  return paragraphLines(count, (i) => [
+    `paper-${String(i).padStart(6, "0")}`,
+    `Paragraph ${i} ${"y".repeat(i % 30)}`,
+  ]);
 }
 
 /** Overwrites bytes in place: same size, new mtime. */
@@ -58,8 +50,7 @@ function patch(path: string, search: string, replacement: string): void {
 }
 
 test("a same-size edit after the scan stops the next read", async () => {
-  const dir = tempDir("changed");
-  const input = writeLines(join(dir, "in.jsonl"), lines(50));
+  const { input } = inputDir("changed", lines(50));
   const corpus = await scanInput(input, OPTIONS);
   const reader = new RowReader(corpus);
   try {
@@ -73,8 +64,7 @@ test("a same-size edit after the scan stops the next read", async () => {
 });
 
 test("an edit that keeps size and mtime is caught by the sha256 before the metadata", async () => {
-  const dir = tempDir("changed-hash");
-  const input = writeLines(join(dir, "in.jsonl"), lines(50));
+  const { input } = inputDir("changed-hash", lines(50));
   // Whole seconds, so that the mtime can be put back exactly.
   utimesSync(input, 1_700_000_000, 1_700_000_000);
   const corpus = await scanInput(input, OPTIONS);
@@ -90,8 +80,7 @@ test("an edit that keeps size and mtime is caught by the sha256 before the metad
 });
 
 test("a truncated file is named as changed, not a bug", async () => {
-  const dir = tempDir("truncated");
-  const input = writeLines(join(dir, "in.jsonl"), lines(50));
+  const { input } = inputDir("truncated", lines(50));
   const reader = new RowReader(await scanInput(input, OPTIONS));
   try {
     truncateSync(input, 100);
@@ -105,36 +94,17 @@ test("a truncated file is named as changed, not a bug", async () => {
 });
 
 async function editDuringRun(edit: (input: string) => void): Promise<void> {
-  const dir = tempDir("changed-run");
-  const input = writeLines(join(dir, "in.jsonl"), lines(20_000));
-  const out = join(dir, "out");
-  const run = spawnCli([
-    "--input_file",
-    input,
-    "--output_dir",
-    out,
-    "--models",
-    STEM,
-    "--servers",
-    server.target,
-    "--batch_size",
-    "4",
-    "--max_workers",
-    "1",
-    "--checkpoint_interval",
-    "8",
-  ]);
+  const { input, out } = inputDir("changed-run", lines(20_000));
+  const run = spawnCli(
+    cliArgs(input, out, STEM, {
+      servers: server.target,
+      batch_size: 4,
+      max_workers: 1,
+      checkpoint_interval: 8,
+    }),
+  );
   // Once batches are being done, the input is edited under the run.
-  for (let i = 0; i < 2400; i++) {
-    if (existsSync(join(out, "embed-multi.checkpoint.sqlite"))) {
-      try {
-        if (readLedger(out).done > 0) break;
-      } catch {
-        // Being created.
-      }
-    }
-    await sleep(25);
-  }
+  for (let i = 0; i < 2400 && safeDone(out) === 0; i++) await sleep(25);
   assert.equal(run.child.exitCode, null, "the run is still embedding");
   edit(input);
   const result = await run.done;
@@ -158,19 +128,7 @@ test("--input_file /dev/stdin (a pipe) is refused at once: it is read twice", as
   const out = join(tempDir("stdin"), "out");
   const child = spawn(
     process.execPath,
-    [
-      CLI,
-      "--progress",
-      "none",
-      "--input_file",
-      "/dev/stdin",
-      "--output_dir",
-      out,
-      "--models",
-      STEM,
-      "--engine",
-      "debug",
-    ],
+    [CLI, "--progress", "none", ...cliArgs("/dev/stdin", out, STEM, { engine: "debug" })],
     { env: testEnv(), stdio: ["pipe", "pipe", "pipe"] },
   );
   let stderr = "";

@@ -1,57 +1,36 @@
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
+import { cliArgs } from "./cli-args.js";
 import {
+  assertSameAsReferenceRun,
   errorLines,
-  type RunningServer,
+  inputDir,
+  paragraphLines,
   runCli,
+  serverForTests,
   sleep,
   spawnCli,
-  startServer,
-  tempDir,
-  writeLines,
 } from "./helpers.js";
 
 const STEM = "all-MiniLM-L6-v2";
 const PID_FILE = "embed-multi.checkpoint.lock.pid";
 
-let server: RunningServer;
-before(async () => {
-  server = await startServer(["--engine", "debug"]);
-});
-after(async () => {
-  await server?.stop();
-});
+const server = serverForTests();
 
 function lines(count: number): string[] {
-  return Array.from({ length: count }, (_, i) =>
-    JSON.stringify({
-      paper_id: `p${i % 97}`,
-      paragraph_index: i,
-      text: `Paragraph ${i}: ${"word ".repeat(i % 40)}`,
-    }),
-  );
+  return paragraphLines(count, (i) => [`p${i % 97}`, `Paragraph ${i}: ${"word ".repeat(i % 40)}`]);
 }
 
-function args(input: string, out: string, extra: string[] = []): string[] {
-  return [
-    "--input_file",
-    input,
-    "--output_dir",
-    out,
-    "--models",
-    STEM,
-    "--servers",
-    server.target,
-    "--batch_size",
-    "4",
-    "--max_workers",
-    "1",
-    "--checkpoint_interval",
-    "8",
+function args(input: string, out: string, extra: { restart?: true } = {}): string[] {
+  return cliArgs(input, out, STEM, {
+    servers: server.target,
+    batch_size: 4,
+    max_workers: 1,
+    checkpoint_interval: 8,
     ...extra,
-  ];
+  });
 }
 
 /** Waits until the run's pid is in the lock's pid file: it holds the folder. */
@@ -65,13 +44,11 @@ async function waitForHolder(out: string, pid: number): Promise<void> {
 }
 
 test("a second run on the same folder refuses at once, naming the holder; the first finishes intact", async () => {
-  const dir = tempDir("lock");
-  const input = writeLines(join(dir, "in.jsonl"), lines(3000));
-  const out = join(dir, "out");
+  const { dir, input, out } = inputDir("lock", lines(3000));
   const first = spawnCli(args(input, out));
   await waitForHolder(out, first.child.pid ?? -1);
 
-  for (const extra of [[], ["--restart"]]) {
+  for (const extra of [{}, { restart: true } as const]) {
     const second = await runCli(args(input, out, extra));
     assert.equal(first.child.exitCode, null, "the first run was still running");
     assert.equal(second.code, 1, second.stderr);
@@ -90,17 +67,11 @@ test("a second run on the same folder refuses at once, naming the holder; the fi
   assert.equal(result.code, 0, result.stderr);
   // The same output as a run that had the folder to itself.
   const alone = join(dir, "alone");
-  const reference = await runCli(args(input, alone));
-  assert.equal(reference.code, 0, reference.stderr);
-  for (const file of [`${STEM}.npy`, `${STEM}.jsonl`]) {
-    assert.ok(readFileSync(join(out, file)).equals(readFileSync(join(alone, file))), file);
-  }
+  await assertSameAsReferenceRun(args(input, alone), alone, out, STEM);
 });
 
 test("a run killed with SIGKILL leaves no stuck lock: the next run proceeds", async () => {
-  const dir = tempDir("lock-kill");
-  const input = writeLines(join(dir, "in.jsonl"), lines(3000));
-  const out = join(dir, "out");
+  const { input, out } = inputDir("lock-kill", lines(3000));
   const first = spawnCli(args(input, out));
   await waitForHolder(out, first.child.pid ?? -1);
   first.child.kill("SIGKILL");

@@ -1,49 +1,23 @@
 import assert from "node:assert/strict";
-import { join } from "node:path";
-import { after, before, test } from "node:test";
-import {
-  type RunningServer,
-  sleep,
-  spawnCli,
-  startServer,
-  tempDir,
-  testEnv,
-  writeLines,
-} from "./helpers.js";
+import { test } from "node:test";
+import { cliArgs } from "./cli-args.js";
+import { inputDir, paragraphLines, serverForTests, sleep, spawnCli, testEnv } from "./helpers.js";
 
 /** Far under the 15-minute LoadModel deadline the run used to sit out. */
 const GENEROUS_BOUND_MS = 60_000;
 
-let server: RunningServer;
-before(async () => {
-  server = await startServer(["--engine", "debug"], testEnv({ EMBED_TEST_HANG_LOAD: "1" }));
-});
-after(async () => {
-  await server?.stop();
-});
+const server = serverForTests(["--engine", "debug"], testEnv({ EMBED_TEST_HANG_LOAD: "1" }));
 
 for (const [signal, code] of [
   ["SIGTERM", 143],
   ["SIGINT", 130],
 ] as const) {
   test(`${signal} while the only server hangs in LoadModel ends the run with ${code}`, async () => {
-    const dir = tempDir("signal");
-    const input = writeLines(
-      join(dir, "in.jsonl"),
-      Array.from({ length: 10 }, (_, i) =>
-        JSON.stringify({ paper_id: "a", paragraph_index: i, text: `text ${i}` }),
-      ),
+    const { input, out } = inputDir(
+      "signal",
+      paragraphLines(10, (i) => ["a", `text ${i}`]),
     );
-    const run = spawnCli([
-      "--input_file",
-      input,
-      "--output_dir",
-      join(dir, "out"),
-      "--models",
-      "all-MiniLM-L6-v2",
-      "--servers",
-      server.target,
-    ]);
+    const run = spawnCli(cliArgs(input, out, "all-MiniLM-L6-v2", { servers: server.target }));
     // Health and Info answer at once; by now the run waits on LoadModel, which never answers.
     await sleep(3000);
     assert.equal(run.child.exitCode, null, "still waiting for the model");

@@ -2,19 +2,16 @@ import assert from "node:assert/strict";
 import { lstatSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { runCli, tempDir, writeLines } from "./helpers.js";
+import { cliArgs } from "./cli-args.js";
+import { inputDir, paragraphLines, runCli } from "./helpers.js";
 
 const STEM = "all-MiniLM-L6-v2";
 
 test("links planted at outputs' partial and final paths are replaced, their targets untouched", async () => {
-  const dir = tempDir("symlink");
-  const input = writeLines(
-    join(dir, "in.jsonl"),
-    Array.from({ length: 30 }, (_, i) =>
-      JSON.stringify({ paper_id: "a", paragraph_index: i, text: `text ${i}` }),
-    ),
+  const { dir, input, out } = inputDir(
+    "symlink",
+    paragraphLines(30, (i) => ["a", `text ${i}`]),
   );
-  const out = join(dir, "out");
   mkdirSync(out);
   const victims: string[] = [];
   for (const name of [
@@ -28,18 +25,9 @@ test("links planted at outputs' partial and final paths are replaced, their targ
     symlinkSync(victim, join(out, name));
     victims.push(victim);
   }
-  const result = await runCli([
-    "--input_file",
-    input,
-    "--output_dir",
-    out,
-    "--models",
-    STEM,
-    "--engine",
-    "debug",
-    "--output_format",
-    "both",
-  ]);
+  const result = await runCli(
+    cliArgs(input, out, STEM, { engine: "debug", output_format: "both" }),
+  );
   assert.equal(result.code, 0, result.stderr);
   for (const victim of victims) assert.equal(readFileSync(victim, "utf8"), "precious\n", victim);
   for (const name of [`${STEM}.npy`, `${STEM}.jsonl`, `${STEM}.metadata.json`]) {

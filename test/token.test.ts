@@ -1,47 +1,28 @@
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { readAuthToken } from "../src/config/token.js";
+import { cliArgs } from "./cli-args.js";
 import {
   errorLines,
-  type RunningServer,
+  inputDir,
+  paragraphLines,
   runCli,
-  startServer,
-  tempDir,
+  serverForTests,
   testEnv,
-  writeLines,
 } from "./helpers.js";
 
 const TOKEN = "tok-Zq81-secret";
-let server: RunningServer;
-before(async () => {
-  server = await startServer(["--engine", "debug"], testEnv({ EMBED_AUTH_TOKEN: TOKEN }));
-});
-after(async () => {
-  await server?.stop();
-});
+const server = serverForTests(["--engine", "debug"], testEnv({ EMBED_AUTH_TOKEN: TOKEN }));
 
 async function runWithToken(token: string) {
-  const dir = tempDir("token");
-  const input = writeLines(
-    join(dir, "in.jsonl"),
-    Array.from({ length: 20 }, (_, i) =>
-      JSON.stringify({ paper_id: "a", paragraph_index: i, text: `text ${i}` }),
-    ),
+  const { input, out } = inputDir(
+    "token",
+    paragraphLines(20, (i) => ["a", `text ${i}`]),
   );
-  const out = join(dir, "out");
   const result = await runCli(
-    [
-      "--input_file",
-      input,
-      "--output_dir",
-      out,
-      "--models",
-      "all-MiniLM-L6-v2",
-      "--servers",
-      server.target,
-    ],
+    cliArgs(input, out, "all-MiniLM-L6-v2", { servers: server.target }),
     testEnv({ EMBED_AUTH_TOKEN: token }),
   );
   return { result, out };

@@ -3,15 +3,16 @@ import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { ServerConnection } from "../src/dispatch/client.js";
+import { cliArgs } from "./cli-args.js";
 import {
   EXAMPLE,
   errorLines,
+  inputDir,
+  paragraphLines,
   pythonJson,
   type RunningServer,
   runCli,
-  startServer,
-  tempDir,
-  writeLines,
+  withServer,
 } from "./helpers.js";
 
 interface Comparison {
@@ -47,31 +48,15 @@ function scratchFiles(out: string): string[] {
 }
 
 test("each paragraph is tokenized once per model; the ids and texts paths give identical vectors equal to encode", async () => {
-  const dir = tempDir("tokenize-once");
   const lines = readFileSync(EXAMPLE, "utf8").split("\n").filter(Boolean).slice(0, 40);
-  const input = writeLines(join(dir, "in.jsonl"), lines);
+  const { dir, input, out } = inputDir("tokenize-once", lines);
   const config = join(dir, "models.yaml");
   writeFileSync(
     config,
     "models:\n  e5-style-minilm:\n    model_name: sentence-transformers/all-MiniLM-L6-v2\n    prefix: 'passage: '\n",
   );
-  const server = await startServer(["--threads", "2"]);
-  try {
-    const out = join(dir, "out");
-    const args = [
-      "--input_file",
-      input,
-      "--output_dir",
-      out,
-      "--models",
-      ...STEMS,
-      "--config",
-      config,
-      "--servers",
-      server.target,
-      "--batch_size",
-      "16",
-    ];
+  await withServer(["--threads", "2"], async (server) => {
+    const args = cliArgs(input, out, STEMS, { config, servers: server.target, batch_size: 16 });
     const first = await runCli(args);
     assert.equal(first.code, 0, first.stderr);
     // Planning tokenized every row and kept the ids; the batches carried them.
@@ -118,9 +103,7 @@ test("each paragraph is tokenized once per model; the ids and texts paths give i
       assert.deepEqual(cmp.shape, [40, 384]);
       assert.ok(cmp.min_cos >= 0.999999, `${stem}: lowest cosine with encode ${cmp.min_cos}`);
     }
-  } finally {
-    await server.stop();
-  }
+  });
 });
 
 /** CJK text of `chars` characters, different for each seed (BERT splits every CJK character). */
@@ -135,26 +118,14 @@ function cjkText(chars: number, seed: number): string {
 }
 
 test("long CJK paragraphs over the message cap in all embed, from ids and from texts", async () => {
-  const dir = tempDir("tokenize-cjk");
   // 24 paragraphs of 100k characters (300 kB each, 7.2 MB in all) against a 2 MiB
   // message cap: the overflow that 240 of them caused at the default 64 MiB.
   const lines = Array.from({ length: 24 }, (_, i) =>
     JSON.stringify({ paper_id: `p${i}`, paragraph_index: 0, text: cjkText(100_000, i) }),
   );
-  const input = writeLines(join(dir, "in.jsonl"), lines);
-  const server = await startServer(["--threads", "2", "--max-message-bytes", String(2 << 20)]);
-  try {
-    const out = join(dir, "out");
-    const args = [
-      "--input_file",
-      input,
-      "--output_dir",
-      out,
-      "--models",
-      "all-MiniLM-L6-v2",
-      "--servers",
-      server.target,
-    ];
+  const { input, out } = inputDir("tokenize-cjk", lines);
+  await withServer(["--threads", "2", "--max-message-bytes", String(2 << 20)], async (server) => {
+    const args = cliArgs(input, out, "all-MiniLM-L6-v2", { servers: server.target });
     const first = await runCli(args);
     assert.equal(first.code, 0, first.stderr);
     const viaIds = readFileSync(join(out, "all-MiniLM-L6-v2.npy"));
@@ -173,34 +144,17 @@ test("long CJK paragraphs over the message cap in all embed, from ids and from t
     ]);
     assert.deepEqual(cmp.shape, [24, 384]);
     assert.ok(cmp.min_cos >= 0.999999, `lowest cosine with encode ${cmp.min_cos}`);
-  } finally {
-    await server.stop();
-  }
+  });
 });
 
 test("a text over the server's max_text_chars names its input line, before any work", async () => {
-  const dir = tempDir("tokenize-limit");
-  const line = (i: number, text: string) =>
-    JSON.stringify({ paper_id: "p", paragraph_index: i, text });
-  const input = writeLines(join(dir, "in.jsonl"), [
-    line(0, "short one"),
-    line(1, "short two"),
-    line(2, "é".repeat(1500)),
-    line(3, "short three"),
-  ]);
-  const server = await startServer(["--engine", "debug", "--max-text-chars", "1000"]);
-  try {
-    const out = join(dir, "out");
-    const args = [
-      "--input_file",
-      input,
-      "--output_dir",
-      out,
-      "--models",
-      "m",
-      "--servers",
-      server.target,
-    ];
+  const texts = ["short one", "short two", "é".repeat(1500), "short three"];
+  const { input, out } = inputDir(
+    "tokenize-limit",
+    paragraphLines(texts.length, (i) => ["p", texts[i] ?? ""]),
+  );
+  await withServer(["--engine", "debug", "--max-text-chars", "1000"], async (server) => {
+    const args = cliArgs(input, out, "m", { servers: server.target });
     const refused = await runCli(args);
     assert.notEqual(refused.code, 0);
     assert.deepEqual(errorLines(refused.stderr), [
@@ -208,18 +162,17 @@ test("a text over the server's max_text_chars names its input line, before any w
     ]);
     assert.doesNotMatch(refused.stderr, /text \d+ has/);
     // The advice works: skipping changes the paragraphs, hence --restart.
-    const skipped = await runCli([
-      ...args,
-      "--max_text_chars",
-      "1000",
-      "--skip_invalid",
-      "--restart",
-    ]);
+    const skipped = await runCli(
+      cliArgs(input, out, "m", {
+        servers: server.target,
+        max_text_chars: 1000,
+        skip_invalid: true,
+        restart: true,
+      }),
+    );
     assert.equal(skipped.code, 0, skipped.stderr);
     const meta = JSON.parse(readFileSync(join(out, "m.metadata.json"), "utf8"));
     assert.equal(meta.num_paragraphs, 3);
     assert.match(JSON.stringify(meta), /1000/, "the skipped line is listed with its problem");
-  } finally {
-    await server.stop();
-  }
+  });
 });

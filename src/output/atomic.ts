@@ -42,12 +42,35 @@ export function writeThenCommit(
     write(fd);
     fsyncSync(fd);
   } catch (err) {
-    closeSync(fd);
-    rmSync(temp, { force: true });
+    abandonTemp(fd, temp);
     throw err;
   }
   closeSync(fd);
   commitFile(temp, path);
+}
+
+/** `writeThenCommit` for a writer that produces its bytes asynchronously (a stream). */
+export async function writeThenCommitAsync(
+  path: string,
+  write: (fd: number) => Promise<void>,
+  temp = partialPath(path),
+): Promise<void> {
+  const fd = openFresh(temp, constants.O_WRONLY);
+  await Promise.resolve()
+    .then(() => write(fd))
+    .then(() => fsyncSync(fd))
+    .catch((err: unknown) => {
+      abandonTemp(fd, temp);
+      throw err;
+    });
+  closeSync(fd);
+  commitFile(temp, path);
+}
+
+/** A write failed: the half-written temporary file goes, the final name is untouched. */
+function abandonTemp(fd: number, temp: string): void {
+  closeSync(fd);
+  rmSync(temp, { force: true });
 }
 
 /** Writes a whole small file atomically. */

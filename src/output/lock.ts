@@ -1,8 +1,9 @@
-import { lstatSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { lstatSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { describeFsError, ExitError } from "../errors.js";
 import { writeFileAtomic } from "./atomic.js";
+import { ensureWritableDir } from "./output-dir.js";
 
 /** Beside the checkpoint, so that listings that skip `embed-multi.checkpoint*` skip it too. */
 export const LOCK_FILE = "embed-multi.checkpoint.lock";
@@ -122,19 +123,7 @@ function lockFailure(err: unknown, path: string): ExitError {
 
 /** Runs `work` holding the lock of `dir` (made if missing); released however `work` ends. */
 export async function withFolderLock<T>(dir: string, work: () => Promise<T>): Promise<T> {
-  try {
-    mkdirSync(dir, { recursive: true });
-  } catch (err) {
-    throw describeFsError(err, "create output directory", dir);
-  }
-  // SQLite says only "unable to open database file": find out why in the OS's words first.
-  const probe = join(dir, `.embed-multi-write-test-${process.pid}`);
-  try {
-    writeFileSync(probe, "", { flag: "wx" });
-    rmSync(probe);
-  } catch (err) {
-    throw describeFsError(err, "write to output directory", dir);
-  }
+  ensureWritableDir(dir);
   const lock = FolderLock.acquire(dir);
   try {
     return await work();

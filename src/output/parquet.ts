@@ -1,4 +1,3 @@
-import { closeSync, fsyncSync, openSync, rmSync } from "node:fs";
 import {
   Table as ArrowTable,
   type Data,
@@ -22,7 +21,7 @@ import {
 } from "parquet-wasm/node";
 import { paperIdText } from "../input/ids.js";
 import type { RowReader } from "../input/rows.js";
-import { commitFile, partialPath, writeAll } from "./atomic.js";
+import { writeAll, writeThenCommitAsync } from "./atomic.js";
 import { type EncodedChunk, ROWS_PER_CHUNK } from "./derive.js";
 import type { Encoder } from "./dtype.js";
 
@@ -83,9 +82,7 @@ export async function exportParquet(
     // The writer holds a row group until it is full: one per chunk read back.
     .setMaxRowGroupSize(ROWS_PER_CHUNK)
     .build();
-  const temp = partialPath(path);
-  const fd = openSync(temp, "w");
-  try {
+  await writeThenCommitAsync(path, async (fd) => {
     const bytes = await transformParquetStream(batches, properties);
     const readerOfBytes = bytes.getReader();
     for (;;) {
@@ -93,14 +90,7 @@ export async function exportParquet(
       if (done) break;
       writeAll(fd, value as Uint8Array);
     }
-    fsyncSync(fd);
-  } catch (err) {
-    closeSync(fd);
-    rmSync(temp, { force: true });
-    throw err;
-  }
-  closeSync(fd);
-  commitFile(temp, path);
+  });
 }
 
 /** The chunk's values as the typed array Arrow wants for the dtype (a copy: the chunk is reused). */

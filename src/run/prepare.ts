@@ -1,4 +1,4 @@
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { checkSameInput, checkSameModels } from "../checkpoint/compat.js";
 import { Ledger } from "../checkpoint/ledger.js";
@@ -13,6 +13,7 @@ import {
   recoverWorkingMatrix,
 } from "../output/finalize.js";
 import { NpyMatrixFile } from "../output/npy.js";
+import { ensureWritableDir } from "../output/output-dir.js";
 import type { Progress } from "../progress.js";
 import { allBatchesDone, type ModelRun, refresh, storedModel } from "./model-run.js";
 
@@ -24,18 +25,7 @@ export const CHECKPOINT_FILE = "embed-multi.checkpoint.sqlite";
  * before anything in the directory is read or removed.)
  */
 export function prepareOutputDir(dir: string): void {
-  try {
-    mkdirSync(dir, { recursive: true });
-  } catch (err) {
-    throw describeFsError(err, "create output directory", dir);
-  }
-  const probe = join(dir, `.embed-multi-write-test-${process.pid}`);
-  try {
-    writeFileSync(probe, "", { flag: "wx" }); // O_EXCL: a planted link is not followed
-    rmSync(probe);
-  } catch (err) {
-    throw describeFsError(err, "write to output directory", dir);
-  }
+  ensureWritableDir(dir);
 }
 
 export interface Prepared {

@@ -1,7 +1,8 @@
 import { randomInt } from "node:crypto";
 import { join, resolve } from "node:path";
 import yargs from "yargs";
-import { DEFAULTS, defaultServerCommand, PACKAGE_ROOT, TOOL_VERSION } from "../config.js";
+import { withHelpAndVersion } from "../cli-help.js";
+import { DEFAULTS, defaultServerCommand, PACKAGE_ROOT } from "../config.js";
 import { ConfigError, ExitError } from "../errors.js";
 import { DEFAULT_PROBE_TOLERANCE } from "./probe.js";
 import { type ModelVerdict, type VerifyOptions, verify } from "./verify.js";
@@ -25,7 +26,7 @@ interface VerifyArgs {
 }
 
 function parser(argv: readonly string[]) {
-  return yargs([...argv])
+  const described = yargs([...argv])
     .scriptName("embed-multi verify")
     .usage(
       "$0 --output_dir DIR [--input_file FILE.jsonl] [--sample K [--servers ...]]\n\n" +
@@ -92,15 +93,10 @@ function parser(argv: readonly string[]) {
       "$0 --output_dir out --input_file data.jsonl --sample 64 --servers gpu1:50051",
       "Also embed 64 rows again on gpu1 and compare",
     )
-    .epilogue("Environment: EMBED_AUTH_TOKEN (bearer token for the servers), EMBED_MODEL_DIR.")
-    .strict()
-    .version(TOOL_VERSION)
-    .help()
-    .alias("h", "help")
-    .wrap(Math.min(110, process.stdout.columns || 100))
-    .fail((message, err) => {
-      throw new ConfigError(`${message ?? err?.message} (see embed-multi verify --help)`);
-    });
+    .epilogue("Environment: EMBED_AUTH_TOKEN (bearer token for the servers), EMBED_MODEL_DIR.");
+  return withHelpAndVersion(described).fail((message, err) => {
+    throw new ConfigError(`${message ?? err?.message} (see embed-multi verify --help)`);
+  });
 }
 
 function last<T>(value: T | T[] | undefined): T | undefined {
