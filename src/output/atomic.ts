@@ -50,6 +50,25 @@ export function writeThenCommit(
   commitFile(temp, path);
 }
 
+/** writeThenCommit for a writer that awaits (the file stays open across its awaits). */
+export async function writeThenCommitAsync(
+  path: string,
+  write: (fd: number) => Promise<void>,
+  temp = partialPath(path),
+): Promise<void> {
+  const fd = openFresh(temp, constants.O_WRONLY);
+  try {
+    await write(fd);
+    fsyncSync(fd);
+  } catch (err) {
+    closeSync(fd);
+    rmSync(temp, { force: true });
+    throw err;
+  }
+  closeSync(fd);
+  commitFile(temp, path);
+}
+
 /** Writes a whole small file atomically. */
 export function writeFileAtomic(path: string, content: string): void {
   writeThenCommit(path, (fd) => writeAll(fd, Buffer.from(content, "utf8")));
