@@ -3,7 +3,7 @@ import { createHash } from "node:crypto";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { corpusSlice, runCli, tempDir, writeLines } from "./helpers.js";
+import { corpusSlice, runCli, runVerify, tempDir, writeLines } from "./helpers.js";
 
 const STEM = "all-MiniLM-L6-v2";
 const SERVER_NOTE = "starting the embedded inference server";
@@ -101,6 +101,9 @@ test("a finished float32 .npy is re-exported, not re-embedded: new formats, a de
       quantization: unknown;
     };
   assert.deepEqual(meta(out).quantization, meta(directInt8).quantization);
+  const checked = await runVerify(["--output_dir", out, "--input_file", input]);
+  assert.equal(checked.code, 0, checked.stdout + checked.stderr);
+  assert.match(checked.stdout, /\.parquet 150 rows, equal to the \.npy, ids in input order/);
 
   // A compact run keeps no float32 copy: float32 again means embedding again, and says why.
   const back = await runCli(runArgs(input, out, "--output_format", "npy"));
