@@ -4,7 +4,8 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { RowReader } from "../src/input/rows.js";
 import { scanInput } from "../src/input/scan.js";
-import { Encoder, encodedChunks } from "../src/output/derive.js";
+import { Encoder, encodedChunks, rangesFor } from "../src/output/derive.js";
+import type { OutputDtype } from "../src/output/dtype.js";
 import { formatFloat32 } from "../src/output/float.js";
 import { exportJsonl } from "../src/output/jsonl.js";
 import { NpyMatrixFile } from "../src/output/npy.js";
@@ -41,7 +42,7 @@ test("the JSONL writer's bytes equal the previous exporter's (formatFloat32, JSO
   const reader = new RowReader(corpus);
   const encoder = new Encoder("float32", dim, null);
   const path = join(dir, "out.jsonl");
-  exportJsonl(path, encodedChunks(matrix, encoder), encoder, reader, "org/model");
+  await exportJsonl(path, encodedChunks(matrix, encoder), encoder, reader, "org/model");
 
   const expected = lines
     .map((line, r) => {
@@ -53,6 +54,50 @@ test("the JSONL writer's bytes equal the previous exporter's (formatFloat32, JSO
   const written = readFileSync(path, "utf8");
   assert.equal(written.length, expected.length);
   assert.ok(written === expected, "byte-identical to the previous exporter");
+  reader.close();
+  matrix.close();
+});
+
+test("the JSONL formatted in worker threads is byte-identical to the inline writer's, in every dtype", async () => {
+  const dir = tempDir("jsonl-threads");
+  const rows = 1300;
+  const dim = 45; // not a multiple of 8: binary rows end in a padded byte
+  const lines = Array.from({ length: rows }, (_, i) =>
+    JSON.stringify({ paper_id: i % 2 ? i : `p${i}/"é`, paragraph_index: i % 9, text: `t ${i}` }),
+  );
+  const input = writeLines(join(dir, "in.jsonl"), lines);
+  const corpus = await scanInput(input, { maxTextChars: 1000, skipInvalid: false });
+  const matrix = NpyMatrixFile.create(join(dir, "m.npy"), rows, dim);
+  const values = new Float32Array(rows * dim);
+  let seed = 7;
+  for (let i = 0; i < values.length; i++) {
+    seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+    values[i] = Math.fround((seed / 2 ** 32 - 0.5) * 0.3);
+  }
+  matrix.writeRows(
+    Array.from({ length: rows }, (_, i) => i),
+    new Uint8Array(values.buffer),
+  );
+  const reader = new RowReader(corpus);
+  for (const dtype of [
+    "float32",
+    "float16",
+    "int8",
+    "uint8",
+    "binary",
+    "ubinary",
+  ] as OutputDtype[]) {
+    const encoder = new Encoder(dtype, dim, rangesFor(dtype, matrix));
+    const inline = join(dir, `${dtype}-inline.jsonl`);
+    const threaded = join(dir, `${dtype}-threads.jsonl`);
+    // Chunks of 64 rows: 21 jobs over 2 threads, more than fit in flight at once.
+    await exportJsonl(inline, encodedChunks(matrix, encoder, 64), encoder, reader, "m", 0);
+    await exportJsonl(threaded, encodedChunks(matrix, encoder, 64), encoder, reader, "m", 2);
+    const a = readFileSync(inline);
+    const b = readFileSync(threaded);
+    assert.equal(a.toString("utf8").split("\n").length, rows + 1, dtype);
+    assert.ok(a.equals(b), `${dtype}: threads wrote other bytes`);
+  }
   reader.close();
   matrix.close();
 });

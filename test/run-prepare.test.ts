@@ -56,7 +56,10 @@ test("a finished model whose outputs are gone is embedded again; a lost matrix r
   const reopened = openCheckpoint(config, corpus, progress);
   const [lost] = reopened.models;
   assert.ok(lost);
-  assert.match(progress.notes.join("\n"), /outputs of org\/m are missing: embedding it again/);
+  assert.match(
+    progress.notes.join("\n"),
+    /outputs of org\/m \(.*\) are missing and cannot be derived \(its metadata is missing or unreadable\): embedding it again/,
+  );
   assert.equal(lost.status.finalized, false);
   assert.equal(lost.status.doneBatches, 0, "its batches are pending again");
 

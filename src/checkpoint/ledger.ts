@@ -334,6 +334,11 @@ export class Ledger extends LedgerReader {
     })();
   }
 
+  /** Its outputs are to be written again from its complete matrix (its batches stay done). */
+  markUnfinalized(alias: string): void {
+    this.write.unfinalize.run(alias);
+  }
+
   markFinalized(alias: string): void {
     this.write.finalize.run(new Date().toISOString(), alias);
   }

@@ -5,10 +5,11 @@ import { describeFsError } from "../errors.js";
 import type { RowReader } from "../input/rows.js";
 import { commitFile, partialPath, writeAll, writeFileAtomic, writeThenCommit } from "./atomic.js";
 import { digestFiles } from "./checksum.js";
-import { Encoder, encodedChunks, rangesFor } from "./derive.js";
+import { Encoder, encodedChunks, ROWS_PER_CHUNK, rangesFor } from "./derive.js";
 import { asDiskFull } from "./diskfull.js";
 import { npyDescr, type OutputDtype, type Ranges, storedType } from "./dtype.js";
 import { exportJsonl } from "./jsonl.js";
+import { formatThreadCount } from "./jsonl-threads.js";
 import type { MetadataBody, ModelMetadata, OutputFileEntry } from "./metadata.js";
 import { NpyMatrixFile, npyHeader } from "./npy.js";
 import { exportParquet } from "./parquet.js";
@@ -125,7 +126,14 @@ export async function finalizeModel(
     let jsonlSeconds: number | null = null;
     if (formats.includes("jsonl")) {
       const started = Date.now();
-      exportJsonl(paths.jsonl, encodedChunks(matrix, encoder), encoder, reader, alias);
+      await exportJsonl(
+        paths.jsonl,
+        encodedChunks(matrix, encoder),
+        encoder,
+        reader,
+        alias,
+        formatThreadCount(matrix.rows, ROWS_PER_CHUNK),
+      );
       jsonlSeconds = (Date.now() - started) / 1000;
       files.push(entry("jsonl"));
     }

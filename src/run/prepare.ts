@@ -1,5 +1,5 @@
 import { rmSync } from "node:fs";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { checkSameInput, checkSameModels } from "../checkpoint/compat.js";
 import { Ledger } from "../checkpoint/ledger.js";
 import type { RunConfig } from "../config.js";
@@ -14,6 +14,7 @@ import {
 } from "../output/finalize.js";
 import { NpyMatrixFile } from "../output/npy.js";
 import { ensureWritableDir } from "../output/output-dir.js";
+import { reexportSource } from "../output/reexport.js";
 import type { Progress } from "../progress.js";
 import { allBatchesDone, type ModelRun, refresh, storedModel } from "./model-run.js";
 
@@ -77,8 +78,20 @@ export function openCheckpoint(
     for (const run of models) {
       const complete = isComplete(run.paths, config);
       if (run.status.finalized && !complete) {
-        progress.note(`outputs of ${run.model.alias} are missing: embedding it again`);
-        ledger.resetModel(run.model.alias);
+        const source = reexportSource(run.paths, corpus.rows, storedModel(run).dim);
+        const wanted = `${config.outputFormat.join(", ")} in ${config.outputDtype}`;
+        if (source.ok) {
+          // Finalizing derives every output from this matrix: no server, no embedding.
+          progress.note(
+            `outputs of ${run.model.alias} (${wanted}) are missing: deriving them from its complete float32 ${basename(run.paths.npy)}, without embedding`,
+          );
+          ledger.markUnfinalized(run.model.alias);
+        } else {
+          progress.note(
+            `outputs of ${run.model.alias} (${wanted}) are missing and cannot be derived (${source.why}): embedding it again`,
+          );
+          ledger.resetModel(run.model.alias);
+        }
         refresh(run, ledger);
       } else if (complete && !run.status.finalized && allBatchesDone(run.status)) {
         // Stopped after the metadata was written but before the checkpoint said so.

@@ -4,8 +4,9 @@ import type { ServerConnection } from "../dispatch/client.js";
 import type { CheckContext, ExpectedRows } from "./context.js";
 import { embedTexts, loadModelKey } from "./embed-texts.js";
 import { forEachLine } from "./lines.js";
+import { compareSample } from "./sample-compare.js";
 import type { StoredMetadata } from "./stored-metadata.js";
-import { cosineAt, type Matrix } from "./vectors.js";
+import type { Matrix } from "./vectors.js";
 
 export interface SampleSettings {
   readonly size: number;
@@ -51,19 +52,19 @@ export function modelOf(metadata: StoredMetadata, stem: string): RunModel {
   };
 }
 
-/** The stored vectors of the sampled rows: from the checked .npy, else from the JSONL. */
+/** The stored rows of the sample (width values each, as numbers): from the checked .npy, else from the JSONL. */
 async function storedVectors(
   ctx: CheckContext,
   rows: readonly number[],
   jsonlName: string | null,
 ): Promise<Matrix | null> {
-  const dim = ctx.metadata.dim;
-  const data = new Float32Array(rows.length * dim);
+  const width = ctx.metadata.width;
+  const data = new Float32Array(rows.length * width);
   if (ctx.reference) {
     rows.forEach((row, i) => {
-      data.set(ctx.reference?.row(row) ?? [], i * dim);
+      data.set(ctx.reference?.row(row) ?? [], i * width);
     });
-    return { rows: rows.length, dim, data };
+    return { rows: rows.length, dim: width, data };
   }
   if (!jsonlName) return null;
   const wanted = new Map(rows.map((row, i) => [row, i]));
@@ -71,9 +72,9 @@ async function storedVectors(
     const i = wanted.get(line - 1);
     if (i === undefined) return;
     const parsed = JSON.parse(text) as { embedding: number[] };
-    data.set(parsed.embedding, i * dim);
+    data.set(parsed.embedding, i * width);
   });
-  return { rows: rows.length, dim, data };
+  return { rows: rows.length, dim: width, data };
 }
 
 /**
@@ -101,26 +102,17 @@ export async function checkSample(
   }
   const texts = rows.map((row) => input.paragraph(row).text);
   const fresh = await embedTexts(connection, loaded.key, texts, settings.batchTimeoutMs);
-  let worst = Number.POSITIVE_INFINITY;
-  let worstAt = -1;
-  for (let i = 0; i < rows.length; i++) {
-    const cos = cosineAt(stored, i, fresh, i);
-    if (!(cos >= worst)) {
-      worst = cos;
-      worstAt = i;
-    }
-    if (Number.isNaN(cos)) break;
-  }
-  const row = rows[worstAt] ?? 0;
-  const cosText = Number.isNaN(worst) ? "NaN" : worst.toFixed(6);
-  const summary = `${where}: ${rows.length} rows (seed ${settings.seed}), worst cosine ${cosText}`;
-  if (Number.isNaN(worst) || worst < settings.tolerance) {
+  const { outputDtype, dim, ranges } = ctx.metadata;
+  const compared = compareSample(outputDtype, dim, ranges, stored, fresh, settings.tolerance);
+  const row = rows[compared.worstAt] ?? 0;
+  const summary = `${where}: ${rows.length} rows (seed ${settings.seed}), ${compared.summary}`;
+  if (!compared.ok) {
     const revision =
       loaded.revision && model.revision && loaded.revision !== model.revision
         ? `; the server has revision ${loaded.revision}, the outputs ${model.revision}`
         : "";
     return {
-      problem: `${where}: row ${row} (input line ${input.lineOf(row)}) has cosine ${cosText} with the stored vector, below --tolerance ${settings.tolerance} (${rows.length} rows, seed ${settings.seed})${revision}`,
+      problem: `${where}: row ${row} (input line ${input.lineOf(row)}) ${compared.failure} (${rows.length} rows, seed ${settings.seed})${revision}`,
       summary,
     };
   }

@@ -1,5 +1,12 @@
 import { readFileSync } from "node:fs";
 import type { FileDigest } from "../output/checksum.js";
+import {
+  isOutputDtype,
+  needsRanges,
+  type OutputDtype,
+  type Ranges,
+  rowWidth,
+} from "../output/dtype.js";
 
 /** The fields of `<stem>.metadata.json` that verify relies on, checked for type. */
 export interface StoredMetadata {
@@ -19,6 +26,12 @@ export interface StoredMetadata {
   readonly outputs: readonly string[];
   /** Digests by file name; null for metadata written before embed-multi recorded them. */
   readonly files: ReadonlyMap<string, FileDigest> | null;
+  /** The dtype of the vectors in the output files (float32 for metadata older than the field). */
+  readonly outputDtype: OutputDtype;
+  /** Values per row in the files: dim, or dim/8 packed bytes rounded up for binary dtypes. */
+  readonly width: number;
+  /** int8/uint8: the per-dimension ranges the run quantized with; null otherwise. */
+  readonly ranges: Ranges | null;
 }
 
 export type MetadataRead = { ok: true; metadata: StoredMetadata } | { ok: false; problem: string };
@@ -34,10 +47,12 @@ export function readStoredMetadata(path: string, name: string): MetadataRead {
   }
   if (!isRecord(value)) return { ok: false, problem: `${name}: not a JSON object` };
   const fields = new Fields(value);
+  const dim = fields.count("embedding_dim");
+  const outputDtype = fields.outputDtype();
   const metadata: StoredMetadata = {
     modelName: fields.string("model_name"),
     alias: fields.string("alias"),
-    dim: fields.count("embedding_dim"),
+    dim,
     rows: fields.count("num_paragraphs"),
     normalize: fields.boolean("normalize"),
     revision: fields.string("revision"),
@@ -49,6 +64,9 @@ export function readStoredMetadata(path: string, name: string): MetadataRead {
     skippedLines: new Set(fields.skippedLines()),
     outputs: fields.outputs(),
     files: fields.files(),
+    outputDtype,
+    width: rowWidth(outputDtype, dim),
+    ranges: needsRanges(outputDtype) ? fields.ranges(dim) : null,
   };
   if (fields.problems.length > 0) {
     return { ok: false, problem: `${name}: ${fields.problems.join(", ")}` };
@@ -105,6 +123,35 @@ class Fields {
     }
     this.problems.push("field outputs is missing or not a list of file names");
     return [];
+  }
+
+  outputDtype(): OutputDtype {
+    const v = this.record.output_dtype;
+    if (v === undefined) return "float32";
+    if (typeof v === "string" && isOutputDtype(v)) return v;
+    this.problems.push(`field output_dtype ${JSON.stringify(v)} is not an output dtype`);
+    return "float32";
+  }
+
+  /** quantization.ranges: [min per dimension, max per dimension], dim finite numbers each. */
+  ranges(dim: number): Ranges | null {
+    const q = this.record.quantization;
+    const v = isRecord(q) ? q.ranges : undefined;
+    const row = (r: unknown): Float32Array | null =>
+      Array.isArray(r) &&
+      r.length === dim &&
+      r.every((x): x is number => typeof x === "number" && Number.isFinite(x))
+        ? Float32Array.from(r)
+        : null;
+    if (Array.isArray(v) && v.length === 2) {
+      const min = row(v[0]);
+      const max = row(v[1]);
+      if (min && max) return { min, max };
+    }
+    this.problems.push(
+      `field quantization.ranges is missing or not two lists of ${dim} numbers (an int8/uint8 output needs them)`,
+    );
+    return null;
   }
 
   files(): Map<string, FileDigest> | null {

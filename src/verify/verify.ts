@@ -8,6 +8,7 @@ import { hashFile } from "../output/checksum.js";
 import { EmbeddedServer } from "../server/embedded.js";
 import { jsonlChecker } from "./checkers/jsonl.js";
 import { npyChecker } from "./checkers/npy.js";
+import { parquetChecker } from "./checkers/parquet.js";
 import type { CheckContext, FileChecker } from "./context.js";
 import { discoverModels, type FoundModel } from "./discover.js";
 import { VerifyInput } from "./input.js";
@@ -18,7 +19,7 @@ import { readStoredMetadata, type StoredMetadata } from "./stored-metadata.js";
  * The checkers of output files, in order: a .npy first, so that the others
  * compare their vectors with it. A new output kind is one more entry.
  */
-export const CHECKERS: readonly FileChecker[] = [npyChecker, jsonlChecker];
+export const CHECKERS: readonly FileChecker[] = [npyChecker, jsonlChecker, parquetChecker];
 
 export interface VerifyOptions {
   readonly outputDir: string;

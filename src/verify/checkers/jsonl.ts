@@ -1,4 +1,5 @@
 import { join } from "node:path";
+import type { OutputDtype } from "../../output/dtype.js";
 import { formatFloat32 } from "../../output/float.js";
 import type { CheckContext, FileChecker, FileReport } from "../context.js";
 import { forEachLine } from "../lines.js";
@@ -15,7 +16,8 @@ export const jsonlChecker: FileChecker = {
   accepts: (name) => name.endsWith(".jsonl"),
 
   async check(name: string, ctx: CheckContext): Promise<FileReport> {
-    const { dim, rows, alias } = ctx.metadata;
+    const { width, rows, alias, outputDtype } = ctx.metadata;
+    const range = integerRange(outputDtype);
     const { input, reference } = ctx;
     const found = new Map<Category, string>();
     const report = (category: Category, line: number, what: string) => {
@@ -57,18 +59,32 @@ export const jsonlChecker: FileChecker = {
           );
         }
       }
-      if (embedding.length !== dim) {
-        report("shape", line, `${embedding.length} values, the metadata says dim ${dim}`);
+      if (embedding.length !== width) {
+        const what = width === ctx.metadata.dim ? "dim" : `${outputDtype} packed bytes of dim`;
+        report(
+          "shape",
+          line,
+          `${embedding.length} values, the metadata says ${width} (${what} ${ctx.metadata.dim})`,
+        );
         return;
       }
       const stored = reference && row < reference.rows ? reference.row(row) : null;
-      for (let d = 0; d < dim; d++) {
+      for (let d = 0; d < width; d++) {
         const v = embedding[d];
         if (typeof v !== "number" || !Number.isFinite(v)) {
           // The JSONL writer turns NaN and Inf into null.
           report("finite", line, `value ${d} is ${JSON.stringify(v)}, not a finite number`);
           return;
         }
+        if (range && !(Number.isInteger(v) && v >= range[0] && v <= range[1])) {
+          report(
+            "finite",
+            line,
+            `value ${d} is ${v}, not an integer in [${range[0]}, ${range[1]}] (output_dtype ${outputDtype})`,
+          );
+          return;
+        }
+        // Exact: a float16 or an integer is a float32 too.
         if (stored && Math.fround(v) !== stored[d]) {
           report(
             "values",
@@ -94,3 +110,10 @@ export const jsonlChecker: FileChecker = {
     return { problems: [], checked: `${name} ${rows} lines${compared}${ordered}` };
   },
 };
+
+/** The values an integer output dtype holds; null for float dtypes. */
+function integerRange(dtype: OutputDtype): [number, number] | null {
+  if (dtype === "int8" || dtype === "binary") return [-128, 127];
+  if (dtype === "uint8" || dtype === "ubinary") return [0, 255];
+  return null;
+}
