@@ -58,7 +58,7 @@ class SentenceTransformerEncoder(Encoder):
 
     @property
     def dim(self) -> int:
-        return self.weights.dim
+        return self.settings.truncate_dim or self.weights.dim
 
     def _prefixed(self, texts: Sequence[str]) -> list[str]:
         prefix = self.settings.prefix
@@ -250,7 +250,7 @@ class SentenceTransformerEncoder(Encoder):
 
     def post(self, output: Any) -> np.ndarray:
         with torch.inference_mode():
-            embeddings = output.float()
+            embeddings = self.truncated(output).float()
             if self.settings.normalize:
                 embeddings = torch.nn.functional.normalize(embeddings, p=2, dim=1)
             if embeddings.is_cuda:
