@@ -2,6 +2,9 @@ import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
+import type { RunModel } from "../src/config.js";
+import { checkTruncation } from "../src/dispatch/servers.js";
+import { ServerError } from "../src/errors.js";
 import { cliArgs } from "./cli-args.js";
 import { debugEmbedding } from "./debug-formula.js";
 import {
@@ -10,12 +13,26 @@ import {
   readLedger,
   readNpy,
   runCli,
+  runVerify,
   tempDir,
   testEnv,
   writeLines,
 } from "./helpers.js";
+import { MODEL_INFO } from "./phase-helpers.js";
 
 const DIM = 24;
+
+const MODEL: RunModel = {
+  alias: "org/m",
+  modelId: "org/m",
+  revision: "",
+  prefix: "",
+  normalize: false,
+  maxLength: 0,
+  dtype: "",
+  truncateDim: 0,
+  fileStem: "org__m",
+};
 
 function texts(lines: string[], prefix = ""): string[] {
   return lines.map((l) => prefix + (JSON.parse(l) as { text: string }).text);
@@ -102,6 +119,13 @@ test("--truncate_dim with the debug engine: the first N values, normalized after
     const jsonl = JSON.parse(readFileSync(join(out, `${stem}.jsonl`), "utf8").split("\n")[0] ?? "");
     assert.equal(jsonl.embedding.length, 8);
   }
+  // verify re-embeds a sample with the metadata's truncate_dim: the same vectors.
+  const verified = await runVerify([
+    ...["--output_dir", out, "--input_file", input, "--sample", "5", "--seed", "3"],
+    ...["--debug_dim", String(DIM)],
+  ]);
+  assert.equal(verified.code, 0, verified.stdout + verified.stderr);
+  assert.match(verified.stdout, /^ok {4}bge-small-en-v1\.5: .*worst cosine 1\.000000$/m);
 });
 
 test("--truncate_dim over the model's dimension: one line naming both, nothing written", async () => {
@@ -149,4 +173,23 @@ test("resumed with other --batch_size / --max_batch_tokens: the stored plan is u
     assert.equal(meta.batch_size, 8, stem);
     assert.equal(meta.max_batch_tokens, 2000, stem);
   }
+});
+
+test("a server that ignores truncate_dim (older than the field) is refused, not trusted", () => {
+  const model = { ...MODEL, truncateDim: 8 };
+  assert.doesNotThrow(() =>
+    checkTruncation("h:1", model, { ...MODEL_INFO, dim: 8, truncateDim: 8 }),
+  );
+  assert.doesNotThrow(() => checkTruncation("h:1", MODEL, MODEL_INFO));
+  assert.throws(
+    () => checkTruncation("h:1", model, { ...MODEL_INFO, dim: 4, truncateDim: 0 }),
+    (err: Error) =>
+      err instanceof ServerError &&
+      err.message ===
+        'server h:1: model "org/m" was asked for truncate_dim 8 but reports truncate_dim 0, dim 4; update the inference server',
+  );
+  assert.throws(
+    () => checkTruncation("h:1", model, { ...MODEL_INFO, dim: 4, truncateDim: 8 }),
+    ServerError,
+  );
 });

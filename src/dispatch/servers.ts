@@ -96,7 +96,7 @@ export async function openSession(
  * A server that predates truncate_dim ignores the field (proto3) and returns
  * whole vectors: refuse it rather than store vectors of another size.
  */
-function checkTruncation(target: string, model: RunModel, info: ModelInfo): void {
+export function checkTruncation(target: string, model: RunModel, info: ModelInfo): void {
   const cut = model.truncateDim;
   if (info.truncateDim === cut && (cut === 0 || info.dim === cut)) return;
   throw new ServerError(
