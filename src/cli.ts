@@ -61,6 +61,12 @@ const described = yargs(hideBin(process.argv))
     describe:
       "auto (float16 on CUDA, float32 on CPU), float32, float16 or bfloat16 [default: auto]",
   })
+  .option("truncate_dim", {
+    alias: "truncate-dim",
+    type: "number",
+    describe:
+      "Matryoshka: keep the first N dimensions of every model's embeddings (cut before normalizing); a model's truncate_dim in --config wins; 0 = full [default: 0]",
+  })
   .option("servers", {
     type: "string",
     array: true,

@@ -89,6 +89,7 @@ export interface CliArgs {
   checkpoint_interval?: number;
   device?: string;
   dtype?: string;
+  truncate_dim?: number;
   servers?: string[];
   config?: string;
   output_format?: string;
@@ -177,7 +178,10 @@ export function buildRunConfig(args: CliArgs, env: NodeJS.ProcessEnv): RunConfig
   return {
     inputFile: resolve(inputFile),
     outputDir: resolve(outputDir),
-    models: applyDtype(models, dtype),
+    models: applyTruncateDim(
+      applyDtype(models, dtype),
+      nonNegativeInt("truncate_dim", pick("truncate_dim", 0), "or 0 for the full dimension"),
+    ),
     batchSize: positiveInt("batch_size", pick("batch_size", DEFAULTS.batch_size)),
     maxBatchTokens: nonNegativeInt(
       "max_batch_tokens",
@@ -254,12 +258,19 @@ function customModel(name: string): ModelSpec {
     normalize: false,
     maxLength: 0,
     dtype: "",
+    truncateDim: 0,
   };
 }
 
 function applyDtype(models: RunModel[], dtype: string): RunModel[] {
   if (dtype === "" || dtype === "auto") return models;
   return models.map((m) => ({ ...m, dtype: m.dtype || dtype }));
+}
+
+/** --truncate_dim for every model that does not set its own in --config (0 = full). */
+function applyTruncateDim(models: RunModel[], truncateDim: number): RunModel[] {
+  if (truncateDim === 0) return models;
+  return models.map((m) => ({ ...m, truncateDim: m.truncateDim || truncateDim }));
 }
 
 /** "npy,jsonl,parquet" (any order, "both" = npy,jsonl) → the formats in a fixed order. */
@@ -308,9 +319,10 @@ function positiveInt(flag: string, value: unknown): number {
   return value;
 }
 
-function nonNegativeInt(flag: string, value: unknown): number {
+function nonNegativeInt(flag: string, value: unknown, zero?: string): number {
   if (typeof value !== "number" || !Number.isInteger(value) || value < 0) {
-    throw new ConfigError(`--${flag} must be a non-negative integer (got ${String(value)})`);
+    const what = zero ? `a positive integer, ${zero}` : "a non-negative integer";
+    throw new ConfigError(`--${flag} must be ${what} (got ${String(value)})`);
   }
   return value;
 }

@@ -107,3 +107,58 @@ test("a 5000-character model id is refused at once, in a message of sensible len
   }
   assert.doesNotThrow(() => buildRunConfig({ ...base, models: [`org/${"c".repeat(96)}`] }, {}));
 });
+
+test("truncate_dim: per model in the config file, --truncate_dim for the others, validated", () => {
+  const dir = tempDir("config-truncate");
+  const yaml = join(dir, "c.yaml");
+  writeFileSync(
+    yaml,
+    [
+      "models:",
+      "  mini-64:",
+      "    model_name: sentence-transformers/all-MiniLM-L6-v2",
+      "    truncate_dim: 64",
+      "  mini-full:",
+      "    model_name: sentence-transformers/all-MiniLM-L6-v2",
+    ].join("\n"),
+  );
+  const models = ["mini-64", "mini-full", "bge-small-en-v1.5"];
+  const truncateDims = (args: Record<string, unknown>) =>
+    buildRunConfig({ ...base, config: yaml, models, ...args }, {}).models.map((m) => m.truncateDim);
+  assert.deepEqual(truncateDims({}), [64, 0, 0]);
+  // The flag is for every model; a model's own entry wins, as with --dtype.
+  assert.deepEqual(truncateDims({ truncate_dim: 128 }), [64, 128, 128]);
+  assert.deepEqual(truncateDims({ truncate_dim: 0 }), [64, 0, 0]);
+  // Given twice, the last one wins, like every other flag.
+  assert.deepEqual(truncateDims({ truncate_dim: [32, 16] }), [64, 16, 16]);
+  const withDefault = join(dir, "d.yaml");
+  writeFileSync(withDefault, "defaults:\n  truncate_dim: 256\n");
+  assert.deepEqual(
+    buildRunConfig({ ...base, config: withDefault, models: ["all-MiniLM-L6-v2"] }, {}).models.map(
+      (m) => m.truncateDim,
+    ),
+    [256],
+  );
+  const plain = (args: Record<string, unknown>) =>
+    buildRunConfig({ ...base, models: ["all-MiniLM-L6-v2"], ...args }, {});
+  for (const bad of [-1, 1.5, "64", Number.NaN]) {
+    assert.throws(
+      () => plain({ truncate_dim: bad }),
+      /--truncate_dim must be a positive integer, or 0 for the full dimension \(got /,
+      String(bad),
+    );
+  }
+  for (const bad of ["-8", "1.5", '"64"', "true"]) {
+    const file = join(dir, "bad.yaml");
+    writeFileSync(file, `models:\n  m:\n    model_name: a/b\n    truncate_dim: ${bad}\n`);
+    assert.throws(
+      () => buildRunConfig({ ...base, config: file, models: ["m"] }, {}),
+      (err: Error) =>
+        err instanceof ConfigError &&
+        /model "m": "truncate_dim" must be a positive integer \(or 0 for the full dimension\)/.test(
+          err.message,
+        ),
+      bad,
+    );
+  }
+});

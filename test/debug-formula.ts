@@ -15,10 +15,17 @@ function splitmix64(value: bigint): bigint {
  * server (its docstring states the same formula): a test of row order that
  * needs no model.
  */
-export function debugEmbedding(text: string, dim: number, normalize: boolean): Float32Array {
+export function debugEmbedding(
+  text: string,
+  dim: number,
+  normalize: boolean,
+  truncateDim = 0,
+): Float32Array {
   const seed = createHash("sha256").update(text, "utf8").digest().readBigUInt64LE(0);
-  const out = new Float32Array(dim);
-  for (let j = 0; j < dim; j++) {
+  // truncate_dim keeps the first values, and normalizing comes after the cut.
+  const kept = truncateDim || dim;
+  const out = new Float32Array(kept);
+  for (let j = 0; j < kept; j++) {
     const x = splitmix64(seed + BigInt(j + 1) * GOLDEN);
     out[j] = Number(x >> 40n) / 2 ** 23 - 1;
   }
@@ -26,7 +33,7 @@ export function debugEmbedding(text: string, dim: number, normalize: boolean): F
     let sum = 0;
     for (const v of out) sum += v * v;
     const norm = Math.sqrt(sum);
-    for (let j = 0; j < dim; j++) out[j] = (out[j] ?? 0) / norm;
+    for (let j = 0; j < kept; j++) out[j] = (out[j] ?? 0) / norm;
   }
   return out;
 }

@@ -9,6 +9,9 @@ interface Comparison {
   shape: number[];
   dtype: string;
   min_cos: number;
+  norm_min: number;
+  norm_max: number;
+  direct_norm_max_diff: number;
   max_cos_other?: number;
   jsonl_rows?: number;
   jsonl_identical?: boolean;
@@ -126,4 +129,68 @@ test("two models in one run: a config-file e5-style entry gets the passage: pref
   assert.ok((prefixed.max_cos_other ?? 1) < 0.9999, "prefixed vectors differ from the plain ones");
   const meta = JSON.parse(readFileSync(join(out, "e5-style-minilm.metadata.json"), "utf8"));
   assert.equal(meta.prefix, "passage: ");
+});
+
+test("truncate_dim 128, normalize off (--truncate_dim) and on (a config entry), equals sentence-transformers' truncate_dim", async () => {
+  const dir = tempDir("e2e-matryoshka");
+  const input = writeLines(join(dir, "in.jsonl"), corpusSlice(32, 200));
+  const config = join(dir, "models.yaml");
+  writeFileSync(
+    config,
+    [
+      "models:",
+      "  minilm-128-unit:",
+      "    model_name: sentence-transformers/all-MiniLM-L6-v2",
+      "    normalize_embeddings: true",
+      "    truncate_dim: 128",
+    ].join("\n"),
+  );
+  const out = join(dir, "out");
+  const result = await runCli([
+    ...cliArgs(input, out, ["all-MiniLM-L6-v2", "minilm-128-unit"]),
+    "--config",
+    config,
+    "--truncate-dim",
+    "128",
+    "--threads",
+    "2",
+  ]);
+  assert.equal(result.code, 0, result.stderr);
+  for (const [stem, normalize] of [
+    ["all-MiniLM-L6-v2", false],
+    ["minilm-128-unit", true],
+  ] as const) {
+    const cmp = pythonJson<Comparison>("compare_direct.py", [
+      "--input",
+      input,
+      "--npy",
+      join(out, `${stem}.npy`),
+      "--jsonl",
+      join(out, `${stem}.jsonl`),
+      "--truncate-dim",
+      "128",
+      ...(normalize ? ["--normalize"] : []),
+    ]);
+    assert.deepEqual(cmp.shape, [32, 128], stem);
+    assert.ok(cmp.min_cos >= 0.999999, `${stem}: lowest cosine ${cmp.min_cos}`);
+    assert.ok(
+      cmp.direct_norm_max_diff <= 1e-5,
+      `${stem}: norms differ by ${cmp.direct_norm_max_diff}`,
+    );
+    if (normalize) {
+      assert.ok(Math.abs(cmp.norm_min - 1) < 1e-5 && Math.abs(cmp.norm_max - 1) < 1e-5, stem);
+    } else {
+      // The model's own Normalize module runs before the cut: 128 of 384 unit dims are shorter.
+      assert.ok(cmp.norm_max < 0.99, `${stem}: norms up to ${cmp.norm_max}`);
+    }
+    assert.equal(cmp.jsonl_identical, true, `${stem}: JSONL vectors equal the .npy rows`);
+    const meta = JSON.parse(readFileSync(join(out, `${stem}.metadata.json`), "utf8"));
+    assert.equal(meta.truncate_dim, 128);
+    assert.equal(meta.embedding_dim, 128);
+    assert.equal(meta.normalize, normalize);
+    assert.deepEqual(
+      meta.output_files.find((f: { format: string }) => f.format === "npy")?.shape,
+      [32, 128],
+    );
+  }
 });

@@ -27,6 +27,8 @@ const model: LedgerModel = {
   dtype: "float32",
   pooling: "mean",
   fileStem: "m",
+  truncateDim: 0,
+  plannedWith: { batchSize: 8, maxBatchTokens: 0 },
 };
 
 test("the plan, batch status and totals survive closing and reopening", () => {
@@ -95,9 +97,14 @@ test("a changed input or a changed model setting is refused, naming what changed
     normalize: false,
     maxLength: 0,
     dtype: "",
+    truncateDim: 0,
     fileStem: "m",
   };
   assert.throws(() => checkSameModels([model], [runModel]), /prefix "" → "passage: "/);
+  assert.throws(
+    () => checkSameModels([model], [{ ...runModel, prefix: "", truncateDim: 128 }]),
+    /model "m" settings changed since the checkpoint \(truncate_dim 0 → 128\); run with --restart/,
+  );
   assert.throws(
     () => checkSameModels([model], [{ ...runModel, alias: "n", prefix: "" }]),
     /the checkpoint also holds m, missing from --models/,
@@ -114,7 +121,10 @@ test("a changed input or a changed model setting is refused, naming what changed
   checkSameModels([], [runModel]);
 });
 
-/** A checkpoint as embed-multi 0.1.0 (schema 1) left it: no index, version "1". */
+/**
+ * A checkpoint as embed-multi 0.1.0 (schema 1) left it: no index, none of the
+ * later columns, version "1".
+ */
 function versionOneCheckpoint(path: string): void {
   const ledger = Ledger.open(path);
   ledger.startRun({ path: "/in", size: 10, sha256: "ff", rows: 100 });
@@ -127,7 +137,10 @@ function versionOneCheckpoint(path: string): void {
   ]);
   ledger.close();
   const db = new Database(path);
-  db.exec("DROP INDEX batches_by_status");
+  db.exec(`DROP INDEX batches_by_status;
+    ALTER TABLE models DROP COLUMN truncate_dim;
+    ALTER TABLE models DROP COLUMN plan_batch_size;
+    ALTER TABLE models DROP COLUMN plan_max_batch_tokens;`);
   db.prepare("UPDATE meta SET value = '1' WHERE key = 'schema_version'").run();
   db.close();
 }
@@ -149,12 +162,16 @@ test("a checkpoint of schema 1 is migrated on open and keeps its batches", () =>
   versionOneCheckpoint(path);
   assert.throws(
     () => LedgerReader.openReadOnly(path),
-    /has schema version 1; run embed-multi on it once to migrate it to 2/,
+    new RegExp(
+      `has schema version 1; run embed-multi on it once to migrate it to ${SCHEMA_VERSION}`,
+    ),
   );
   const ledger = Ledger.open(path);
   const status = ledger.status("m");
   assert.equal(status.doneBatches, 1);
   assert.equal(status.batches, 13);
+  // Runs before schema 3 never truncated, and did not record the limits of their plan.
+  assert.deepEqual(ledger.models(), [{ ...model, truncateDim: 0, plannedWith: null }]);
   ledger.close();
   assert.equal(schemaVersion(path), String(SCHEMA_VERSION));
   const reader = LedgerReader.openReadOnly(path);
@@ -174,7 +191,9 @@ test("a checkpoint from a newer embed-multi is refused in one line saying what t
       assert.ok(err instanceof CheckpointError);
       assert.match(
         err.message,
-        /schema version 99, newer than this embed-multi reads \(2\).*--restart/,
+        new RegExp(
+          `schema version 99, newer than this embed-multi reads \\(${SCHEMA_VERSION}\\).*--restart`,
+        ),
       );
       assert.ok(!err.message.includes("\n"));
       return true;

@@ -50,6 +50,7 @@ export const MODEL_INFO: ModelInfo = {
   dtype: "float32",
   device: "cpu",
   tokenizedRows: 0,
+  truncateDim: 0,
 };
 
 /** A session as a server that loaded `org/m` would give; its connection is never used. */
@@ -86,8 +87,9 @@ export async function plannedCheckpoint(
   const prepared = openCheckpoint(config, corpus, recordingProgress());
   const [run] = prepared.models;
   if (!run) throw new Error("no model");
-  run.stored = ledgerModelOf(run.model, MODEL_INFO, 0);
-  const plan = planBatches(new Uint32Array(rows).fill(3), { batchSize: 8, maxBatchTokens: 0 });
+  const limits = { batchSize: 8, maxBatchTokens: 0 };
+  run.stored = ledgerModelOf(run.model, MODEL_INFO, 0, limits);
+  const plan = planBatches(new Uint32Array(rows).fill(3), limits);
   prepared.ledger.addModel(run.stored, plan.batches);
   run.status = prepared.ledger.status(run.model.alias);
   return { ...prepared, config, corpus, run };

@@ -4,7 +4,7 @@ import { ServerConnection } from "../src/dispatch/client.js";
 import { RowReader } from "../src/input/rows.js";
 import { batchLimits } from "../src/plan/limits.js";
 import type { TokenCounter } from "../src/plan/measure.js";
-import { planModels } from "../src/run/plan.js";
+import { planModels, storedPlanNote } from "../src/run/plan.js";
 import { openCheckpoint, prepareOutputDir } from "../src/run/prepare.js";
 import { tempDir } from "./helpers.js";
 import { fakeSession, MODEL_INFO, phaseSetup, recordingProgress } from "./phase-helpers.js";
@@ -81,10 +81,19 @@ test("new models are measured, planned and stored; stored ones are checked again
       /org\/m: 3 batches of up to 16 paragraphs, padding efficiency/,
     );
     assert.deepEqual(ledger.models()[0], run.stored);
+    // The limits the plan was cut with, after the server's cap: what the metadata reports.
+    assert.deepEqual(run.stored.plannedWith, { batchSize: 16, maxBatchTokens: 16384 });
 
     // Planned already: not measured again, but a server with other weights is refused.
     await planModels(models, session, wordCounter(calls), ledger, config, reader, corpus, progress);
     assert.deepEqual(calls, [40]);
+    assert.equal(progress.notes.length, 1, "the same limits: nothing to say");
+    const other = { ...config, batchSize: 4, maxBatchTokens: 0 };
+    await planModels(models, session, wordCounter(calls), ledger, other, reader, corpus, progress);
+    assert.deepEqual(progress.notes.slice(1), [
+      "--batch_size 4 --max_batch_tokens 0 not used: the stored plan wins: batches of up to 16 paragraphs / 16384 tokens, from the first run; --restart to plan again",
+    ]);
+    assert.equal(run.status.batches, 3, "the stored plan stays");
     const changed = fakeSession(connection, { ...MODEL_INFO, revision: "r2" });
     await assert.rejects(
       planModels(models, changed, wordCounter(calls), ledger, config, reader, corpus, progress),
@@ -117,4 +126,14 @@ test("a server that cannot count tokens leaves the estimate from characters", as
   } finally {
     close();
   }
+});
+
+test("the stored-plan note names each model's limits, and a plan with no token budget", () => {
+  assert.equal(
+    storedPlanNote({ batchSize: 64, maxBatchTokens: 500 }, [
+      { alias: "a", plan: { batchSize: 32, maxBatchTokens: 0 } },
+      { alias: "b", plan: { batchSize: 16, maxBatchTokens: 8192 } },
+    ]),
+    "--batch_size 64 --max_batch_tokens 500 not used: the stored plan wins: batches of up to 32 paragraphs / no token budget (a), 16 paragraphs / 8192 tokens (b), from the first run; --restart to plan again",
+  );
 });

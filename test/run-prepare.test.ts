@@ -25,7 +25,7 @@ test("a new checkpoint gives one unplanned record per model; --restart removes t
   assert.equal(run.stored, null);
   assert.equal(run.status.planned, false);
   first.ledger.addModel(
-    ledgerModelOf(run.model, MODEL_INFO, 0),
+    ledgerModelOf(run.model, MODEL_INFO, 0, { batchSize: 8, maxBatchTokens: 0 }),
     planBatches(new Uint32Array(20).fill(3), { batchSize: 8, maxBatchTokens: 0 }).batches,
   );
   first.ledger.close();

@@ -3,7 +3,7 @@
 A model id is looked up first in the model directory (`<model_dir>/<model_id>`),
 then in the Hugging Face cache/hub. Weights are cached by (model_id, revision,
 device, dtype); each set of LoadModel settings on top of them (prefix, normalize,
-max_length) gets a stable `model_key` that Embed batches name.
+max_length, truncate_dim) gets a stable `model_key` that Embed batches name.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class LoadRequest:
     max_length: int = 0
     prefix: str = ""
     normalize: bool = False
+    truncate_dim: int = 0
 
     @classmethod
     def from_pb(cls, message: object) -> LoadRequest:
@@ -57,6 +58,7 @@ class ModelInfo:
     model_key: str
     model_id: str
     revision: str
+    # Of the embeddings returned: truncate_dim when set.
     dim: int
     max_length: int
     pooling: str
@@ -64,6 +66,7 @@ class ModelInfo:
     prefix: str
     dtype: str
     device: str
+    truncate_dim: int
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,11 @@ class ModelRegistry:
                     f"max_length {max_length} exceeds the {weights.position_limit} positions "
                     f"that {request.model_id!r} supports"
                 )
+            if request.truncate_dim > weights.dim:
+                raise InvalidArgument(
+                    f"truncate_dim {request.truncate_dim} is more than the {weights.dim} "
+                    f"dimensions of {request.model_id!r}"
+                )
             # The settings that change the vectors travel as one value: into the
             # encoder, and into the ModelInfo the client compares.
             settings = Settings(
@@ -158,7 +166,7 @@ class ModelRegistry:
                 model_key="",
                 model_id=request.model_id,
                 revision=weights.revision or "",
-                dim=weights.dim,
+                dim=settings.truncate_dim or weights.dim,
                 pooling=weights.pooling,
                 dtype=weights.dtype,
                 device=weights.device,

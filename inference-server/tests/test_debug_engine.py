@@ -19,7 +19,7 @@ from embedmulti.v1 import inference_pb2_grpc as pb_grpc
 MASK = (1 << 64) - 1
 
 
-def reference_row(text: str, dim: int, normalize: bool) -> list[float]:
+def reference_row(text: str, dim: int, normalize: bool, truncate_dim: int = 0) -> list[float]:
     """The docstring's formula in plain Python integers, independent of numpy."""
     seed = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
     row = []
@@ -31,6 +31,8 @@ def reference_row(text: str, dim: int, normalize: bool) -> list[float]:
         row.append((z >> 40) / 2**23 - 1.0)
     as_f32 = [struct.unpack("<f", struct.pack("<f", v))[0] for v in row]
     assert as_f32 == row, "every value is exact in float32"
+    if truncate_dim:
+        row = row[:truncate_dim]
     if normalize:
         norm = math.sqrt(sum(v * v for v in row))
         row = [struct.unpack("<f", struct.pack("<f", v / norm))[0] for v in row]
@@ -62,6 +64,30 @@ def test_vectors_follow_the_formula(debug_stub: pb_grpc.InferenceStub) -> None:
     assert list(results[2].embeddings.token_counts) == [5, 7, 3]
     counts = debug_stub.CountTokens(pb.CountTokensRequest(model_key=unit.model_key, texts=TEXTS))
     assert list(counts.counts) == [5, 7, 3]
+
+
+def test_truncate_dim_keeps_the_first_values_then_normalizes(
+    debug_stub: pb_grpc.InferenceStub,
+) -> None:
+    for normalize in (False, True):
+        info = debug_stub.LoadModel(
+            pb.LoadModelRequest(model_id="any/model-id", truncate_dim=16, normalize=normalize)
+        )
+        assert (info.dim, info.truncate_dim) == (16, 16)
+        got = vectors(embed(debug_stub, [(1, info.model_key, TEXTS)])[1])
+        assert got.shape == (len(TEXTS), 16)
+        for i, text in enumerate(TEXTS):
+            expected = reference_row(text, 64, normalize=normalize, truncate_dim=16)
+            if normalize:
+                np.testing.assert_allclose(got[i], expected, rtol=0, atol=1e-7)
+                # Normalized after the cut: the full row's unit vector cut would not be.
+                assert abs(float(np.linalg.norm(got[i].astype(np.float64))) - 1.0) < 1e-6
+            else:
+                assert got[i].tolist() == expected
+    with pytest.raises(grpc.RpcError) as caught:
+        debug_stub.LoadModel(pb.LoadModelRequest(model_id="any/model-id", truncate_dim=65))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "truncate_dim 65 is more than the 64 dimensions" in caught.value.details()
 
 
 def test_truncation_and_token_budget() -> None:

@@ -10,6 +10,7 @@ import pytest
 from conftest import (
     MODEL_DIR,
     MODEL_ID,
+    MODEL_PATH,
     TORCH_THREADS,
     RunningServer,
     cosine_rows,
@@ -126,6 +127,57 @@ def test_truncation_flags_and_counts(
     finally:
         direct_model.max_seq_length = own
     assert cosine_rows(vectors(result), expected).min() >= 0.9999
+
+
+@pytest.fixture(scope="module")
+def matryoshka_model(st_server: RunningServer) -> Any:
+    """The reference for truncate_dim: sentence-transformers' own, on the same files."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(MODEL_PATH), device="cpu", truncate_dim=128)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_truncate_dim_matches_sentence_transformers(
+    st_stub: pb_grpc.InferenceStub,
+    model: pb.ModelInfo,
+    paragraphs: list[str],
+    matryoshka_model: Any,
+    normalize: bool,
+) -> None:
+    info = st_stub.LoadModel(
+        pb.LoadModelRequest(model_id=MODEL_ID, truncate_dim=128, normalize=normalize)
+    )
+    assert (info.dim, info.truncate_dim, info.normalize) == (128, 128, normalize)
+    assert info.model_key != model.model_key
+    texts = paragraphs[:12]
+    got = vectors(embed(st_stub, [(1, info.model_key, texts)])[1])
+    expected = matryoshka_model.encode(texts, convert_to_numpy=True, normalize_embeddings=normalize)
+    assert got.shape == expected.shape == (12, 128)
+    assert cosine_rows(got, expected).min() >= 0.999999
+    norms = np.linalg.norm(got, axis=1)
+    np.testing.assert_allclose(norms, np.linalg.norm(expected, axis=1), rtol=1e-5)
+    if normalize:
+        np.testing.assert_allclose(norms, 1.0, atol=1e-5)
+    else:
+        # all-MiniLM-L6-v2 ends in a Normalize module: the full vector is a unit vector,
+        # and its first 128 dimensions (cut after that module, as sentence-transformers
+        # cuts) are shorter.
+        assert norms.max() < 0.99
+    full = vectors(embed(st_stub, [(2, model.model_key, texts)])[2])
+    if not normalize:
+        np.testing.assert_allclose(got, full[:, :128], rtol=0, atol=1e-6)
+
+
+def test_truncate_dim_is_checked_against_the_model(st_stub: pb_grpc.InferenceStub) -> None:
+    whole = st_stub.LoadModel(pb.LoadModelRequest(model_id=MODEL_ID, truncate_dim=384))
+    assert (whole.dim, whole.truncate_dim) == (384, 384)
+    with pytest.raises(grpc.RpcError) as caught:
+        st_stub.LoadModel(pb.LoadModelRequest(model_id=MODEL_ID, truncate_dim=385))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details() == (
+        f"truncate_dim 385 is more than the 384 dimensions of {MODEL_ID!r}"
+    )
 
 
 def test_load_model_errors(st_stub: pb_grpc.InferenceStub) -> None:

@@ -196,7 +196,7 @@ class _OverlapEncoder(Encoder):
 
 def test_tokenizing_overlaps_the_forward_pass() -> None:
     encoder = _OverlapEncoder()
-    info = ModelInfo("k", "m", "r", 2, 8, "debug", False, "", "float32", "cpu")
+    info = ModelInfo("k", "m", "r", 2, 8, "debug", False, "", "float32", "cpu", 0)
 
     class Registry:
         def get(self, key: str) -> LoadedModel:

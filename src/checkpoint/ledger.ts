@@ -1,10 +1,10 @@
 import Database from "better-sqlite3";
 import { CheckpointError } from "../errors.js";
-import type { LedgerModel, ModelTotals, RunRecord } from "../model/records.js";
+import type { LedgerModel, ModelTotals, PlanLimitsUsed, RunRecord } from "../model/records.js";
 import type { PlannedBatch } from "../plan/planner.js";
 import { createSchema, migrate, SCHEMA_VERSION } from "./schema.js";
 
-export type { LedgerModel, ModelTotals, RunRecord };
+export type { LedgerModel, ModelTotals, PlanLimitsUsed, RunRecord };
 
 const APPLICATION = "embed-multi";
 
@@ -194,8 +194,9 @@ function writeStatements(db: Database.Database) {
     addTime: db.prepare("UPDATE run SET processing_seconds = processing_seconds + ? WHERE id = 1"),
     insertModel: db.prepare(
       `INSERT INTO models (alias, position, model_id, requested_revision, revision, dim, prefix,
-         normalize, requested_max_length, requested_dtype, max_length, dtype, pooling, file_stem)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+         normalize, requested_max_length, requested_dtype, max_length, dtype, pooling, file_stem,
+         truncate_dim, plan_batch_size, plan_max_batch_tokens)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ),
     insertBatch: db.prepare(
       `INSERT INTO batches (alias, batch_no, rows, row_count, padded_tokens, real_tokens, status)
@@ -287,6 +288,9 @@ export class Ledger extends LedgerReader {
         model.dtype,
         model.pooling,
         model.fileStem,
+        model.truncateDim,
+        model.plannedWith?.batchSize ?? null,
+        model.plannedWith?.maxBatchTokens ?? null,
       );
       for (const b of batches) {
         const blob = Buffer.from(b.rows.buffer, b.rows.byteOffset, b.rows.byteLength);
@@ -401,7 +405,14 @@ function modelFromRow(r: Row): LedgerModel {
     dtype: String(r.dtype),
     pooling: String(r.pooling),
     fileStem: String(r.file_stem),
+    truncateDim: Number(r.truncate_dim),
+    plannedWith: plannedWithOf(r),
   };
+}
+
+function plannedWithOf(r: Row): PlanLimitsUsed | null {
+  if (r.plan_batch_size === null || r.plan_max_batch_tokens === null) return null;
+  return { batchSize: Number(r.plan_batch_size), maxBatchTokens: Number(r.plan_max_batch_tokens) };
 }
 
 function batchFromRow(r: Row): StoredBatch {

@@ -1,10 +1,18 @@
 import type { RunModel } from "../config.js";
 import type { ModelInfo } from "../gen/embedmulti/v1/inference.js";
 import { identityOf, type ModelRequest } from "../model/identity.js";
-import type { LedgerModel } from "./ledger.js";
+import type { LedgerModel, PlanLimitsUsed } from "./ledger.js";
 
-/** The ledger's record of a model: what was asked for and what the servers loaded. */
-export function ledgerModelOf(model: RunModel, info: ModelInfo, position: number): LedgerModel {
+/**
+ * The ledger's record of a model: what was asked for, what the servers
+ * loaded, and the batch limits its plan was cut with.
+ */
+export function ledgerModelOf(
+  model: RunModel,
+  info: ModelInfo,
+  position: number,
+  plannedWith: PlanLimitsUsed,
+): LedgerModel {
   return {
     ...identityOf(info),
     alias: model.alias,
@@ -12,10 +20,12 @@ export function ledgerModelOf(model: RunModel, info: ModelInfo, position: number
     modelId: model.modelId,
     prefix: model.prefix,
     normalize: model.normalize,
+    truncateDim: model.truncateDim,
     requestedRevision: model.revision,
     requestedMaxLength: model.maxLength,
     requestedDtype: model.dtype,
     fileStem: model.fileStem,
+    plannedWith,
   };
 }
 
@@ -28,5 +38,6 @@ export function storedRequest(stored: LedgerModel): ModelRequest {
     normalize: stored.normalize,
     maxLength: stored.requestedMaxLength,
     dtype: stored.requestedDtype,
+    truncateDim: stored.truncateDim,
   };
 }

@@ -58,6 +58,12 @@ const VERSION_1 = `
 const MIGRATIONS: readonly string[] = [
   // 2: pending batches of a model are found without a scan of a million-batch table.
   "CREATE INDEX batches_by_status ON batches (alias, status)",
+  // 3: Matryoshka truncate_dim (0 = not cut; older runs never cut), and the batch size
+  // and token budget each model's plan was cut with (after the servers' caps), which
+  // the metadata reports; NULL where planned before they were recorded.
+  `ALTER TABLE models ADD COLUMN truncate_dim INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE models ADD COLUMN plan_batch_size INTEGER;
+   ALTER TABLE models ADD COLUMN plan_max_batch_tokens INTEGER;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length + 1;

@@ -13,6 +13,7 @@ import type { ModelSpec } from "./registry.js";
  *       prefix: "passage: "
  *       normalize_embeddings: true
  *       max_length: 256
+ *       truncate_dim: 256         # Matryoshka: the first 256 dimensions
  *   defaults:                     # any flag, as on the command line
  *     batch_size: 64
  *     models: [e5-mini]
@@ -31,6 +32,7 @@ const MODEL_KEYS = new Set([
   "normalize_embeddings",
   "max_length",
   "dtype",
+  "truncate_dim",
 ]);
 
 export function loadConfigFile(path: string): ConfigFile {
@@ -88,6 +90,12 @@ function parseModel(path: string, alias: string, raw: unknown): ModelSpec {
   if (typeof maxLength !== "number" || !Number.isInteger(maxLength) || maxLength < 0) {
     throw new ConfigError(`${where}: "max_length" must be a non-negative integer`);
   }
+  const truncateDim = raw.truncate_dim ?? 0;
+  if (typeof truncateDim !== "number" || !Number.isInteger(truncateDim) || truncateDim < 0) {
+    throw new ConfigError(
+      `${where}: "truncate_dim" must be a positive integer (or 0 for the full dimension)`,
+    );
+  }
   return {
     alias,
     modelId,
@@ -96,6 +104,7 @@ function parseModel(path: string, alias: string, raw: unknown): ModelSpec {
     normalize,
     maxLength,
     dtype: str("dtype") ?? "",
+    truncateDim,
   };
 }
 

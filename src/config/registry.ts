@@ -18,9 +18,18 @@ export interface ModelSpec {
   readonly maxLength: number;
   /** "" or "auto": float16 on CUDA, float32 on CPU. */
   readonly dtype: string;
+  /** Matryoshka: keep the first N dimensions, before normalizing; 0 = all of them. */
+  readonly truncateDim: number;
 }
 
-const base = { revision: "", prefix: "", normalize: false, maxLength: 0, dtype: "" };
+const base = {
+  revision: "",
+  prefix: "",
+  normalize: false,
+  maxLength: 0,
+  dtype: "",
+  truncateDim: 0,
+};
 
 function entry(alias: string, modelId: string, settings: Partial<ModelSpec> = {}): ModelSpec {
   return { ...base, alias, modelId, ...settings };

@@ -33,6 +33,7 @@ export function loadRequest(model: RunModel, device: string): LoadModelRequest {
     maxLength: model.maxLength,
     prefix: model.prefix,
     normalize: model.normalize,
+    truncateDim: model.truncateDim,
   };
 }
 
@@ -85,9 +86,22 @@ export async function openSession(
         if (signal?.aborted) throw err;
         throw explain(connection.target, `loading model "${model.alias}" (${model.modelId})`, err);
       });
+    checkTruncation(connection.target, model, modelInfo);
     loaded.set(model.alias, modelInfo);
   }
   return { target: connection.target, connection, info, models: loaded };
+}
+
+/**
+ * A server that predates truncate_dim ignores the field (proto3) and returns
+ * whole vectors: refuse it rather than store vectors of another size.
+ */
+export function checkTruncation(target: string, model: RunModel, info: ModelInfo): void {
+  const cut = model.truncateDim;
+  if (info.truncateDim === cut && (cut === 0 || info.dim === cut)) return;
+  throw new ServerError(
+    `server ${target}: model "${model.alias}" was asked for truncate_dim ${cut} but reports truncate_dim ${info.truncateDim}, dim ${info.dim}; update the inference server`,
+  );
 }
 
 /** Every server must compute the same numbers for a model: same dim, same weights. */

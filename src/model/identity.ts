@@ -13,6 +13,7 @@ export interface ModelIdentity {
   readonly modelId: string;
   /** The revision the server resolved and loaded (commit or weights digest). */
   readonly revision: string;
+  /** Of the vectors the server returns: truncateDim when set. */
   readonly dim: number;
   /** The dtype actually used. */
   readonly dtype: string;
@@ -21,6 +22,8 @@ export interface ModelIdentity {
   readonly pooling: string;
   readonly prefix: string;
   readonly normalize: boolean;
+  /** Matryoshka: the first N dimensions, cut before normalizing; 0 = not cut. */
+  readonly truncateDim: number;
 }
 
 /** The settings asked for (0 / "" = the model's own): a resume must ask for the same. */
@@ -36,6 +39,7 @@ const IDENTITY_LABELS: Readonly<Record<keyof ModelIdentity, string>> = {
   pooling: "pooling",
   prefix: "prefix",
   normalize: "normalize",
+  truncateDim: "truncate_dim",
 };
 
 const REQUEST_LABELS: Readonly<Record<keyof ModelRequest, string>> = {
@@ -45,18 +49,20 @@ const REQUEST_LABELS: Readonly<Record<keyof ModelRequest, string>> = {
   normalize: "normalize",
   maxLength: "max_length",
   dtype: "dtype",
+  truncateDim: "truncate_dim",
 };
 
 /** The identity a server reports for a model it loaded. */
 export function identityOf(info: ModelInfo): ModelIdentity {
-  const { modelId, revision, dim, dtype, maxLength, pooling, prefix, normalize } = info;
-  return { modelId, revision, dim, dtype, maxLength, pooling, prefix, normalize };
+  const { modelId, revision, dim, dtype, maxLength, pooling, prefix, normalize, truncateDim } =
+    info;
+  return { modelId, revision, dim, dtype, maxLength, pooling, prefix, normalize, truncateDim };
 }
 
 /** The settings a run model asks for. */
 export function requestOf(model: RunModel): ModelRequest {
-  const { modelId, revision, prefix, normalize, maxLength, dtype } = model;
-  return { modelId, revision, prefix, normalize, maxLength, dtype };
+  const { modelId, revision, prefix, normalize, maxLength, dtype, truncateDim } = model;
+  return { modelId, revision, prefix, normalize, maxLength, dtype, truncateDim };
 }
 
 /** What differs between two identities, as `dim 384 → 768`; empty when the vectors are the same. */

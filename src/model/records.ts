@@ -3,6 +3,13 @@ import type { ModelIdentity } from "./identity.js";
 // What the checkpoint stores and the outputs report, declared below both so
 // that output/ need not import checkpoint/.
 
+/** The batch limits a model's plan was cut with: what the user asked, after the servers' caps. */
+export interface PlanLimitsUsed {
+  readonly batchSize: number;
+  /** 0 = no token budget. */
+  readonly maxBatchTokens: number;
+}
+
 /**
  * A model as the ledger knows it: its identity as the servers resolved it
  * (revision, max_length, dtype), plus what was asked for where that differs.
@@ -16,6 +23,8 @@ export interface LedgerModel extends ModelIdentity {
   readonly requestedMaxLength: number;
   readonly requestedDtype: string;
   readonly fileStem: string;
+  /** null: planned by an embed-multi that did not record it (checkpoint schema < 3). */
+  readonly plannedWith: PlanLimitsUsed | null;
 }
 
 export interface ModelTotals {

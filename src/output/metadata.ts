@@ -26,9 +26,11 @@ export interface QuantizationInfo {
 /** `<alias>.metadata.json`: the fields of the specification, then everything needed to reproduce. */
 export interface ModelMetadata {
   model_name: string;
+  /** Of the stored vectors: truncate_dim when set. */
   embedding_dim: number;
   num_paragraphs: number;
   processing_time: number;
+  /** The batch limits the plan was cut with (after the servers' caps), also when resumed with others. */
   batch_size: number;
   alias: string;
   revision: string;
@@ -37,6 +39,8 @@ export interface ModelMetadata {
   prefix: string;
   max_length: number;
   pooling: string;
+  /** Matryoshka: the first N dimensions kept, before normalizing; 0 = not cut. */
+  truncate_dim: number;
   truncated_count: number;
   total_tokens: number;
   padding_efficiency: number;
@@ -85,7 +89,8 @@ export function buildMetadata(x: MetadataInputs): MetadataBody {
     embedding_dim: x.ledgerModel.dim,
     num_paragraphs: x.corpus.rows,
     processing_time: round(x.run.processingSeconds),
-    batch_size: x.config.batchSize,
+    // A checkpoint planned before the limits were recorded: the flags, as it always said.
+    batch_size: x.ledgerModel.plannedWith?.batchSize ?? x.config.batchSize,
     alias: x.model.alias,
     revision: x.ledgerModel.revision,
     dtype: x.ledgerModel.dtype,
@@ -93,12 +98,13 @@ export function buildMetadata(x: MetadataInputs): MetadataBody {
     prefix: x.ledgerModel.prefix,
     max_length: x.ledgerModel.maxLength,
     pooling: x.ledgerModel.pooling,
+    truncate_dim: x.ledgerModel.truncateDim,
     truncated_count: x.totals.truncated,
     total_tokens: x.totals.tokens,
     padding_efficiency: round(
       x.totals.paddedTokens ? x.totals.realTokens / x.totals.paddedTokens : 1,
     ),
-    max_batch_tokens: x.config.maxBatchTokens,
+    max_batch_tokens: x.ledgerModel.plannedWith?.maxBatchTokens ?? x.config.maxBatchTokens,
     input_file: x.corpus.file,
     input_sha256: x.corpus.sha256,
     input_size: x.corpus.size,

@@ -1,6 +1,6 @@
 import { status } from "@grpc/grpc-js";
 import { checkSameWeights } from "../checkpoint/compat.js";
-import type { Ledger } from "../checkpoint/ledger.js";
+import type { Ledger, PlanLimitsUsed } from "../checkpoint/ledger.js";
 import { ledgerModelOf } from "../checkpoint/model-row.js";
 import type { RunConfig } from "../config.js";
 import { RpcError, type ServerConnection } from "../dispatch/client.js";
@@ -30,7 +30,9 @@ export function serverCounter(connection: ServerConnection, signal?: AbortSignal
 
 /**
  * Gives each model the first server's view of it, then plans the batches of
- * models new to the checkpoint and stores them, all pending.
+ * models new to the checkpoint and stores them, all pending, with the limits
+ * they were cut with. A model planned before keeps its plan: if this run's
+ * limits would cut it otherwise, one note says so.
  */
 export async function planModels(
   runs: readonly ModelRun[],
@@ -42,15 +44,20 @@ export async function planModels(
   corpus: CorpusIndex,
   progress: Progress,
 ): Promise<void> {
+  const overruled: { alias: string; plan: PlanLimitsUsed }[] = [];
   for (const [position, run] of runs.entries()) {
     const info = first.models.get(run.model.alias);
     if (!info) throw new Error(`server ${first.target} did not load ${run.model.alias}`);
     run.server = info;
+    const limits = batchLimits(config, first.info.limits, info.dim);
     if (run.stored) {
       checkSameWeights(run.stored, info);
+      const plan = run.stored.plannedWith;
+      if (plan && !run.status.finalized && !samePlanLimits(plan, limits)) {
+        overruled.push({ alias: run.model.alias, plan });
+      }
       continue;
     }
-    const limits = batchLimits(config, first.info.limits, info.dim);
     // The ids come along, so that the batches of this run carry them (the run
     // ends by removing the store, also on failure).
     run.store = TokenStore.available
@@ -76,8 +83,27 @@ export async function planModels(
     progress.note(
       `${run.model.alias}: ${plan.batches.length} batches of up to ${limits.batchSize} paragraphs, padding efficiency ${paddingEfficiency(plan).toFixed(3)}${measured.counted ? "" : " (lengths estimated)"}`,
     );
-    run.stored = ledgerModelOf(run.model, info, position);
+    const plannedWith = { batchSize: limits.batchSize, maxBatchTokens: limits.maxBatchTokens };
+    run.stored = ledgerModelOf(run.model, info, position, plannedWith);
     ledger.addModel(run.stored, plan.batches);
     refresh(run, ledger);
   }
+  if (overruled.length > 0) progress.note(storedPlanNote(config, overruled));
+}
+
+function samePlanLimits(a: PlanLimitsUsed, b: PlanLimitsUsed): boolean {
+  return a.batchSize === b.batchSize && a.maxBatchTokens === b.maxBatchTokens;
+}
+
+/** One line for every resumed model whose stored plan this run's limits would cut otherwise. */
+export function storedPlanNote(
+  config: Pick<RunConfig, "batchSize" | "maxBatchTokens">,
+  overruled: readonly { alias: string; plan: PlanLimitsUsed }[],
+): string {
+  const plans = overruled.map(({ alias, plan }) => {
+    const tokens = plan.maxBatchTokens > 0 ? `${plan.maxBatchTokens} tokens` : "no token budget";
+    const which = overruled.length > 1 ? ` (${alias})` : "";
+    return `${plan.batchSize} paragraphs / ${tokens}${which}`;
+  });
+  return `--batch_size ${config.batchSize} --max_batch_tokens ${config.maxBatchTokens} not used: the stored plan wins: batches of up to ${plans.join(", ")}, from the first run; --restart to plan again`;
 }

@@ -48,6 +48,7 @@ export function modelOf(metadata: StoredMetadata, stem: string): RunModel {
     normalize: metadata.normalize,
     maxLength: metadata.maxLength,
     dtype: metadata.dtype,
+    truncateDim: metadata.truncateDim,
     fileStem: stem,
   };
 }

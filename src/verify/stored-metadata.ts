@@ -20,6 +20,8 @@ export interface StoredMetadata {
   readonly prefix: string;
   readonly maxLength: number;
   readonly pooling: string;
+  /** 0 for metadata written before embed-multi could truncate. */
+  readonly truncateDim: number;
   readonly inputSha256: string;
   readonly skippedLines: ReadonlySet<number>;
   /** File names (no folder) the run says it wrote, the metadata file included. */
@@ -60,6 +62,7 @@ export function readStoredMetadata(path: string, name: string): MetadataRead {
     prefix: fields.string("prefix"),
     maxLength: fields.count("max_length"),
     pooling: fields.string("pooling"),
+    truncateDim: fields.optionalCount("truncate_dim"),
     inputSha256: fields.string("input_sha256"),
     skippedLines: new Set(fields.skippedLines()),
     outputs: fields.outputs(),
@@ -95,6 +98,11 @@ class Fields {
     if (typeof v === "number" && Number.isInteger(v) && v >= 0) return v;
     this.problems.push(`field ${key} is missing or not a count`);
     return 0;
+  }
+
+  /** A count that older metadata lacks: 0 when absent. */
+  optionalCount(key: string): number {
+    return this.record[key] === undefined ? 0 : this.count(key);
   }
 
   boolean(key: string): boolean {

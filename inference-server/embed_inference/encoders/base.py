@@ -44,6 +44,9 @@ class Settings:
     prefix: str
     normalize: bool
     max_length: int
+    # Matryoshka: the first N dimensions of the pooled embedding, kept before the
+    # normalization (as sentence-transformers' truncate_dim); 0 = all of them.
+    truncate_dim: int = 0
 
 
 @dataclass
@@ -97,7 +100,7 @@ class Prepared:
 
 
 class Encoder(ABC):
-    """One model_key: shared weights plus its prefix, normalize and max_length."""
+    """One model_key: shared weights plus its prefix, normalize, max_length and truncate_dim."""
 
     # The largest id plus one that pre_ids accepts; None: any uint32 (debug engine).
     vocab_size: int | None = None
@@ -144,7 +147,14 @@ class Encoder(ABC):
 
     @abstractmethod
     def post(self, output: Any) -> np.ndarray:
-        """Normalize if asked; return a C-contiguous float32 (rows, dim) array."""
+        """Truncate, then normalize if asked; return a C-contiguous float32 (rows, dim) array."""
+
+    def truncated(self, output: Any) -> Any:
+        """The first truncate_dim columns of a (rows, dim) array or tensor: what
+        sentence-transformers does to the pooled embedding (after the model's own modules,
+        a Normalize module included) before `normalize_embeddings`."""
+        keep = self.settings.truncate_dim
+        return output[:, :keep] if keep else output
 
     @abstractmethod
     def count_tokens(self, texts: Sequence[str]) -> list[int]:

@@ -12,6 +12,7 @@ contract and must not change:
         z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
         z = (z ^ (z >> 27)) * 0x94D049BB133111EB
         z = z ^ (z >> 31)
+      if truncate_dim N > 0: only value[0 .. N-1] are kept (the row has N values)
       if normalize: the row is divided by its L2 norm, both in float64
       (norm = sqrt(sum(float64(value[j])^2))), and the quotient cast to float32.
 
@@ -22,7 +23,8 @@ contract and must not change:
     its token count, the first two the seed's low and high 32 bits, the rest 0. An
     EmbedBatch of these ids gives the same vectors as one of the texts.
 
-Any model id is accepted: dim = --debug-dim, revision "debug", pooling "debug".
+Any model id is accepted: dim = --debug-dim (truncate_dim when set), revision "debug",
+pooling "debug".
 It also measures the orchestrator's speed ceiling, so it is vectorized over the
 whole batch with numpy uint64 arithmetic (which wraps mod 2^64).
 """
@@ -102,7 +104,7 @@ class DebugEncoder(Encoder):
 
     @property
     def dim(self) -> int:
-        return self._dim
+        return self.settings.truncate_dim or self._dim
 
     def _words(self, texts: Sequence[str]) -> np.ndarray:
         prefix = self.settings.prefix
@@ -151,10 +153,13 @@ class DebugEncoder(Encoder):
         )
 
     def core(self, features: Any) -> np.ndarray:
-        return debug_vectors(features, self._dim)
+        # Value j depends on the seed and j alone: the first truncate_dim values are
+        # computed by themselves, never the whole row to be cut.
+        return debug_vectors(features, self.dim)
 
     def post(self, output: Any) -> np.ndarray:
-        return l2_normalize_f64(output) if self.settings.normalize else output
+        kept = self.truncated(output)
+        return l2_normalize_f64(kept) if self.settings.normalize else kept
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         self._count_tokenized(len(texts))

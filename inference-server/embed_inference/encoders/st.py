@@ -67,7 +67,7 @@ class SentenceTransformerEncoder(Encoder):
 
     @property
     def dim(self) -> int:
-        return self.weights.dim
+        return self.settings.truncate_dim or self.weights.dim
 
     def _prefixed(self, texts: Sequence[str]) -> list[str]:
         prefix = self.settings.prefix
@@ -268,7 +268,7 @@ class SentenceTransformerEncoder(Encoder):
         forward, and its `stream.synchronize()` waited for that too; now `post` waits on an
         event recorded after this batch's copy only."""
         with torch.inference_mode():
-            embeddings = output.float()
+            embeddings = self.truncated(output).float()
             if self.settings.normalize:
                 embeddings = torch.nn.functional.normalize(embeddings, p=2, dim=1)
             if not embeddings.is_cuda:

@@ -39,7 +39,7 @@ class InfoResponse(_message.Message):
     def __init__(self, server_version: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., engine: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...
 
 class LoadModelRequest(_message.Message):
-    __slots__ = ("model_id", "revision", "device", "dtype", "max_length", "prefix", "normalize")
+    __slots__ = ("model_id", "revision", "device", "dtype", "max_length", "prefix", "normalize", "truncate_dim")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,7 @@ class LoadModelRequest(_message.Message):
     MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
     PREFIX_FIELD_NUMBER: _ClassVar[int]
     NORMALIZE_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATE_DIM_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     revision: str
     device: str
@@ -54,10 +55,11 @@ class LoadModelRequest(_message.Message):
     max_length: int
     prefix: str
     normalize: bool
-    def __init__(self, model_id: _Optional[str] = ..., revision: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., max_length: _Optional[int] = ..., prefix: _Optional[str] = ..., normalize: _Optional[bool] = ...) -> None: ...
+    truncate_dim: int
+    def __init__(self, model_id: _Optional[str] = ..., revision: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., max_length: _Optional[int] = ..., prefix: _Optional[str] = ..., normalize: _Optional[bool] = ..., truncate_dim: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model_key", "model_id", "revision", "dim", "max_length", "pooling", "normalize", "prefix", "dtype", "device", "tokenized_rows")
+    __slots__ = ("model_key", "model_id", "revision", "dim", "max_length", "pooling", "normalize", "prefix", "dtype", "device", "tokenized_rows", "truncate_dim")
     MODEL_KEY_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +71,7 @@ class ModelInfo(_message.Message):
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     TOKENIZED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATE_DIM_FIELD_NUMBER: _ClassVar[int]
     model_key: str
     model_id: str
     revision: str
@@ -80,7 +83,8 @@ class ModelInfo(_message.Message):
     dtype: str
     device: str
     tokenized_rows: int
-    def __init__(self, model_key: _Optional[str] = ..., model_id: _Optional[str] = ..., revision: _Optional[str] = ..., dim: _Optional[int] = ..., max_length: _Optional[int] = ..., pooling: _Optional[str] = ..., normalize: _Optional[bool] = ..., prefix: _Optional[str] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., tokenized_rows: _Optional[int] = ...) -> None: ...
+    truncate_dim: int
+    def __init__(self, model_key: _Optional[str] = ..., model_id: _Optional[str] = ..., revision: _Optional[str] = ..., dim: _Optional[int] = ..., max_length: _Optional[int] = ..., pooling: _Optional[str] = ..., normalize: _Optional[bool] = ..., prefix: _Optional[str] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., tokenized_rows: _Optional[int] = ..., truncate_dim: _Optional[int] = ...) -> None: ...
 
 class CountTokensRequest(_message.Message):
     __slots__ = ("model_key", "texts", "return_ids")

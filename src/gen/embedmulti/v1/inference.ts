@@ -75,6 +75,13 @@ export interface LoadModelRequest {
   prefix: string;
   /** L2-normalize every embedding. */
   normalize: boolean;
+  /**
+   * Matryoshka: keep the first truncate_dim dimensions of each pooled embedding,
+   * before the normalization asked for above (as sentence-transformers'
+   * truncate_dim does). 0: the model's full dimension. More than the model's
+   * dimension is INVALID_ARGUMENT.
+   */
+  truncateDim: number;
 }
 
 export interface ModelInfo {
@@ -83,6 +90,7 @@ export interface ModelInfo {
   modelId: string;
   /** Content hash or commit of the weights actually loaded. */
   revision: string;
+  /** The dimension of the embeddings Embed returns (truncate_dim when set). */
   dim: number;
   maxLength: number;
   /** "mean", "cls", ... */
@@ -97,6 +105,8 @@ export interface ModelInfo {
    * and Embed batches of texts): lets a test prove each text is tokenized once.
    */
   tokenizedRows: number;
+  /** As asked in LoadModelRequest; 0: not truncated. */
+  truncateDim: number;
 }
 
 export interface CountTokensRequest {
@@ -509,7 +519,16 @@ export const InfoResponse: MessageFns<InfoResponse> = {
 };
 
 function createBaseLoadModelRequest(): LoadModelRequest {
-  return { modelId: "", revision: "", device: "", dtype: "", maxLength: 0, prefix: "", normalize: false };
+  return {
+    modelId: "",
+    revision: "",
+    device: "",
+    dtype: "",
+    maxLength: 0,
+    prefix: "",
+    normalize: false,
+    truncateDim: 0,
+  };
 }
 
 export const LoadModelRequest: MessageFns<LoadModelRequest> = {
@@ -534,6 +553,9 @@ export const LoadModelRequest: MessageFns<LoadModelRequest> = {
     }
     if (message.normalize !== false) {
       writer.uint32(56).bool(message.normalize);
+    }
+    if (message.truncateDim !== 0) {
+      writer.uint32(64).uint32(message.truncateDim);
     }
     return writer;
   },
@@ -607,6 +629,14 @@ export const LoadModelRequest: MessageFns<LoadModelRequest> = {
             message.normalize = reader.bool();
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.truncateDim = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -636,6 +666,11 @@ export const LoadModelRequest: MessageFns<LoadModelRequest> = {
         : 0,
       prefix: isSet(object.prefix) ? globalThis.String(object.prefix) : "",
       normalize: isSet(object.normalize) ? globalThis.Boolean(object.normalize) : false,
+      truncateDim: isSet(object.truncateDim)
+        ? globalThis.Number(object.truncateDim)
+        : isSet(object.truncate_dim)
+        ? globalThis.Number(object.truncate_dim)
+        : 0,
     };
   },
 
@@ -662,6 +697,9 @@ export const LoadModelRequest: MessageFns<LoadModelRequest> = {
     if (message.normalize !== false) {
       obj.normalize = message.normalize;
     }
+    if (message.truncateDim !== 0) {
+      obj.truncateDim = Math.round(message.truncateDim);
+    }
     return obj;
   },
 
@@ -677,6 +715,7 @@ export const LoadModelRequest: MessageFns<LoadModelRequest> = {
     message.maxLength = object.maxLength ?? 0;
     message.prefix = object.prefix ?? "";
     message.normalize = object.normalize ?? false;
+    message.truncateDim = object.truncateDim ?? 0;
     return message;
   },
 };
@@ -694,6 +733,7 @@ function createBaseModelInfo(): ModelInfo {
     dtype: "",
     device: "",
     tokenizedRows: 0,
+    truncateDim: 0,
   };
 }
 
@@ -731,6 +771,9 @@ export const ModelInfo: MessageFns<ModelInfo> = {
     }
     if (message.tokenizedRows !== 0) {
       writer.uint32(88).uint64(message.tokenizedRows);
+    }
+    if (message.truncateDim !== 0) {
+      writer.uint32(96).uint32(message.truncateDim);
     }
     return writer;
   },
@@ -836,6 +879,14 @@ export const ModelInfo: MessageFns<ModelInfo> = {
             message.tokenizedRows = longToNumber(reader.uint64());
             continue;
           }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.truncateDim = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -877,6 +928,11 @@ export const ModelInfo: MessageFns<ModelInfo> = {
         : isSet(object.tokenized_rows)
         ? globalThis.Number(object.tokenized_rows)
         : 0,
+      truncateDim: isSet(object.truncateDim)
+        ? globalThis.Number(object.truncateDim)
+        : isSet(object.truncate_dim)
+        ? globalThis.Number(object.truncate_dim)
+        : 0,
     };
   },
 
@@ -915,6 +971,9 @@ export const ModelInfo: MessageFns<ModelInfo> = {
     if (message.tokenizedRows !== 0) {
       obj.tokenizedRows = Math.round(message.tokenizedRows);
     }
+    if (message.truncateDim !== 0) {
+      obj.truncateDim = Math.round(message.truncateDim);
+    }
     return obj;
   },
 
@@ -934,6 +993,7 @@ export const ModelInfo: MessageFns<ModelInfo> = {
     message.dtype = object.dtype ?? "";
     message.device = object.device ?? "";
     message.tokenizedRows = object.tokenizedRows ?? 0;
+    message.truncateDim = object.truncateDim ?? 0;
     return message;
   },
 };
