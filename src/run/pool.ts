@@ -110,11 +110,23 @@ export async function gather<C extends Connectable, S>(
       ),
     ),
   );
-  // unref: a pending grace timer must not keep a finished run alive.
+  // The grace timer is cleared once the race is over, so it never keeps a finished
+  // run alive; it is not unref'd, since a run waiting on it only for a straggler
+  // (no socket of its own yet) must still wait.
+  let timer: NodeJS.Timeout | undefined;
+  let raced = false;
   const grace = firstReady.then(
-    () => new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref()),
+    () =>
+      new Promise<void>((resolve) => {
+        if (!raced) timer = setTimeout(resolve, graceMs);
+      }),
   );
-  await Promise.race([all, grace]);
+  try {
+    await Promise.race([all, grace]);
+  } finally {
+    raced = true;
+    clearTimeout(timer);
+  }
 
   const ready: S[] = [];
   const waiting: S[] = [];
