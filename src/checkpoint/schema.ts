@@ -58,6 +58,18 @@ const VERSION_1 = `
 const MIGRATIONS: readonly string[] = [
   // 2: pending batches of a model are found without a scan of a million-batch table.
   "CREATE INDEX batches_by_status ON batches (alias, status)",
+  // Probes and per-batch checks (issue 12): each model's probe vectors (float32, row-major,
+  // one row per probe text of the set `probe_set`), stored by the first server that served
+  // it; and how many of its batches came back failing the checks and were sent again.
+  `CREATE TABLE probes (
+     alias TEXT PRIMARY KEY REFERENCES models(alias),
+     probe_set TEXT NOT NULL,
+     dim INTEGER NOT NULL,
+     vectors BLOB NOT NULL,
+     server TEXT NOT NULL,
+     stored_at TEXT NOT NULL
+   );
+   ALTER TABLE models ADD COLUMN retried_batches INTEGER NOT NULL DEFAULT 0;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length + 1;
