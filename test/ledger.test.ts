@@ -128,8 +128,15 @@ function versionOneCheckpoint(path: string): void {
   ledger.close();
   const db = new Database(path);
   db.exec("DROP INDEX batches_by_status");
+  undoProbeStep(db);
   db.prepare("UPDATE meta SET value = '1' WHERE key = 'schema_version'").run();
   db.close();
+}
+
+/** Takes back the probes step (issue 12): what a checkpoint made before it looks like. */
+function undoProbeStep(db: Database.Database): void {
+  db.exec("DROP TABLE probes");
+  db.exec("ALTER TABLE models DROP COLUMN retried_batches");
 }
 
 function schemaVersion(path: string): string {
@@ -149,7 +156,9 @@ test("a checkpoint of schema 1 is migrated on open and keeps its batches", () =>
   versionOneCheckpoint(path);
   assert.throws(
     () => LedgerReader.openReadOnly(path),
-    /has schema version 1; run embed-multi on it once to migrate it to 2/,
+    new RegExp(
+      `has schema version 1; run embed-multi on it once to migrate it to ${SCHEMA_VERSION}`,
+    ),
   );
   const ledger = Ledger.open(path);
   const status = ledger.status("m");
@@ -174,7 +183,9 @@ test("a checkpoint from a newer embed-multi is refused in one line saying what t
       assert.ok(err instanceof CheckpointError);
       assert.match(
         err.message,
-        /schema version 99, newer than this embed-multi reads \(2\).*--restart/,
+        new RegExp(
+          `schema version 99, newer than this embed-multi reads \\(${SCHEMA_VERSION}\\).*--restart`,
+        ),
       );
       assert.ok(!err.message.includes("\n"));
       return true;
@@ -215,4 +226,35 @@ test("the read-only reader sees each batch's status, and a model's status in one
   assert.equal(status.rows, 20);
   reader.close();
   ledger.close();
+});
+
+test("probe vectors and retried batches are kept per model, also in a checkpoint made before them", () => {
+  const path = join(tempDir("ledger-probes"), "c.sqlite");
+  versionOneCheckpoint(path);
+  const ledger = Ledger.open(path);
+  assert.equal(ledger.probes("m"), null);
+  assert.equal(ledger.status("m").retriedBatches, 0);
+  const vectors = { rows: 2, dim: 4, data: Float32Array.of(1, 0, 0, 0, 0.5, 0.5, -0.5, 0.25) };
+  ledger.storeProbes("m", "set-a", vectors, "a:1");
+  ledger.addRetried("m");
+  ledger.addRetried("m");
+  ledger.close();
+
+  const reader = LedgerReader.openReadOnly(path);
+  const stored = reader.probes("m");
+  assert.ok(stored);
+  assert.equal(stored.probeSet, "set-a");
+  assert.equal(stored.server, "a:1");
+  assert.equal(stored.vectors.rows, 2);
+  assert.equal(stored.vectors.dim, 4);
+  assert.deepEqual(Array.from(stored.vectors.data), Array.from(vectors.data));
+  assert.equal(reader.status("m").retriedBatches, 2);
+  reader.close();
+
+  // Stored again (another set of probe texts): replaced, not added.
+  const again = Ledger.open(path);
+  again.storeProbes("m", "set-b", { rows: 1, dim: 4, data: Float32Array.of(0, 1, 0, 0) }, "b:1");
+  assert.equal(again.probes("m")?.probeSet, "set-b");
+  assert.equal(again.probes("m")?.vectors.rows, 1);
+  again.close();
 });

@@ -151,7 +151,9 @@ export function batchProblem(
   if (!problem) return null;
   const row = item.rows[problem.row];
   const line = row === undefined ? undefined : (corpus.lineNumbers[row] ?? row + 1);
-  return line === undefined ? problem.message : `input line ${line}, ${problem.message}`;
+  // checkBatch counts rows within the batch; the user knows lines.
+  const what = problem.message.replace(/^row \d+: /, "");
+  return line === undefined ? problem.message : `input line ${line}: ${what}`;
 }
 
 export function describeBatch(item: WorkItem, corpus: Pick<CorpusIndex, "lineNumbers">): string {
