@@ -115,7 +115,10 @@ const BACKOFF_MAX_MS = 5000;
  * servers do more. A server that fails is taken out, its batches go back to
  * the queue, and it is retried with exponential backoff. A batch that fails
  * maxAttempts times stops the run; so does having no server up for
- * serverTimeoutMs.
+ * serverTimeoutMs. A batch whose vectors fail the check hook is sent to
+ * another server (the same one when no other is up) and stops the run when it
+ * fails again. A server that reopen() refuses (ServerRefusedError) is kept out
+ * for the run; with every server kept out the run stops at once.
  */
 export class Dispatcher {
   private readonly slots: ServerSlot[];
