@@ -93,10 +93,11 @@ async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary
           aliases: [...new Set(items.map((item) => item.alias))],
           tolerance: config.probeTolerance,
           timeoutMs: config.batchTimeoutMs,
+          signal: ctx.signal,
         },
         progress,
       );
-      const probed = await probeServers(guard, pool.ready, pool.waiting, progress);
+      const probed = await probeServers(guard, pool.ready, pool.waiting, progress, ctx.signal);
       await embed(
         unfinished,
         items,

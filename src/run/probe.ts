@@ -1,4 +1,5 @@
 import type { Ledger } from "../checkpoint/ledger.js";
+import { untilAborted } from "../dispatch/abort.js";
 import { ServerRefusedError } from "../dispatch/dispatcher.js";
 import type { ServerSession } from "../dispatch/servers.js";
 import { ServerError } from "../errors.js";
@@ -16,6 +17,8 @@ export interface ProbeSettings {
   readonly tolerance: number;
   /** How long one server may take for the probes (one small batch per model). */
   readonly timeoutMs: number;
+  /** Ends the wait for a server's probe vectors at once (SIGINT, SIGTERM). */
+  readonly signal?: AbortSignal;
 }
 
 /**
@@ -84,7 +87,10 @@ export class ProbeGuard {
   }
 
   private embed(session: ServerSession, modelKey: string): Promise<Matrix> {
-    return embedTexts(session.connection, modelKey, PROBE_TEXTS, this.settings.timeoutMs);
+    return untilAborted(
+      embedTexts(session.connection, modelKey, PROBE_TEXTS, this.settings.timeoutMs),
+      this.settings.signal,
+    );
   }
 }
 
@@ -106,26 +112,18 @@ export async function probeServers(
   ready: readonly ServerSession[],
   waiting: readonly ServerSession[],
   progress: Progress,
+  signal?: AbortSignal,
 ): Promise<ProbedPool> {
-  const outcomes: (unknown | null)[] = [];
-  const [first, ...rest] = ready;
-  if (first)
-    outcomes.push(
-      await guard.check(first).then(
-        () => null,
-        (err: unknown) => err,
-      ),
+  // null: admitted; otherwise why not.
+  const outcome = (s: ServerSession) =>
+    guard.check(s).then(
+      () => null,
+      (err: unknown) => err,
     );
-  outcomes.push(
-    ...(await Promise.all(
-      rest.map((s) =>
-        guard.check(s).then(
-          () => null,
-          (err: unknown) => err,
-        ),
-      ),
-    )),
-  );
+  const [first, ...rest] = ready;
+  const outcomes = first ? [await outcome(first), ...(await Promise.all(rest.map(outcome)))] : [];
+  // A stopped run is not a server that could not embed the probes.
+  if (signal?.aborted) throw signal.reason;
   const probed: ProbedPool = { ready: [], waiting: [...waiting], refusals: [] };
   ready.forEach((session, i) => {
     const err = outcomes[i];
