@@ -7,11 +7,15 @@ import { CHECKPOINT_FILE } from "../src/run/prepare.js";
 import { PROBE_SET_ID, PROBE_TEXTS } from "../src/verify/probe-texts.js";
 import { cliArgs } from "./cli-args.js";
 import {
+  type CliResult,
   corpusSlice,
   errorLines,
   type RunningServer,
   readNpy,
   runCli,
+  safeDone,
+  sleep,
+  spawnCli,
   startServer,
   tempDir,
   testEnv,
@@ -209,5 +213,44 @@ test("a batch that comes back with NaN is retried, then the run stops naming its
     assert.deepEqual(metadata(two).servers, [clean.target]);
   } finally {
     await stopAll([broken, clean]);
+  }
+});
+
+test("a server that comes back after failover computing other vectors is kept out; with none left the run stops with its line", async () => {
+  const dir = tempDir("probe-rejoin");
+  // Long enough that the run is still going when its only server is killed.
+  const input = writeLines(join(dir, "in.jsonl"), corpusSlice(400, 5400));
+  const first = await startServer(["--threads", "1"]);
+  const port = Number(first.target.split(":")[1]);
+  const out = join(dir, "out");
+  const { done } = spawnCli(
+    runArgs(input, out, [first.target], ["--server_timeout", "120", "--max_workers", "1"]),
+  );
+  let ended: CliResult | null = null;
+  void done.then((r) => {
+    ended = r;
+  });
+  while (safeDone(out) < 2) {
+    if (ended) throw new Error(`the run ended early: ${(ended as CliResult).stderr}`);
+    await sleep(20);
+  }
+  await first.stop();
+  const back = await startServer(["--threads", "1"], testEnv({ EMBED_TEST_PERTURB: "0.5" }), port);
+  try {
+    const result = await done;
+    assert.notEqual(result.code, 0);
+    assert.match(result.stderr, /is down/);
+    const errors = errorLines(result.stderr).filter((l) => l.includes("error:"));
+    assert.equal(errors.length, 1, result.stderr);
+    assert.match(
+      errors[0] ?? "",
+      new RegExp(
+        `no server is left to embed with: server ${literal(first.target)} is kept out for model "${STEM}": worst cosine 0\\.\\d+`,
+      ),
+    );
+    const status = withLedger(out, (l) => l.status(STEM));
+    assert.ok(status.doneBatches >= 2 && status.doneBatches < status.batches);
+  } finally {
+    await back.stop();
   }
 });
