@@ -116,6 +116,11 @@ const described = yargs(hideBin(process.argv))
     type: "number",
     describe: `Attempts per batch before the run stops [default: ${DEFAULTS.max_attempts}]`,
   })
+  .option("probe_tolerance", {
+    alias: "probe-tolerance",
+    type: "number",
+    describe: `Least cosine between a server's probe vectors and the ones stored for the model; a server below it is kept out of the run [default: ${DEFAULTS.probe_tolerance}]`,
+  })
   .option("tls", {
     type: "boolean",
     describe: "Connect to the servers over TLS (the token goes in EMBED_AUTH_TOKEN)",

@@ -13,6 +13,7 @@ import {
 import { readAuthToken } from "./config/token.js";
 import { ConfigError } from "./errors.js";
 import { isOutputDtype, OUTPUT_DTYPES, type OutputDtype } from "./output/dtype.js";
+import { DEFAULT_PROBE_TOLERANCE } from "./verify/probe.js";
 
 export type { ModelSpec } from "./config/registry.js";
 
@@ -70,6 +71,8 @@ export interface RunConfig {
   readonly batchTimeoutMs: number;
   readonly serverTimeoutMs: number;
   readonly maxAttempts: number;
+  /** Every probe vector of a joining server must have at least this cosine with the stored one. */
+  readonly probeTolerance: number;
   readonly tls: TlsConfig | null;
   readonly authToken: string;
   /** Test hook EMBED_TEST_DISK_FULL_AFTER_ROWS: .npy writes past this many rows fail with ENOSPC (0 = off). */
@@ -100,6 +103,7 @@ export interface CliArgs {
   batch_timeout?: number;
   server_timeout?: number;
   max_attempts?: number;
+  probe_tolerance?: number;
   tls?: boolean;
   tls_ca?: string;
   engine?: string;
@@ -120,6 +124,7 @@ export const DEFAULTS = {
   batch_timeout: 120,
   server_timeout: 60,
   max_attempts: 4,
+  probe_tolerance: DEFAULT_PROBE_TOLERANCE,
   engine: "sentence-transformers",
   debug_dim: 384,
   threads: 0,
@@ -212,6 +217,7 @@ export function buildRunConfig(args: CliArgs, env: NodeJS.ProcessEnv): RunConfig
     serverTimeoutMs:
       1000 * positiveNumber("server_timeout", pick("server_timeout", DEFAULTS.server_timeout)),
     maxAttempts: positiveInt("max_attempts", pick("max_attempts", DEFAULTS.max_attempts)),
+    probeTolerance: probeTolerance(pick("probe_tolerance", DEFAULTS.probe_tolerance)),
     tls: tlsWanted ? { caFile: pick("tls_ca", "") } : null,
     authToken: readAuthToken(env),
     testDiskFullAfterRows: Number.parseInt(env.EMBED_TEST_DISK_FULL_AFTER_ROWS ?? "", 10) || 0,
@@ -323,6 +329,16 @@ function nonNegativeInt(flag: string, value: unknown, zero?: string): number {
   if (typeof value !== "number" || !Number.isInteger(value) || value < 0) {
     const what = zero ? `a positive integer, ${zero}` : "a non-negative integer";
     throw new ConfigError(`--${flag} must be ${what} (got ${String(value)})`);
+  }
+  return value;
+}
+
+/** A cosine: above 0 (a tolerance of 0 or less would admit any server), at most 1. */
+function probeTolerance(value: unknown): number {
+  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0 || value > 1) {
+    throw new ConfigError(
+      `--probe_tolerance must be a cosine above 0 and at most 1 (got ${String(value)})`,
+    );
   }
   return value;
 }

@@ -13,6 +13,7 @@ import { needsServers } from "./run/model-run.js";
 import { planModels, serverCounter } from "./run/plan.js";
 import { type ServerPool, startPool, stopPool } from "./run/pool.js";
 import { openCheckpoint, openMatrix, prepareOutputDir } from "./run/prepare.js";
+import { ProbeGuard, probeServers } from "./run/probe.js";
 import type { EmbeddedServer } from "./server/embedded.js";
 
 export type { ModelSummary, RunSummary } from "./run/finalize.js";
@@ -84,8 +85,30 @@ async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary
     }
     for (const m of unfinished) progress.addModel(m.model.alias, m.status.rows, m.status.doneRows);
     if (items.length > 0) {
-      if (!pool) throw new Error("batches left but no server was started");
-      await embed(unfinished, items, pool, ledger, config, reader, corpus, progress, ctx.signal);
+      const reference = pool?.ready[0]?.models;
+      if (!pool || !reference) throw new Error("batches left but no server was started");
+      const guard = new ProbeGuard(
+        ledger,
+        {
+          aliases: [...new Set(items.map((item) => item.alias))],
+          tolerance: config.probeTolerance,
+          timeoutMs: config.batchTimeoutMs,
+          signal: ctx.signal,
+        },
+        progress,
+      );
+      const probed = await probeServers(guard, pool.ready, pool.waiting, progress, ctx.signal);
+      await embed(
+        unfinished,
+        items,
+        { ...probed, reference, guard },
+        ledger,
+        config,
+        reader,
+        corpus,
+        progress,
+        ctx.signal,
+      );
     }
     await finalizeAll(
       unfinished,

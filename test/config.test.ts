@@ -162,3 +162,18 @@ test("truncate_dim: per model in the config file, --truncate_dim for the others,
     );
   }
 });
+
+test("--probe_tolerance is a cosine above 0 and at most 1, 0.999 unless given", () => {
+  const models = ["m/x"];
+  assert.equal(buildRunConfig({ ...base, models }, {}).probeTolerance, 0.999);
+  assert.equal(buildRunConfig({ ...base, models, probe_tolerance: 0.99 }, {}).probeTolerance, 0.99);
+  assert.equal(buildRunConfig({ ...base, models, probe_tolerance: 1 }, {}).probeTolerance, 1);
+  for (const bad of [0, -0.5, 1.5, Number.NaN]) {
+    assert.throws(
+      () => buildRunConfig({ ...base, models, probe_tolerance: bad }, {}),
+      (err: unknown) =>
+        err instanceof ConfigError &&
+        /--probe_tolerance must be a cosine above 0/.test(err.message),
+    );
+  }
+});

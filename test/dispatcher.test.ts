@@ -7,6 +7,7 @@ import {
   type Clock,
   Dispatcher,
   type DispatchHooks,
+  ServerRefusedError,
   type WorkItem,
 } from "../src/dispatch/dispatcher.js";
 import type { ServerSession } from "../src/dispatch/servers.js";
@@ -139,6 +140,7 @@ interface Harness {
   accepted: { batchNo: number; server: string; attempts: number }[];
   attempts: { batchNo: number; attempts: number }[];
   changes: string[];
+  retried: { batchNo: number; server: string; problem: string }[];
 }
 
 function harness(
@@ -146,6 +148,7 @@ function harness(
   options: { maxAttempts?: number; serverTimeoutMs?: number; maxWorkers?: number } = {},
   reopen: DispatchHooks["reopen"] = () => Promise.reject(new Error("still down")),
   waiting: ServerSession[] = [],
+  check: DispatchHooks["check"] = () => null,
 ): Harness {
   const streams: FakeStream[] = [];
   const clock = new FakeClock();
@@ -155,6 +158,7 @@ function harness(
     accepted: [],
     attempts: [],
     changes: [],
+    retried: [],
   };
   const dispatcher = new Dispatcher(
     ready,
@@ -172,6 +176,9 @@ function harness(
       attemptFailed: (item, attempts) => h.attempts.push({ batchNo: item.batchNo, attempts }),
       serverChanged: (target, state) => h.changes.push(`${target} ${state}`),
       reopen,
+      check,
+      retried: (item, server, problem) =>
+        h.retried.push({ batchNo: item.batchNo, server, problem }),
     },
     MODEL_MAP,
     waiting,
@@ -329,4 +336,118 @@ test("a result that arrives after its stream broke is ignored: the batch is embe
   answerAll(b);
   await done;
   assert.deepEqual(h.accepted.map((x) => `${x.batchNo}@${x.server}`).sort(), ["0@b:1", "1@b:1"]);
+});
+
+/** An answer whose vectors the fake check below rejects (its first byte marks it). */
+function nan(batch: EmbedBatch): EmbedResult {
+  const result = ok(batch);
+  if (result.embeddings) result.embeddings.data[0] = 0xff;
+  return result;
+}
+const markedNan: DispatchHooks["check"] = (_item, e) =>
+  e.data[0] === 0xff ? "row 0: NaN at dimension 0" : null;
+
+test("a batch whose vectors fail the check is sent to another server, never written from the first", async () => {
+  const h = harness([session("a:1"), session("b:1")], { maxWorkers: 1 }, undefined, [], markedNan);
+  const done = h.dispatcher.run(items(2), new AbortController().signal);
+  await settle();
+  const [a, b] = h.streams;
+  assert.ok(a && b);
+  const first = a.sent.shift();
+  assert.ok(first);
+  first.resolve(nan(first.batch));
+  await settle();
+  assert.deepEqual(h.retried, [
+    { batchNo: 0, server: "a:1", problem: "row 0: NaN at dimension 0" },
+  ]);
+  // a is free but must not take batch 0 again: b finishes its own, then takes it.
+  assert.equal(a.sent.length, 0, "the failed batch is not given back to the same server");
+  answerAll(b);
+  await settle();
+  answerAll(b);
+  await done;
+  assert.deepEqual(h.accepted.map((x) => `${x.batchNo}@${x.server}`).sort(), ["0@b:1", "1@b:1"]);
+});
+
+test("with one server a batch whose vectors fail the check is tried once more, then the run stops naming it", async () => {
+  const h = harness([session("a:1")], {}, undefined, [], markedNan);
+  const done = h.dispatcher.run(items(2), new AbortController().signal);
+  done.catch(() => {});
+  await settle();
+  const [a] = h.streams;
+  assert.ok(a);
+  const first = a.sent.find((s) => s.batch.texts[0] === "text 0");
+  assert.ok(first);
+  first.resolve(nan(first.batch));
+  await settle();
+  const again = a.sent.filter((s) => s.batch.texts[0] === "text 0");
+  assert.equal(again.length, 2, "sent once more to the only server");
+  again[1]?.resolve(nan(again[1].batch));
+  await settle();
+  await assert.rejects(
+    done,
+    /^ExitError: batch 0: the vectors failed the checks twice from server a:1 \(row 0: NaN at dimension 0; then row 0: NaN at dimension 0\); nothing of the batch was written/,
+  );
+  assert.equal(h.retried.length, 1);
+  assert.ok(!h.accepted.some((x) => x.batchNo === 0), "the failing batch is never accepted");
+});
+
+test("a batch failing the check on two servers stops the run naming both", async () => {
+  const h = harness([session("a:1"), session("b:1")], { maxWorkers: 1 }, undefined, [], markedNan);
+  const done = h.dispatcher.run(items(1), new AbortController().signal);
+  done.catch(() => {});
+  await settle();
+  const [a, b] = h.streams;
+  assert.ok(a && b);
+  const first = a.sent.shift() ?? b.sent.shift();
+  assert.ok(first);
+  first.resolve(nan(first.batch));
+  await settle();
+  const second = a.sent.shift() ?? b.sent.shift();
+  assert.ok(second);
+  second.resolve(nan(second.batch));
+  await assert.rejects(done, /from servers a:1 and b:1/);
+  assert.equal(h.accepted.length, 0);
+});
+
+test("a server refused on rejoining (its probes differ) is kept out; with none left the run stops with its line", async () => {
+  const refusal = 'server a:1 is kept out for model "m": worst cosine 0.5';
+  const reopened: string[] = [];
+  const h = harness([session("a:1"), session("b:1")], { maxWorkers: 1 }, async (s) => {
+    reopened.push(s.target);
+    throw new ServerRefusedError(refusal);
+  });
+  const done = h.dispatcher.run(items(4), new AbortController().signal);
+  done.catch(() => {});
+  await settle();
+  const [a, b] = h.streams;
+  assert.ok(a && b);
+  a.break();
+  await h.clock.advance(1000);
+  assert.deepEqual(h.changes, ["a:1 down", "a:1 retired"]);
+  assert.deepEqual(reopened, ["a:1"], "a refused server is not retried");
+  // b goes on with everything, a gets nothing more.
+  for (let i = 0; i < 4; i++) {
+    answerAll(b);
+    await settle();
+  }
+  await done;
+  assert.equal(h.accepted.length, 4);
+  assert.ok(h.accepted.every((x) => x.server === "b:1"));
+  await h.clock.advance(60_000);
+  assert.deepEqual(reopened, ["a:1"]);
+
+  // The only server refused: the run stops at once with the refusal.
+  const alone = harness([session("c:1")], {}, async () => {
+    throw new ServerRefusedError(refusal);
+  });
+  const stopped = alone.dispatcher.run(items(2), new AbortController().signal);
+  stopped.catch(() => {});
+  await settle();
+  alone.streams[0]?.break();
+  await alone.clock.advance(1000);
+  await assert.rejects(stopped, (err: Error) => {
+    assert.equal(err.message, `no server is left to embed with: ${refusal}`);
+    return true;
+  });
 });

@@ -36,6 +36,7 @@ const METADATA_FIELDS = [
   "tool_version",
   "padding_efficiency",
   "resumed_count",
+  "retried_batches",
 ];
 
 test("all-MiniLM-L6-v2 through the embedded server equals a direct encode, in input order", async () => {

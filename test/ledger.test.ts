@@ -141,8 +141,15 @@ function versionOneCheckpoint(path: string): void {
     ALTER TABLE models DROP COLUMN truncate_dim;
     ALTER TABLE models DROP COLUMN plan_batch_size;
     ALTER TABLE models DROP COLUMN plan_max_batch_tokens;`);
+  undoProbeStep(db);
   db.prepare("UPDATE meta SET value = '1' WHERE key = 'schema_version'").run();
   db.close();
+}
+
+/** Takes back the probes step (issue 12): what a checkpoint made before it looks like. */
+function undoProbeStep(db: Database.Database): void {
+  db.exec("DROP TABLE probes");
+  db.exec("ALTER TABLE models DROP COLUMN retried_batches");
 }
 
 function schemaVersion(path: string): string {
@@ -234,4 +241,35 @@ test("the read-only reader sees each batch's status, and a model's status in one
   assert.equal(status.rows, 20);
   reader.close();
   ledger.close();
+});
+
+test("probe vectors and retried batches are kept per model, also in a checkpoint made before them", () => {
+  const path = join(tempDir("ledger-probes"), "c.sqlite");
+  versionOneCheckpoint(path);
+  const ledger = Ledger.open(path);
+  assert.equal(ledger.probes("m"), null);
+  assert.equal(ledger.status("m").retriedBatches, 0);
+  const vectors = { rows: 2, dim: 4, data: Float32Array.of(1, 0, 0, 0, 0.5, 0.5, -0.5, 0.25) };
+  ledger.storeProbes("m", "set-a", vectors, "a:1");
+  ledger.addRetried("m");
+  ledger.addRetried("m");
+  ledger.close();
+
+  const reader = LedgerReader.openReadOnly(path);
+  const stored = reader.probes("m");
+  assert.ok(stored);
+  assert.equal(stored.probeSet, "set-a");
+  assert.equal(stored.server, "a:1");
+  assert.equal(stored.vectors.rows, 2);
+  assert.equal(stored.vectors.dim, 4);
+  assert.deepEqual(Array.from(stored.vectors.data), Array.from(vectors.data));
+  assert.equal(reader.status("m").retriedBatches, 2);
+  reader.close();
+
+  // Stored again (another set of probe texts): replaced, not added.
+  const again = Ledger.open(path);
+  again.storeProbes("m", "set-b", { rows: 1, dim: 4, data: Float32Array.of(0, 1, 0, 0) }, "b:1");
+  assert.equal(again.probes("m")?.probeSet, "set-b");
+  assert.equal(again.probes("m")?.vectors.rows, 1);
+  again.close();
 });

@@ -3,6 +3,7 @@ import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { ServerConnection } from "../src/dispatch/client.js";
+import { PROBE_TEXTS } from "../src/verify/probe-texts.js";
 import { cliArgs } from "./cli-args.js";
 import {
   EXAMPLE,
@@ -21,6 +22,8 @@ interface Comparison {
 }
 
 const STEMS = ["all-MiniLM-L6-v2", "e5-style-minilm"];
+/** Rows the probe adds per model each run: the server embeds the probe texts before any batch. */
+const PROBES = PROBE_TEXTS.length;
 
 /** Rows each model_key of the server has tokenized, by prefix ("" or "passage: "). */
 async function tokenizedRows(server: RunningServer): Promise<Map<string, number>> {
@@ -63,8 +66,8 @@ test("each paragraph is tokenized once per model; the ids and texts paths give i
     assert.deepEqual(
       await tokenizedRows(server),
       new Map([
-        ["", 40],
-        ["passage: ", 40],
+        ["", 40 + PROBES],
+        ["passage: ", 40 + PROBES],
       ]),
     );
     assert.deepEqual(scratchFiles(out), [], "the token store is removed when the run ends");
@@ -78,8 +81,8 @@ test("each paragraph is tokenized once per model; the ids and texts paths give i
     assert.deepEqual(
       await tokenizedRows(server),
       new Map([
-        ["", 80],
-        ["passage: ", 80],
+        ["", 80 + 2 * PROBES],
+        ["passage: ", 80 + 2 * PROBES],
       ]),
     );
     STEMS.forEach((s, i) => {

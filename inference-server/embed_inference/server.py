@@ -125,9 +125,10 @@ class InferenceService(pb_grpc.InferenceServicer):
         check_text_lengths(texts, self._rt.config.limits)
         loop = asyncio.get_running_loop()
         encoder = model.encoder
-        # The poison test hook looks for a string in a batch's texts: with it set, the
-        # batches must carry texts.
-        if request.return_ids and encoder.supports_ids and not self._rt.config.test_poison:
+        # The poison and NaN test hooks look for a string in a batch's texts: with one
+        # set, the batches must carry texts.
+        hooked = self._rt.config.test_poison or self._rt.config.test_nan
+        if request.return_ids and encoder.supports_ids and not hooked:
             tokens = await loop.run_in_executor(self._rt.pools.pre, encoder.tokenize, texts)
             return pb.CountTokensResponse(tokens=token_ids_pb(tokens))
         counts = await loop.run_in_executor(self._rt.pools.pre, encoder.count_tokens, texts)

@@ -55,3 +55,23 @@ def test_nan_marks_exactly_the_rows_with_the_marker() -> None:
 def test_perturb_must_be_a_positive_number(value: str) -> None:
     with pytest.raises(ConfigError, match="EMBED_TEST_PERTURB"):
         make_config(["--engine", "debug"], {"EMBED_TEST_PERTURB": value})
+
+
+@pytest.mark.parametrize("environ", [{}, {"EMBED_TEST_NAN": "zz-nan-zz"}])
+def test_with_the_nan_hook_count_tokens_gives_counts_so_batches_carry_texts(
+    environ: dict[str, str],
+) -> None:
+    # The hook looks for its marker in a batch's texts: token-id batches would hide it.
+    server = RunningServer(make_config(["--engine", "debug"], environ))
+    try:
+        with server.channel() as channel:
+            stub = pb_grpc.InferenceStub(channel)
+            key = stub.LoadModel(pb.LoadModelRequest(model_id="m")).model_key
+            answer = stub.CountTokens(
+                pb.CountTokensRequest(model_key=key, texts=TEXTS, return_ids=True)
+            )
+    finally:
+        server.close()
+    assert answer.HasField("tokens") == (not environ)
+    if environ:
+        assert len(answer.counts) == len(TEXTS)

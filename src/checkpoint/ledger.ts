@@ -2,6 +2,7 @@ import Database from "better-sqlite3";
 import { CheckpointError } from "../errors.js";
 import type { LedgerModel, ModelTotals, PlanLimitsUsed, RunRecord } from "../model/records.js";
 import type { PlannedBatch } from "../plan/planner.js";
+import type { Matrix } from "../verify/vectors.js";
 import { createSchema, migrate, SCHEMA_VERSION } from "./schema.js";
 
 export type { LedgerModel, ModelTotals, PlanLimitsUsed, RunRecord };
@@ -65,6 +66,8 @@ function statements(db: Database.Database) {
          SUM(padded_tokens) AS padded_tokens
        FROM batches WHERE alias = ?`,
     ),
+    retried: db.prepare("SELECT retried_batches FROM models WHERE alias = ?"),
+    probes: db.prepare("SELECT probe_set, dim, vectors, server FROM probes WHERE alias = ?"),
     servers: db.prepare(
       "SELECT DISTINCT server FROM batches WHERE alias = ? AND server IS NOT NULL ORDER BY server",
     ),
@@ -81,6 +84,15 @@ function statements(db: Database.Database) {
        FROM batches WHERE alias = ? AND status = 'pending' ORDER BY batch_no`,
     ),
   };
+}
+
+/** A model's probe vectors as the checkpoint holds them. */
+export interface StoredProbes {
+  /** PROBE_SET_ID of the texts they embed. */
+  readonly probeSet: string;
+  /** The server that computed them. */
+  readonly server: string;
+  readonly vectors: Matrix;
 }
 
 /** A batch as stored, with its status: what tests and tools read. */
@@ -164,6 +176,7 @@ export class LedgerReader {
     const row = this.read.totals.get(alias) as Record<string, number | null>;
     const servers = this.read.servers.all(alias) as { server: string }[];
     const finalized = this.read.finalized.get(alias) as { finalized_at: string | null } | undefined;
+    const retried = this.read.retried.get(alias) as { retried_batches: number } | undefined;
     return {
       planned: finalized !== undefined,
       finalized: Boolean(finalized?.finalized_at),
@@ -176,6 +189,22 @@ export class LedgerReader {
       realTokens: row.real_tokens ?? 0,
       paddedTokens: row.padded_tokens ?? 0,
       servers: servers.map((s) => s.server),
+      retriedBatches: retried?.retried_batches ?? 0,
+    };
+  }
+
+  /** The probe vectors stored for a model, or null before its first server embedded them. */
+  probes(alias: string): StoredProbes | null {
+    const row = this.read.probes.get(alias) as Row | undefined;
+    if (!row) return null;
+    const blob = row.vectors as Buffer;
+    // Copied: the blob's bytes need not be 4-byte aligned.
+    const data = new Float32Array(new Uint8Array(blob).buffer);
+    const dim = Number(row.dim);
+    return {
+      probeSet: String(row.probe_set),
+      server: String(row.server),
+      vectors: { rows: dim > 0 ? data.length / dim : 0, dim, data },
     };
   }
 
@@ -213,6 +242,15 @@ function writeStatements(db: Database.Database) {
     resetBatches: db.prepare(
       `UPDATE batches SET status = 'pending', server = NULL, tokens = NULL, truncated = NULL,
          finished_at = NULL, completions = 0 WHERE alias = ?`,
+    ),
+    storeProbes: db.prepare(
+      `INSERT INTO probes (alias, probe_set, dim, vectors, server, stored_at)
+       VALUES (?, ?, ?, ?, ?, ?)
+       ON CONFLICT(alias) DO UPDATE SET probe_set = excluded.probe_set, dim = excluded.dim,
+         vectors = excluded.vectors, server = excluded.server, stored_at = excluded.stored_at`,
+    ),
+    addRetried: db.prepare(
+      "UPDATE models SET retried_batches = retried_batches + 1 WHERE alias = ?",
     ),
     unfinalize: db.prepare("UPDATE models SET finalized_at = NULL WHERE alias = ?"),
     finalize: db.prepare("UPDATE models SET finalized_at = ? WHERE alias = ?"),
@@ -328,6 +366,25 @@ export class Ledger extends LedgerReader {
   /** Records failed attempts of batches not done, so the bound on retries survives a restart. */
   recordAttempts(alias: string, batchNo: number, attempts: number): void {
     this.write.attempts.run(attempts, alias, batchNo);
+  }
+
+  /** Stores (or replaces) the probe vectors of a model, computed by `server`. */
+  storeProbes(alias: string, probeSet: string, vectors: Matrix, server: string): void {
+    const { data } = vectors;
+    const blob = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    this.write.storeProbes.run(
+      alias,
+      probeSet,
+      vectors.dim,
+      blob,
+      server,
+      new Date().toISOString(),
+    );
+  }
+
+  /** Counts a batch of the model whose vectors failed the checks and that is sent again. */
+  addRetried(alias: string): void {
+    this.write.addRetried.run(alias);
   }
 
   /** Puts every batch of a model back to pending (its .npy was lost). */

@@ -64,6 +64,18 @@ const MIGRATIONS: readonly string[] = [
   `ALTER TABLE models ADD COLUMN truncate_dim INTEGER NOT NULL DEFAULT 0;
    ALTER TABLE models ADD COLUMN plan_batch_size INTEGER;
    ALTER TABLE models ADD COLUMN plan_max_batch_tokens INTEGER;`,
+  // 4: probes and per-batch checks (issue 12): each model's probe vectors (float32, row-major,
+  // one row per probe text of the set `probe_set`), stored by the first server that served
+  // it; and how many of its batches came back failing the checks and were sent again.
+  `CREATE TABLE probes (
+     alias TEXT PRIMARY KEY REFERENCES models(alias),
+     probe_set TEXT NOT NULL,
+     dim INTEGER NOT NULL,
+     vectors BLOB NOT NULL,
+     server TEXT NOT NULL,
+     stored_at TEXT NOT NULL
+   );
+   ALTER TABLE models ADD COLUMN retried_batches INTEGER NOT NULL DEFAULT 0;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length + 1;

@@ -71,9 +71,20 @@ export interface DispatchHooks {
   /** A failed attempt, with the failed attempts so far across runs. */
   attemptFailed(item: WorkItem, attempts: number): void;
   serverChanged(target: string, state: ServerState, detail: string): void;
-  /** Re-checks a server that came back: health, models (same dim and weights). */
+  /**
+   * Re-checks a server that joins or came back: health, models (same dim and
+   * weights), its probe vectors. Throwing ServerRefusedError keeps it out for
+   * the run; any other error is retried with backoff.
+   */
   reopen(session: ServerSession): Promise<ServerSession>;
+  /** What is wrong with a batch's vectors (NaN, Inf, zero or off-norm rows), or null. */
+  check(item: WorkItem, embeddings: Embeddings): string | null;
+  /** A batch whose vectors failed the check is sent again (to another server when there is one). */
+  retried(item: WorkItem, server: string, problem: string): void;
 }
+
+/** A server that must not get work in this run (its probe vectors differ): not retried. */
+export class ServerRefusedError extends ServerError {}
 
 class ServerSlot {
   state: ServerState = "up";
@@ -104,7 +115,10 @@ const BACKOFF_MAX_MS = 5000;
  * servers do more. A server that fails is taken out, its batches go back to
  * the queue, and it is retried with exponential backoff. A batch that fails
  * maxAttempts times stops the run; so does having no server up for
- * serverTimeoutMs.
+ * serverTimeoutMs. A batch whose vectors fail the check hook is sent to
+ * another server (the same one when no other is up) and stops the run when it
+ * fails again. A server that reopen() refuses (ServerRefusedError) is kept out
+ * for the run; with every server kept out the run stops at once.
  */
 export class Dispatcher {
   private readonly slots: ServerSlot[];
@@ -116,6 +130,8 @@ export class Dispatcher {
   private allDownTimer: (() => void) | null = null;
   /** Failed attempts of each batch across runs: the dispatcher's, not the item's. */
   private readonly attempts = new Map<WorkItem, number>();
+  /** Batches whose vectors failed the check once: the server and the problem. */
+  private readonly failedCheck = new Map<WorkItem, { server: string; problem: string }>();
   private readonly clock: Clock;
 
   /**
@@ -172,6 +188,8 @@ export class Dispatcher {
         if (slot.state === "up") slot.stream = this.openStream(slot);
         else void this.revive(slot);
       }
+      // Every server may still be joining: the wait for one is bounded like any other.
+      this.watchAllDown();
       if (this.outstanding === 0) this.settle(undefined);
       else this.pump();
     });
@@ -190,13 +208,24 @@ export class Dispatcher {
       while (
         !this.finished &&
         slot.state === "up" &&
-        slot.inFlight.size < this.options.maxWorkers &&
-        this.queue.length > 0
+        slot.inFlight.size < this.options.maxWorkers
       ) {
-        const item = this.queue.shift() as WorkItem;
-        this.send(slot, item);
+        const at = this.nextFor(slot);
+        if (at < 0) break;
+        const [item] = this.queue.splice(at, 1);
+        if (item) this.send(slot, item);
       }
     }
+  }
+
+  /**
+   * The first queued batch this server may take: a batch whose vectors failed
+   * the check on it waits for another server, unless no other one is up.
+   */
+  private nextFor(slot: ServerSlot): number {
+    const otherUp = this.slots.some((s) => s !== slot && s.state === "up");
+    if (!otherUp) return this.queue.length > 0 ? 0 : -1;
+    return this.queue.findIndex((item) => this.failedCheck.get(item)?.server !== slot.target);
   }
 
   private send(slot: ServerSlot, item: WorkItem): void {
@@ -230,6 +259,17 @@ export class Dispatcher {
   }
 
   private completed(slot: ServerSlot, item: WorkItem, embeddings: Embeddings): void {
+    let problem: string | null;
+    try {
+      problem = this.hooks.check(item, embeddings);
+    } catch (err) {
+      this.settle?.(err as Error);
+      return;
+    }
+    if (problem !== null) {
+      this.checkFailed(slot, item, problem);
+      return;
+    }
     try {
       this.hooks.accept(item, embeddings, slot.target, (this.attempts.get(item) ?? 0) + 1);
     } catch (err) {
@@ -240,6 +280,36 @@ export class Dispatcher {
     this.outstanding--;
     if (this.outstanding === 0) this.settle?.(undefined);
     else this.pump();
+  }
+
+  /**
+   * The batch's vectors failed the check: nothing of it is written. The first
+   * time it goes back to the queue for another server (the same one when it is
+   * the only one up); the second time the run stops, naming the batch.
+   */
+  private checkFailed(slot: ServerSlot, item: WorkItem, problem: string): void {
+    const before = this.failedCheck.get(item);
+    if (before) {
+      const servers =
+        before.server === slot.target
+          ? `twice from server ${slot.target}`
+          : `from servers ${before.server} and ${slot.target}`;
+      this.settle?.(
+        new ExitError(
+          `${this.hooks.describe(item)}: the vectors failed the checks ${servers} (${before.problem}; then ${problem}); nothing of the batch was written; fix the input or the servers and run the same command again`,
+        ),
+      );
+      return;
+    }
+    this.failedCheck.set(item, { server: slot.target, problem });
+    try {
+      this.hooks.retried(item, slot.target, problem);
+    } catch (err) {
+      this.settle?.(err as Error);
+      return;
+    }
+    this.queue.unshift(item);
+    this.pump();
   }
 
   /** The server answered this batch with an error: the batch may be at fault. */
@@ -311,9 +381,7 @@ export class Dispatcher {
         if (this.finished) return;
         const mismatch = compareModels(this.reference, fresh.models);
         if (mismatch) {
-          slot.state = "retired";
-          slot.lastError = `came back with a different model: ${mismatch}`;
-          this.hooks.serverChanged(slot.target, "retired", slot.lastError);
+          this.retire(slot, `came back with a different model: ${mismatch}`);
           return;
         }
         slot.session = fresh;
@@ -328,9 +396,25 @@ export class Dispatcher {
         this.pump();
         return;
       } catch (err) {
+        if (this.finished) return;
+        if (err instanceof ServerRefusedError) {
+          this.retire(slot, err.message);
+          return;
+        }
         slot.lastError = err instanceof Error ? err.message : String(err);
         delay = Math.min(BACKOFF_MAX_MS, delay * 2);
       }
+    }
+  }
+
+  /** Keeps a server out for the rest of the run; with none left that could work, stops it. */
+  private retire(slot: ServerSlot, why: string): void {
+    slot.state = "retired";
+    slot.lastError = why;
+    this.hooks.serverChanged(slot.target, "retired", why);
+    if (this.slots.every((s) => s.state === "retired")) {
+      const reasons = this.slots.map((s) => s.lastError).join("; ");
+      this.settle?.(new ServerError(`no server is left to embed with: ${reasons}`));
     }
   }
 }

@@ -37,6 +37,8 @@ export interface ModelTotals {
   readonly realTokens: number;
   readonly paddedTokens: number;
   readonly servers: string[];
+  /** Batches whose vectors failed the per-batch checks and were sent again (all runs). */
+  readonly retriedBatches: number;
 }
 
 export interface RunRecord {

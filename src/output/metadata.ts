@@ -59,6 +59,8 @@ export interface ModelMetadata {
   /** Seconds spent writing the JSONL (null when not written). */
   jsonl_export_time: number | null;
   resumed_count: number;
+  /** Batches whose vectors failed the per-batch checks (NaN, Inf, zero or off-norm rows) and were sent again. */
+  retried_batches: number;
   created_at: string;
   finished_at: string;
   tool: string;
@@ -117,6 +119,7 @@ export function buildMetadata(x: MetadataInputs): MetadataBody {
     quantization: quantization(x.config.outputDtype, x.ranges),
     jsonl_export_time: x.jsonlSeconds === null ? null : round(x.jsonlSeconds),
     resumed_count: Math.max(0, x.run.attempts - 1),
+    retried_batches: x.totals.retriedBatches,
     created_at: x.run.createdAt,
     finished_at: new Date().toISOString(),
     tool: "embed-multi",

@@ -5,12 +5,14 @@ import { Dispatcher, type WorkItem } from "../dispatch/dispatcher.js";
 import { batchPayload } from "../dispatch/payload.js";
 import { openSession } from "../dispatch/servers.js";
 import { EmbedStream } from "../dispatch/stream.js";
+import type { Embeddings, ModelInfo } from "../gen/embedmulti/v1/inference.js";
 import type { RowReader } from "../input/rows.js";
 import type { CorpusIndex } from "../input/scan.js";
 import type { NpyMatrixFile } from "../output/npy.js";
 import type { Progress } from "../progress.js";
-import type { ModelRun } from "./model-run.js";
-import type { ServerPool } from "./pool.js";
+import { checkBatch } from "../verify/batch-check.js";
+import { type ModelRun, storedModel } from "./model-run.js";
+import type { ProbedPool, ProbeGuard } from "./probe.js";
 
 /** The pending batches of the models still to embed, in model order. */
 export function pendingWork(runs: readonly ModelRun[], ledger: Ledger): WorkItem[] {
@@ -24,14 +26,21 @@ export function pendingWork(runs: readonly ModelRun[], ledger: Ledger): WorkItem
   );
 }
 
+/** The servers that may embed, after the probe; `reference` is the models every one must hold. */
+export interface EmbedServers extends Pick<ProbedPool, "ready" | "waiting"> {
+  readonly reference: ReadonlyMap<string, ModelInfo>;
+  readonly guard: ProbeGuard;
+}
+
 /**
- * Sends every pending batch through the servers and commits the answers.
- * What is written is kept, also after an error or a signal.
+ * Sends every pending batch through the servers and commits the answers that
+ * pass the per-batch checks. What is written is kept, also after an error or
+ * a signal.
  */
 export async function embed(
   runs: readonly ModelRun[],
   items: readonly WorkItem[],
-  pool: ServerPool,
+  pool: EmbedServers,
   ledger: Ledger,
   config: RunConfig,
   reader: RowReader,
@@ -49,8 +58,6 @@ export async function embed(
     config.testDiskFullAfterRows,
   );
   const manyServers = pool.ready.length + pool.waiting.length > 1;
-  const [first] = pool.ready;
-  if (!first) throw new Error("no server ready");
   const dispatcher = new Dispatcher(
     pool.ready,
     {
@@ -66,7 +73,17 @@ export async function embed(
         if (run && !run.window) run.window = { first: Date.now(), last: Date.now() };
         return batchPayload(item.rows, run?.store ?? undefined, reader);
       },
-      // The place for a per-batch check of the answer before it is written.
+      // Before anything of the batch is written or marked done.
+      check: (item, embeddings) => {
+        const run = byAlias.get(item.alias);
+        return run ? batchProblem(item, embeddings, storedModel(run).normalize, corpus) : null;
+      },
+      retried: (item, server, problem) => {
+        ledger.addRetried(item.alias);
+        progress.note(
+          `${describeBatch(item, corpus)}: the vectors from server ${server} failed the checks (${problem}); sending it again`,
+        );
+      },
       accept: (item, embeddings, server, attempts) => {
         committer.accept({ ...item, attempts }, embeddings, server);
         const run = byAlias.get(item.alias);
@@ -80,20 +97,27 @@ export async function embed(
       describe: (item) => describeBatch(item, corpus),
       attemptFailed: (item, attempts) => ledger.recordAttempts(item.alias, item.batchNo, attempts),
       serverChanged: (target, state, detail) => {
-        progress.note(`server ${target} is ${state}${detail ? `: ${detail}` : ""}`);
+        // A probe refusal is a whole line of its own, naming the server.
+        const refused = detail.startsWith(`server ${target} `);
+        progress.note(
+          refused ? detail : `server ${target} is ${state}${detail ? `: ${detail}` : ""}`,
+        );
         progress.servers(dispatcher.serverShares());
       },
-      // The place for a probe check when a server joins or rejoins.
-      reopen: (session) =>
-        openSession(
+      // A server that joins or comes back embeds the probes before it gets work.
+      reopen: async (session) => {
+        const fresh = await openSession(
           session.connection,
           config.models,
           config.device,
           config.serverTimeoutMs,
           signal,
-        ),
+        );
+        await pool.guard.check(fresh);
+        return fresh;
+      },
     },
-    first.models,
+    pool.reference,
     pool.waiting,
     { openStream: (session, onBroken) => new EmbedStream(session.connection, onBroken) },
   );
@@ -107,6 +131,29 @@ export async function embed(
       if (!dispatchFailed) throw err;
     });
   }
+}
+
+/** What is wrong with a batch's vectors, naming the input line of the row; null when nothing. */
+export function batchProblem(
+  item: WorkItem,
+  embeddings: Embeddings,
+  normalizes: boolean,
+  corpus: Pick<CorpusIndex, "lineNumbers">,
+): string | null {
+  const { rows, dim } = embeddings;
+  const bytes = embeddings.data;
+  // Copied when the message's buffer is not 4-byte aligned.
+  const data =
+    bytes.byteOffset % 4 === 0
+      ? new Float32Array(bytes.buffer, bytes.byteOffset, Math.floor(bytes.byteLength / 4))
+      : new Float32Array(new Uint8Array(bytes).buffer);
+  const problem = checkBatch(data, rows, dim, normalizes);
+  if (!problem) return null;
+  const row = item.rows[problem.row];
+  const line = row === undefined ? undefined : (corpus.lineNumbers[row] ?? row + 1);
+  // checkBatch counts rows within the batch; the user knows lines.
+  const what = problem.message.replace(/^row \d+: /, "");
+  return line === undefined ? problem.message : `input line ${line}: ${what}`;
 }
 
 export function describeBatch(item: WorkItem, corpus: Pick<CorpusIndex, "lineNumbers">): string {
