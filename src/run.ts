@@ -1,19 +1,17 @@
 import type { RunConfig } from "./config.js";
-import { checkAgreement } from "./dispatch/servers.js";
 import { RowReader } from "./input/rows.js";
 import { scanInput } from "./input/scan.js";
-import { checkServerTextLimit } from "./input/server-limit.js";
 import { closeLedger } from "./output/diskfull.js";
 import { withFolderLock } from "./output/lock.js";
 import { removeTokenStores } from "./plan/tokens.js";
 import type { Progress } from "./progress.js";
 import { embed, pendingWork } from "./run/embed.js";
 import { finalizeAll, type RunSummary, summarize } from "./run/finalize.js";
-import { needsServers } from "./run/model-run.js";
-import { planModels, serverCounter } from "./run/plan.js";
+import { type ModelRun, needsServers } from "./run/model-run.js";
+import { planWithServers } from "./run/plan.js";
 import { type ServerPool, startPool, stopPool } from "./run/pool.js";
 import { openCheckpoint, openMatrix, prepareOutputDir } from "./run/prepare.js";
-import { ProbeGuard, probeServers } from "./run/probe.js";
+import { probePool } from "./run/probe.js";
 import type { EmbeddedServer } from "./server/embedded.js";
 
 export type { ModelSummary, RunSummary } from "./run/finalize.js";
@@ -62,53 +60,26 @@ async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary
     for (const m of unfinished) if (m.stored) openMatrix(m, corpus.rows, ledger, progress);
     if (models.some((m) => needsServers(m.status))) {
       pool = await startPool(config, progress, ctx.signal, ctx.onEmbeddedServer);
-      const [first] = pool.ready;
-      if (first) {
-        checkAgreement(pool.ready, config.models);
-        checkServerTextLimit(
-          corpus,
-          reader,
-          pool.ready.map((s) => s.info.limits?.maxTextChars ?? 0),
-        );
-        const counter = serverCounter(first.connection, ctx.signal);
-        await planModels(models, first, counter, ledger, config, reader, corpus, progress);
-      }
+      const { ready } = pool;
+      await planWithServers(ready, models, ledger, config, reader, corpus, progress, ctx.signal);
     }
     for (const m of unfinished) if (!m.matrix) openMatrix(m, corpus.rows, ledger, progress);
 
     const items = pendingWork(unfinished, ledger);
-    const doneBatches = models.reduce((n, m) => n + m.status.doneBatches, 0);
-    const resumed = existed && doneBatches > 0;
-    if (resumed) {
-      const total = models.reduce((n, m) => n + m.status.batches, 0);
-      progress.note(`resuming: ${doneBatches} of ${total} batches done`);
-    }
+    const resumed = noteResume(models, existed, progress);
     for (const m of unfinished) progress.addModel(m.model.alias, m.status.rows, m.status.doneRows);
     if (items.length > 0) {
       const reference = pool?.ready[0]?.models;
       if (!pool || !reference) throw new Error("batches left but no server was started");
-      const guard = new ProbeGuard(
-        ledger,
-        {
-          aliases: [...new Set(items.map((item) => item.alias))],
-          tolerance: config.probeTolerance,
-          timeoutMs: config.batchTimeoutMs,
-          signal: ctx.signal,
-        },
-        progress,
-      );
-      const probed = await probeServers(guard, pool.ready, pool.waiting, progress, ctx.signal);
-      await embed(
-        unfinished,
-        items,
-        { ...probed, reference, guard },
-        ledger,
-        config,
-        reader,
-        corpus,
-        progress,
-        ctx.signal,
-      );
+      const settings = {
+        tolerance: config.probeTolerance,
+        timeoutMs: config.batchTimeoutMs,
+        signal: ctx.signal,
+      };
+      const aliases = items.map((item) => item.alias);
+      const probed = await probePool(pool, aliases, ledger, settings, progress);
+      const servers = { ...probed, reference };
+      await embed(unfinished, items, servers, ledger, config, reader, corpus, progress, ctx.signal);
     }
     await finalizeAll(
       unfinished,
@@ -133,4 +104,13 @@ async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary
     // Bookkeeping on a full disk fails too: it must not hide the error that stopped the run.
     closeLedger(ledger, (Date.now() - startedAt) / 1000, failure);
   }
+}
+
+/** Says how far a resumed run had come; whether it is one. */
+function noteResume(models: readonly ModelRun[], existed: boolean, progress: Progress): boolean {
+  const done = models.reduce((n, m) => n + m.status.doneBatches, 0);
+  if (!existed || done === 0) return false;
+  const total = models.reduce((n, m) => n + m.status.batches, 0);
+  progress.note(`resuming: ${done} of ${total} batches done`);
+  return true;
 }

@@ -4,9 +4,10 @@ import type { Ledger, PlanLimitsUsed } from "../checkpoint/ledger.js";
 import { ledgerModelOf } from "../checkpoint/model-row.js";
 import type { RunConfig } from "../config.js";
 import { RpcError, type ServerConnection } from "../dispatch/client.js";
-import type { ServerSession } from "../dispatch/servers.js";
+import { checkAgreement, type ServerSession } from "../dispatch/servers.js";
 import type { RowReader } from "../input/rows.js";
 import type { CorpusIndex } from "../input/scan.js";
+import { checkServerTextLimit } from "../input/server-limit.js";
 import { batchLimits } from "../plan/limits.js";
 import { measureTokens, type TokenCounter } from "../plan/measure.js";
 import { paddingEfficiency, planBatches } from "../plan/planner.js";
@@ -106,4 +107,31 @@ export function storedPlanNote(
     return `${plan.batchSize} paragraphs / ${tokens}${which}`;
   });
   return `--batch_size ${config.batchSize} --max_batch_tokens ${config.maxBatchTokens} not used: the stored plan wins: batches of up to ${plans.join(", ")}, from the first run; --restart to plan again`;
+}
+
+/**
+ * With the servers of the run known: they must agree on every model, every
+ * paragraph must fit their text limit, and models new to the checkpoint are
+ * measured on the first one and planned.
+ */
+export async function planWithServers(
+  ready: readonly ServerSession[],
+  runs: readonly ModelRun[],
+  ledger: Ledger,
+  config: RunConfig,
+  reader: RowReader,
+  corpus: CorpusIndex,
+  progress: Progress,
+  signal: AbortSignal,
+): Promise<void> {
+  const [first] = ready;
+  if (!first) return;
+  checkAgreement(ready, config.models);
+  checkServerTextLimit(
+    corpus,
+    reader,
+    ready.map((s) => s.info.limits?.maxTextChars ?? 0),
+  );
+  const counter = serverCounter(first.connection, signal);
+  await planModels(runs, first, counter, ledger, config, reader, corpus, progress);
 }

@@ -196,3 +196,20 @@ export async function probeServers(
   }
   return probed;
 }
+
+/**
+ * The servers that may embed the pending batches: a guard that holds every
+ * server to the models' probe vectors (stored by the first server of a model),
+ * and the servers of the pool that passed it.
+ */
+export async function probePool(
+  pool: Pick<ProbedPool, "ready" | "waiting">,
+  aliases: readonly string[],
+  ledger: Ledger,
+  settings: Omit<ProbeSettings, "aliases">,
+  progress: Progress,
+): Promise<ProbedPool & { guard: ProbeGuard }> {
+  const guard = new ProbeGuard(ledger, { ...settings, aliases: [...new Set(aliases)] }, progress);
+  const probed = await probeServers(guard, pool.ready, pool.waiting, progress, settings.signal);
+  return { ...probed, guard };
+}
