@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
+import { cliArgs } from "./cli-args.js";
 import {
   corpusSlice,
   readLedger,
@@ -16,28 +17,15 @@ import {
 const STEM = "all-MiniLM-L6-v2";
 
 function args(input: string, out: string): string[] {
-  return [
-    "--input_file",
-    input,
-    "--output_dir",
-    out,
-    "--models",
-    STEM,
-    "--engine",
-    "debug",
-    "--debug_dim",
-    "768",
-    "--batch_size",
-    "8",
-    "--max_workers",
-    "1",
-    "--checkpoint_interval",
-    "16",
-    "--output_dtype",
-    "int8",
-    "--output_format",
-    "npy,parquet",
-  ];
+  return cliArgs(input, out, STEM, {
+    engine: "debug",
+    debug_dim: 768,
+    batch_size: 8,
+    max_workers: 1,
+    checkpoint_interval: 16,
+    output_dtype: "int8",
+    output_format: "npy,parquet",
+  });
 }
 
 /** A small deterministic generator, so a failing run can be replayed. */

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
+import { cliArgs } from "./cli-args.js";
 import { corpusSlice, pythonJson, runCli, tempDir, writeLines } from "./helpers.js";
 
 const STEM = "all-MiniLM-L6-v2";
@@ -18,18 +19,7 @@ const ODD_LINES = [
 
 function runArgs(input: string, out: string, ...extra: string[]): string[] {
   return [
-    "--input_file",
-    input,
-    "--output_dir",
-    out,
-    "--models",
-    STEM,
-    "--engine",
-    "debug",
-    "--debug_dim",
-    DIM,
-    "--batch_size",
-    "16",
+    ...cliArgs(input, out, STEM, { engine: "debug", debug_dim: DIM, batch_size: 16 }),
     ...extra,
   ];
 }

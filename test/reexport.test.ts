@@ -3,6 +3,7 @@ import { createHash } from "node:crypto";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
+import { cliArgs } from "./cli-args.js";
 import { corpusSlice, runCli, runVerify, tempDir, writeLines } from "./helpers.js";
 
 const STEM = "all-MiniLM-L6-v2";
@@ -11,18 +12,7 @@ const DERIVED = /deriving them from its complete float32 all-MiniLM-L6-v2\.npy, 
 
 function runArgs(input: string, out: string, ...extra: string[]): string[] {
   return [
-    "--input_file",
-    input,
-    "--output_dir",
-    out,
-    "--models",
-    STEM,
-    "--engine",
-    "debug",
-    "--debug_dim",
-    "100",
-    "--batch_size",
-    "16",
+    ...cliArgs(input, out, STEM, { engine: "debug", debug_dim: 100, batch_size: 16 }),
     ...extra,
   ];
 }
