@@ -18,7 +18,7 @@ import { ServerConnection } from "../src/dispatch/client.js";
 import { waitHealthy } from "../src/dispatch/servers.js";
 import { readNpyShape } from "../src/output/npy.js";
 import { CHECKPOINT_FILE } from "../src/run/prepare.js";
-import { flagArgs } from "./cli-args.js";
+import { cliArgs, flagArgs } from "./cli-args.js";
 
 /** The repository root (tests run from dist/test/). */
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -357,6 +357,31 @@ export async function referenceRunBatches(
   return readLedger(reference).batches;
 }
 
+/**
+ * A run of all-MiniLM-L6-v2 over `servers` in the small batches (8, a
+ * checkpoint every 8) and two workers the multi-server tests use; `extra`
+ * adds or overrides flags.
+ */
+export function multiServerArgs(
+  input: string,
+  out: string,
+  servers: readonly string[],
+  extra: Readonly<Record<string, number>> = {},
+): string[] {
+  return cliArgs(input, out, "all-MiniLM-L6-v2", {
+    servers: servers.join(","),
+    batch_size: 8,
+    checkpoint_interval: 8,
+    max_workers: 2,
+    ...extra,
+  });
+}
+
+/** The bytes of a run's `stem`.npy, for comparing runs. */
+export function npyBytes(out: string, stem: string): Buffer {
+  return readFileSync(join(out, `${stem}.npy`));
+}
+
 /** What test/fixtures' compare_direct.py reports: a run's .npy beside a direct encode. */
 export interface DirectComparison {
   shape: number[];
@@ -385,6 +410,33 @@ export function compareDirect(
     npy,
     ...flagArgs(flags),
   ]);
+}
+
+/** Waits until `outDir`'s checkpoint has `atLeast` batches done; throws if `run` ends first or time runs out. */
+export async function waitForDone(
+  outDir: string,
+  atLeast: number,
+  run: Promise<CliResult>,
+  timeoutMs = 120_000,
+): Promise<void> {
+  let ended: CliResult | null = null;
+  void run.then((r) => {
+    ended = r;
+  });
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    if (safeDone(outDir) >= atLeast) return;
+    if (ended) throw new Error(`the run ended early: ${(ended as CliResult).stderr}`);
+    await sleep(50);
+  }
+  throw new Error(`fewer than ${atLeast} batches done after ${timeoutMs} ms`);
+}
+
+/** The one "error:" line of a run's stderr (asserted to be the only one). */
+export function onlyErrorLine(stderr: string): string {
+  const errors = errorLines(stderr).filter((l) => l.includes("error:"));
+  assert.equal(errors.length, 1, stderr);
+  return errors[0] ?? "";
 }
 
 /**
