@@ -7,6 +7,7 @@ import {
   isValidModelId,
   MAX_MODEL_ID_PART,
   type ModelSpec,
+  modelSpec,
   safeFileStem,
   shownModelId,
 } from "./config/registry.js";
@@ -256,16 +257,7 @@ function customModel(name: string): ModelSpec {
       `unknown model "${shownModelId(name)}": not in the registry and not a Hugging Face id (org/name, at most ${MAX_MODEL_ID_PART} characters a part)`,
     );
   }
-  return {
-    alias: name,
-    modelId: name,
-    revision: "",
-    prefix: "",
-    normalize: false,
-    maxLength: 0,
-    dtype: "",
-    truncateDim: 0,
-  };
+  return modelSpec(name, name);
 }
 
 function applyDtype(models: RunModel[], dtype: string): RunModel[] {

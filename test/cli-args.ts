@@ -12,6 +12,12 @@ export function cliArgs(
 ): string[] {
   const args = ["--input_file", input, "--output_dir", out, "--models"];
   args.push(...(typeof models === "string" ? [models] : models));
+  return [...args, ...flagArgs(flags)];
+}
+
+/** `{ name: value }` as `--name value`, `{ name: true }` as `--name`. */
+export function flagArgs(flags: Readonly<Record<string, string | number | true>>): string[] {
+  const args: string[] = [];
   for (const [name, value] of Object.entries(flags)) {
     args.push(`--${name}`);
     if (value !== true) args.push(String(value));

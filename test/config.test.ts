@@ -5,9 +5,15 @@ import { test } from "node:test";
 import { safeFileStem } from "../src/config/registry.js";
 import { buildRunConfig } from "../src/config.js";
 import { ConfigError } from "../src/errors.js";
-import { tempDir } from "./helpers.js";
+import { tempDir, writeLines } from "./helpers.js";
 
 const base = { input_file: "in.jsonl", output_dir: "out" };
+
+/** A fresh temporary folder holding the config file `c.yaml` with `lines`. */
+function configFile(name: string, lines: readonly string[]): { dir: string; file: string } {
+  const dir = tempDir(name);
+  return { dir, file: writeLines(join(dir, "c.yaml"), lines) };
+}
 
 test("registry models carry their settings; others are custom Hugging Face ids", () => {
   const config = buildRunConfig(
@@ -28,21 +34,16 @@ test("registry models carry their settings; others are custom Hugging Face ids",
 });
 
 test("a config file adds models and defaults; flags win over it", () => {
-  const dir = tempDir("config");
-  const yaml = join(dir, "c.yaml");
-  writeFileSync(
-    yaml,
-    [
-      "models:",
-      "  e5-mini:",
-      "    model_name: sentence-transformers/all-MiniLM-L6-v2",
-      '    prefix: "passage: "',
-      "    normalize_embeddings: true",
-      "defaults:",
-      "  batch_size: 64",
-      "  max_workers: 2",
-    ].join("\n"),
-  );
+  const { dir, file: yaml } = configFile("config", [
+    "models:",
+    "  e5-mini:",
+    "    model_name: sentence-transformers/all-MiniLM-L6-v2",
+    '    prefix: "passage: "',
+    "    normalize_embeddings: true",
+    "defaults:",
+    "  batch_size: 64",
+    "  max_workers: 2",
+  ]);
   const config = buildRunConfig({ ...base, config: yaml, models: ["e5-mini"], max_workers: 3 }, {});
   assert.equal(config.models[0]?.prefix, "passage: ");
   assert.equal(config.models[0]?.normalize, true);
@@ -109,19 +110,14 @@ test("a 5000-character model id is refused at once, in a message of sensible len
 });
 
 test("truncate_dim: per model in the config file, --truncate_dim for the others, validated", () => {
-  const dir = tempDir("config-truncate");
-  const yaml = join(dir, "c.yaml");
-  writeFileSync(
-    yaml,
-    [
-      "models:",
-      "  mini-64:",
-      "    model_name: sentence-transformers/all-MiniLM-L6-v2",
-      "    truncate_dim: 64",
-      "  mini-full:",
-      "    model_name: sentence-transformers/all-MiniLM-L6-v2",
-    ].join("\n"),
-  );
+  const { dir, file: yaml } = configFile("config-truncate", [
+    "models:",
+    "  mini-64:",
+    "    model_name: sentence-transformers/all-MiniLM-L6-v2",
+    "    truncate_dim: 64",
+    "  mini-full:",
+    "    model_name: sentence-transformers/all-MiniLM-L6-v2",
+  ]);
   const models = ["mini-64", "mini-full", "bge-small-en-v1.5"];
   const truncateDims = (args: Record<string, unknown>) =>
     buildRunConfig({ ...base, config: yaml, models, ...args }, {}).models.map((m) => m.truncateDim);

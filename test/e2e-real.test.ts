@@ -1,23 +1,9 @@
 import assert from "node:assert/strict";
-import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { cliArgs } from "./cli-args.js";
-import { corpusSlice, pythonJson, runCli, tempDir, writeLines } from "./helpers.js";
-
-interface Comparison {
-  shape: number[];
-  dtype: string;
-  min_cos: number;
-  norm_min: number;
-  norm_max: number;
-  direct_norm_max_diff: number;
-  max_cos_other?: number;
-  jsonl_rows?: number;
-  jsonl_identical?: boolean;
-  jsonl_order?: boolean;
-  jsonl_models?: string[];
-}
+import { compareDirect, corpusSlice, inputDir, inputDirWithConfig, runCli } from "./helpers.js";
 
 const METADATA_FIELDS = [
   "model_name",
@@ -40,28 +26,17 @@ const METADATA_FIELDS = [
 ];
 
 test("all-MiniLM-L6-v2 through the embedded server equals a direct encode, in input order", async () => {
-  const dir = tempDir("e2e-real");
   // Paragraphs of several lengths from two papers, some over 256 tokens (truncated).
-  const input = writeLines(join(dir, "in.jsonl"), corpusSlice(48, 100));
-  const out = join(dir, "out");
-  const result = await runCli([
-    ...cliArgs(input, out, "all-MiniLM-L6-v2"),
-    "--batch_size",
-    "8",
-    "--threads",
-    "2",
-  ]);
+  const { input, out } = inputDir("e2e-real", corpusSlice(48, 100));
+  const result = await runCli(
+    cliArgs(input, out, "all-MiniLM-L6-v2", { batch_size: 8, threads: 2 }),
+  );
   assert.equal(result.code, 0, result.stderr);
   assert.match(result.stdout, /all-MiniLM-L6-v2\s+48\s+48/);
 
-  const cmp = pythonJson<Comparison>("compare_direct.py", [
-    "--input",
-    input,
-    "--npy",
-    join(out, "all-MiniLM-L6-v2.npy"),
-    "--jsonl",
-    join(out, "all-MiniLM-L6-v2.jsonl"),
-  ]);
+  const cmp = compareDirect(input, join(out, "all-MiniLM-L6-v2.npy"), {
+    jsonl: join(out, "all-MiniLM-L6-v2.jsonl"),
+  });
   assert.deepEqual(cmp.shape, [48, 384]);
   assert.equal(cmp.dtype, "float32");
   assert.ok(cmp.min_cos >= 0.9999, `lowest cosine with a direct encode: ${cmp.min_cos}`);
@@ -87,42 +62,24 @@ test("all-MiniLM-L6-v2 through the embedded server equals a direct encode, in in
 });
 
 test("two models in one run: a config-file e5-style entry gets the passage: prefix", async () => {
-  const dir = tempDir("e2e-two");
-  const input = writeLines(join(dir, "in.jsonl"), corpusSlice(24, 300));
-  const config = join(dir, "models.yaml");
-  writeFileSync(
-    config,
-    [
-      "models:",
-      "  e5-style-minilm:",
-      "    model_name: sentence-transformers/all-MiniLM-L6-v2",
-      '    prefix: "passage: "',
-    ].join("\n"),
-  );
-  const out = join(dir, "out");
-  const result = await runCli([
-    ...cliArgs(input, out, ["all-MiniLM-L6-v2", "e5-style-minilm"]),
-    "--config",
-    config,
-    "--threads",
-    "2",
+  const { input, out, config } = inputDirWithConfig("e2e-two", corpusSlice(24, 300), [
+    "models:",
+    "  e5-style-minilm:",
+    "    model_name: sentence-transformers/all-MiniLM-L6-v2",
+    '    prefix: "passage: "',
   ]);
+  const models = ["all-MiniLM-L6-v2", "e5-style-minilm"];
+  const result = await runCli(cliArgs(input, out, models, { config, threads: 2 }));
   assert.equal(result.code, 0, result.stderr);
   for (const stem of ["all-MiniLM-L6-v2", "e5-style-minilm"]) {
     for (const ext of [".npy", ".jsonl", ".metadata.json"]) {
       assert.ok(existsSync(join(out, stem + ext)), `${stem}${ext}`);
     }
   }
-  const prefixed = pythonJson<Comparison>("compare_direct.py", [
-    "--input",
-    input,
-    "--npy",
-    join(out, "e5-style-minilm.npy"),
-    "--prefix",
-    "passage: ",
-    "--other-npy",
-    join(out, "all-MiniLM-L6-v2.npy"),
-  ]);
+  const prefixed = compareDirect(input, join(out, "e5-style-minilm.npy"), {
+    prefix: "passage: ",
+    "other-npy": join(out, "all-MiniLM-L6-v2.npy"),
+  });
   assert.ok(
     prefixed.min_cos >= 0.9999,
     `prefixed vs direct "passage: " + text: ${prefixed.min_cos}`,
@@ -133,45 +90,27 @@ test("two models in one run: a config-file e5-style entry gets the passage: pref
 });
 
 test("truncate_dim 128, normalize off (--truncate_dim) and on (a config entry), equals sentence-transformers' truncate_dim", async () => {
-  const dir = tempDir("e2e-matryoshka");
-  const input = writeLines(join(dir, "in.jsonl"), corpusSlice(32, 200));
-  const config = join(dir, "models.yaml");
-  writeFileSync(
-    config,
-    [
-      "models:",
-      "  minilm-128-unit:",
-      "    model_name: sentence-transformers/all-MiniLM-L6-v2",
-      "    normalize_embeddings: true",
-      "    truncate_dim: 128",
-    ].join("\n"),
-  );
-  const out = join(dir, "out");
-  const result = await runCli([
-    ...cliArgs(input, out, ["all-MiniLM-L6-v2", "minilm-128-unit"]),
-    "--config",
-    config,
-    "--truncate-dim",
-    "128",
-    "--threads",
-    "2",
+  const { input, out, config } = inputDirWithConfig("e2e-matryoshka", corpusSlice(32, 200), [
+    "models:",
+    "  minilm-128-unit:",
+    "    model_name: sentence-transformers/all-MiniLM-L6-v2",
+    "    normalize_embeddings: true",
+    "    truncate_dim: 128",
   ]);
+  const models = ["all-MiniLM-L6-v2", "minilm-128-unit"];
+  const result = await runCli(
+    cliArgs(input, out, models, { config, "truncate-dim": 128, threads: 2 }),
+  );
   assert.equal(result.code, 0, result.stderr);
   for (const [stem, normalize] of [
     ["all-MiniLM-L6-v2", false],
     ["minilm-128-unit", true],
   ] as const) {
-    const cmp = pythonJson<Comparison>("compare_direct.py", [
-      "--input",
-      input,
-      "--npy",
-      join(out, `${stem}.npy`),
-      "--jsonl",
-      join(out, `${stem}.jsonl`),
-      "--truncate-dim",
-      "128",
-      ...(normalize ? ["--normalize"] : []),
-    ]);
+    const cmp = compareDirect(input, join(out, `${stem}.npy`), {
+      jsonl: join(out, `${stem}.jsonl`),
+      "truncate-dim": 128,
+      ...(normalize ? { normalize: true as const } : {}),
+    });
     assert.deepEqual(cmp.shape, [32, 128], stem);
     assert.ok(cmp.min_cos >= 0.999999, `${stem}: lowest cosine ${cmp.min_cos}`);
     assert.ok(

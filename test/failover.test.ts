@@ -2,12 +2,13 @@ import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { cliArgs } from "./cli-args.js";
 import {
   type CliResult,
   corpusSlice,
-  errorLines,
   inputDir,
+  multiServerArgs,
+  npyBytes,
+  onlyErrorLine,
   type RunningServer,
   readNpy,
   runCli,
@@ -16,49 +17,11 @@ import {
   spawnCli,
   startServer,
   testEnv,
+  waitForDone,
   withServer,
 } from "./helpers.js";
 
 const STEM = "all-MiniLM-L6-v2";
-
-async function waitForDone(
-  outDir: string,
-  atLeast: number,
-  run: Promise<CliResult>,
-  timeoutMs = 120_000,
-): Promise<void> {
-  let ended: CliResult | null = null;
-  void run.then((r) => {
-    ended = r;
-  });
-  const until = Date.now() + timeoutMs;
-  while (Date.now() < until) {
-    if (safeDone(outDir) >= atLeast) return;
-    if (ended) throw new Error(`the run ended early: ${(ended as CliResult).stderr}`);
-    await sleep(50);
-  }
-  throw new Error(`fewer than ${atLeast} batches done after ${timeoutMs} ms`);
-}
-
-function runArgs(
-  input: string,
-  out: string,
-  servers: string[],
-  extra: Record<string, number> = {},
-): string[] {
-  return cliArgs(input, out, STEM, {
-    servers: servers.join(","),
-    batch_size: 8,
-    checkpoint_interval: 8,
-    max_workers: 2,
-    ...extra,
-  });
-}
-
-/** The vectors of a finished run, for comparing runs. */
-function vectors(outDir: string): Buffer {
-  return readFileSync(join(outDir, `${STEM}.npy`));
-}
 
 /**
  * Starts a run on a server of its own and kills that server once two
@@ -70,7 +33,7 @@ async function runThenKillServer(
   extra: Record<string, number>,
 ): Promise<{ target: string; done: Promise<CliResult> }> {
   const server = await startServer(["--threads", "2"]);
-  const { done } = spawnCli(runArgs(input, out, [server.target], extra));
+  const { done } = spawnCli(multiServerArgs(input, out, [server.target], extra));
   await waitForDone(out, 2, done);
   await server.stop();
   return { target: server.target, done };
@@ -102,17 +65,20 @@ test("two real servers, one killed with SIGKILL mid-run: every row once, same ve
   await withServers(2, async ([a, b]) => {
     assert.ok(a && b);
     const single = join(dir, "single");
-    const reference = await runCli(runArgs(input, single, [a.target]));
+    const reference = await runCli(multiServerArgs(input, single, [a.target]));
     assert.equal(reference.code, 0, reference.stderr);
 
     const out = join(dir, "two");
-    const { done } = spawnCli(runArgs(input, out, [a.target, b.target]));
+    const { done } = spawnCli(multiServerArgs(input, out, [a.target, b.target]));
     await waitForDone(out, 3, done);
     await b.stop(); // SIGKILL
     const result = await done;
     assert.equal(result.code, 0, result.stderr);
     assert.match(result.stderr, new RegExp(`server ${b.target.replace(/\./g, "\\.")} is down`));
-    assert.ok(vectors(single).equals(vectors(out)), "same vectors as the single-server run");
+    assert.ok(
+      npyBytes(single, STEM).equals(npyBytes(out, STEM)),
+      "same vectors as the single-server run",
+    );
     const meta = JSON.parse(readFileSync(join(out, `${STEM}.metadata.json`), "utf8"));
     assert.equal(meta.num_paragraphs, 200);
   });
@@ -123,15 +89,17 @@ test("a hung server (SIGSTOP) costs a deadline, not the run", async () => {
   await withServers(2, async ([a, b]) => {
     assert.ok(a && b);
     const out = join(dir, "out");
-    const { done } = spawnCli(runArgs(input, out, [a.target, b.target], { batch_timeout: 3 }));
+    const { done } = spawnCli(
+      multiServerArgs(input, out, [a.target, b.target], { batch_timeout: 3 }),
+    );
     await waitForDone(out, 2, done);
     process.kill(b.pid, "SIGSTOP");
     const result = await done;
     assert.equal(result.code, 0, result.stderr);
     assert.match(result.stderr, /DEADLINE_EXCEEDED/);
     const reference = join(dir, "reference");
-    assert.equal((await runCli(runArgs(input, reference, [a.target]))).code, 0);
-    assert.ok(vectors(reference).equals(vectors(out)));
+    assert.equal((await runCli(multiServerArgs(input, reference, [a.target]))).code, 0);
+    assert.ok(npyBytes(reference, STEM).equals(npyBytes(out, STEM)));
   });
 });
 
@@ -156,17 +124,16 @@ test("all servers down for longer than --server_timeout: a clear error, then a r
   const { done } = await runThenKillServer(input, out, { server_timeout: 2 });
   const result = await done;
   assert.notEqual(result.code, 0);
-  const errors = errorLines(result.stderr).filter((l) => l.includes("error:"));
-  assert.equal(errors.length, 1, result.stderr);
+  const error = onlyErrorLine(result.stderr);
   assert.match(
-    errors[0] ?? "",
+    error,
     /no inference server up for 2 s \(--server_timeout\).*run the same command again to resume/,
   );
   const kept = safeDone(out);
   assert.ok(kept >= 2);
 
   await withServer(["--threads", "2"], async (again) => {
-    const resumed = await runCli(runArgs(input, out, [again.target]));
+    const resumed = await runCli(multiServerArgs(input, out, [again.target]));
     assert.equal(resumed.code, 0, resumed.stderr);
     assert.match(resumed.stderr, /resuming: \d+ of \d+ batches done/);
   });
@@ -181,8 +148,8 @@ test("out-of-memory splitting on the server (test hook) gives the same vectors a
       async (splitting) => {
         const a = join(dir, "plain");
         const b = join(dir, "split");
-        assert.equal((await runCli(runArgs(input, a, [plain.target]))).code, 0);
-        const result = await runCli(runArgs(input, b, [splitting.target]));
+        assert.equal((await runCli(multiServerArgs(input, a, [plain.target]))).code, 0);
+        const result = await runCli(multiServerArgs(input, b, [splitting.target]));
         assert.equal(result.code, 0, result.stderr);
         const x = readNpy(join(a, `${STEM}.npy`));
         const y = readNpy(join(b, `${STEM}.npy`));
@@ -211,17 +178,18 @@ test("a batch that fails on every attempt stops the run, naming its input lines;
   await withServer(
     ["--engine", "debug"],
     async (server) => {
-      const result = await runCli(runArgs(input, out, [server.target], { max_attempts: 3 }));
+      const result = await runCli(
+        multiServerArgs(input, out, [server.target], { max_attempts: 3 }),
+      );
       assert.notEqual(result.code, 0);
-      const errors = errorLines(result.stderr).filter((l) => l.includes("error:"));
-      assert.equal(errors.length, 1, result.stderr);
+      const error = onlyErrorLine(result.stderr);
       assert.match(
-        errors[0] ?? "",
+        error,
         new RegExp(
           `batch \\d+ of ${STEM} \\(input lines [\\d, ]*\\b${poisonLine}\\b.*failed 3 times`,
         ),
       );
-      assert.match(errors[0] ?? "", /poisoned batch/);
+      assert.match(error, /poisoned batch/);
       assert.ok(safeDone(out) >= 1, "the other batches are kept");
       assert.ok(!existsSync(join(out, `${STEM}.npy`)), "no output that looks complete");
     },

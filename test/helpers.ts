@@ -18,6 +18,7 @@ import { ServerConnection } from "../src/dispatch/client.js";
 import { waitHealthy } from "../src/dispatch/servers.js";
 import { readNpyShape } from "../src/output/npy.js";
 import { CHECKPOINT_FILE } from "../src/run/prepare.js";
+import { cliArgs, flagArgs } from "./cli-args.js";
 
 /** The repository root (tests run from dist/test/). */
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -65,6 +66,16 @@ export function inputDir(
 ): { dir: string; input: string; out: string } {
   const dir = tempDir(name);
   return { dir, input: writeLines(join(dir, "in.jsonl"), lines), out: join(dir, "out") };
+}
+
+/** `inputDir`, and beside the input a config file `models.yaml` holding `yaml`. */
+export function inputDirWithConfig(
+  name: string,
+  lines: readonly string[],
+  yaml: readonly string[],
+): { dir: string; input: string; out: string; config: string } {
+  const made = inputDir(name, lines);
+  return { ...made, config: writeLines(join(made.dir, "models.yaml"), yaml) };
 }
 
 /** `count` JSONL paragraphs; `row(i)` gives paragraph i's paper id and text. */
@@ -273,6 +284,15 @@ function spawnBare(args: readonly string[], env: NodeJS.ProcessEnv) {
   return { child, done };
 }
 
+/** A small deterministic generator of numbers in [0, 1), so a failing run can be replayed. */
+export function seededRandom(seed: number): () => number {
+  let x = seed;
+  return () => {
+    x = (x * 1664525 + 1013904223) % 2 ** 32;
+    return x / 2 ** 32;
+  };
+}
+
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
@@ -325,4 +345,119 @@ export function safeDone(outDir: string): number {
   } catch {
     return 0;
   }
+}
+
+/** Runs `args` (a run into `reference`) and asserts it ends well; how many batches its plan has. */
+export async function referenceRunBatches(
+  args: readonly string[],
+  reference: string,
+): Promise<number> {
+  const clean = await runCli(args);
+  assert.equal(clean.code, 0, clean.stderr);
+  return readLedger(reference).batches;
+}
+
+/**
+ * A run of all-MiniLM-L6-v2 over `servers` in the small batches (8, a
+ * checkpoint every 8) and two workers the multi-server tests use; `extra`
+ * adds or overrides flags.
+ */
+export function multiServerArgs(
+  input: string,
+  out: string,
+  servers: readonly string[],
+  extra: Readonly<Record<string, number>> = {},
+): string[] {
+  return cliArgs(input, out, "all-MiniLM-L6-v2", {
+    servers: servers.join(","),
+    batch_size: 8,
+    checkpoint_interval: 8,
+    max_workers: 2,
+    ...extra,
+  });
+}
+
+/** The bytes of a run's `stem`.npy, for comparing runs. */
+export function npyBytes(out: string, stem: string): Buffer {
+  return readFileSync(join(out, `${stem}.npy`));
+}
+
+/** What test/fixtures' compare_direct.py reports: a run's .npy beside a direct encode. */
+export interface DirectComparison {
+  shape: number[];
+  dtype: string;
+  min_cos: number;
+  norm_min: number;
+  norm_max: number;
+  direct_norm_max_diff: number;
+  max_cos_other?: number;
+  jsonl_rows?: number;
+  jsonl_identical?: boolean;
+  jsonl_order?: boolean;
+  jsonl_models?: string[];
+}
+
+/** Compares the .npy `npy` of a run over `input` with a direct encode; `flags` are the script's. */
+export function compareDirect(
+  input: string,
+  npy: string,
+  flags: Readonly<Record<string, string | number | true>> = {},
+): DirectComparison {
+  return pythonJson<DirectComparison>("compare_direct.py", [
+    "--input",
+    input,
+    "--npy",
+    npy,
+    ...flagArgs(flags),
+  ]);
+}
+
+/** Waits until `outDir`'s checkpoint has `atLeast` batches done; throws if `run` ends first or time runs out. */
+export async function waitForDone(
+  outDir: string,
+  atLeast: number,
+  run: Promise<CliResult>,
+  timeoutMs = 120_000,
+): Promise<void> {
+  let ended: CliResult | null = null;
+  void run.then((r) => {
+    ended = r;
+  });
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    if (safeDone(outDir) >= atLeast) return;
+    if (ended) throw new Error(`the run ended early: ${(ended as CliResult).stderr}`);
+    await sleep(50);
+  }
+  throw new Error(`fewer than ${atLeast} batches done after ${timeoutMs} ms`);
+}
+
+/** The one "error:" line of a run's stderr (asserted to be the only one). */
+export function onlyErrorLine(stderr: string): string {
+  const errors = errorLines(stderr).filter((l) => l.includes("error:"));
+  assert.equal(errors.length, 1, stderr);
+  return errors[0] ?? "";
+}
+
+/**
+ * Starts the run `args` writing to `out`, waits (polling every `pollMs`)
+ * until its checkpoint has `target` batches done or the run ends, `delayMs`
+ * more, and kills it with SIGKILL. `killed`: the signal was delivered.
+ */
+export async function killedRun(
+  args: readonly string[],
+  out: string,
+  target: number,
+  delayMs: number,
+  pollMs: number,
+): Promise<{ result: CliResult; killed: boolean }> {
+  const { child, done } = spawnCli(args);
+  let exited = false;
+  void done.then(() => {
+    exited = true;
+  });
+  while (!exited && safeDone(out) < target) await sleep(pollMs);
+  await sleep(delayMs);
+  const killed = child.kill("SIGKILL");
+  return { result: await done, killed };
 }

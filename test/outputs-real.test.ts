@@ -1,25 +1,12 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
-import {
-  corpusSlice,
-  pythonJson,
-  type RunningServer,
-  runCli,
-  startServer,
-  tempDir,
-  writeLines,
-} from "./helpers.js";
+import { test } from "node:test";
+import { cliArgs } from "./cli-args.js";
+import { corpusSlice, inputDir, pythonJson, runCli, serverForTests } from "./helpers.js";
 
 const STEM = "all-MiniLM-L6-v2";
 
-let server: RunningServer;
-before(async () => {
-  server = await startServer(["--threads", "2"]);
-});
-after(async () => {
-  await server?.stop();
-});
+const server = serverForTests(["--threads", "2"]);
 
 interface Report {
   npy_equal: boolean;
@@ -32,31 +19,18 @@ interface Report {
 }
 
 test("the real model end to end: int8 .npy, JSONL and Parquet equal quantize_embeddings of its float32 run", async () => {
-  const dir = tempDir("outputs-real");
-  const lines = [
+  const { dir, input } = inputDir("outputs-real", [
     '{"paper_id": 12345678901234567890, "paragraph_index": 9007199254740993, "text": "Quantized embeddings keep most of the retrieval quality."}',
     ...corpusSlice(60, 50),
-  ];
-  const input = writeLines(join(dir, "in.jsonl"), lines);
-  const common = ["--input_file", input, "--models", STEM, "--servers", server.target];
-  const floats = await runCli([
-    ...common,
-    "--output_dir",
-    join(dir, "f32"),
-    "--output_format",
-    "npy",
   ]);
+  const args = (out: string, flags: Readonly<Record<string, string>>) =>
+    cliArgs(input, out, STEM, { servers: server.target, ...flags });
+  const floats = await runCli(args(join(dir, "f32"), { output_format: "npy" }));
   assert.equal(floats.code, 0, floats.stderr);
   const out = join(dir, "int8");
-  const int8 = await runCli([
-    ...common,
-    "--output_dir",
-    out,
-    "--output_dtype",
-    "int8",
-    "--output_format",
-    "npy,jsonl,parquet",
-  ]);
+  const int8 = await runCli(
+    args(out, { output_dtype: "int8", output_format: "npy,jsonl,parquet" }),
+  );
   assert.equal(int8.code, 0, int8.stderr);
   const report = pythonJson<Report>("check_outputs.py", [
     join(dir, "f32", `${STEM}.npy`),

@@ -2,64 +2,39 @@ import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
+import { cliArgs } from "./cli-args.js";
 import {
   corpusSlice,
-  readLedger,
+  inputDir,
+  killedRun,
+  referenceRunBatches,
   runCli,
   safeDone,
-  sleep,
-  spawnCli,
-  tempDir,
-  writeLines,
+  seededRandom,
 } from "./helpers.js";
 
 const STEM = "all-MiniLM-L6-v2";
 
 function args(input: string, out: string): string[] {
-  return [
-    "--input_file",
-    input,
-    "--output_dir",
-    out,
-    "--models",
-    STEM,
-    "--engine",
-    "debug",
-    "--debug_dim",
-    "768",
-    "--batch_size",
-    "8",
-    "--max_workers",
-    "1",
-    "--checkpoint_interval",
-    "16",
-    "--output_dtype",
-    "int8",
-    "--output_format",
-    "npy,parquet",
-  ];
-}
-
-/** A small deterministic generator, so a failing run can be replayed. */
-function random(seed: number): () => number {
-  let x = seed;
-  return () => {
-    x = (x * 1664525 + 1013904223) % 2 ** 32;
-    return x / 2 ** 32;
-  };
+  return cliArgs(input, out, STEM, {
+    engine: "debug",
+    debug_dim: 768,
+    batch_size: 8,
+    max_workers: 1,
+    checkpoint_interval: 16,
+    output_dtype: "int8",
+    output_format: "npy,parquet",
+  });
 }
 
 test("killed with SIGKILL while embedding and while finalizing, an int8 npy+parquet run resumes to byte-identical files", async () => {
-  const dir = tempDir("outputs-resume-kill");
-  const input = writeLines(join(dir, "in.jsonl"), corpusSlice(3000, 100));
+  const { dir, input } = inputDir("outputs-resume-kill", corpusSlice(3000, 100));
 
   const reference = join(dir, "reference");
-  const clean = await runCli(args(input, reference));
-  assert.equal(clean.code, 0, clean.stderr);
-  const total = readLedger(reference).batches;
+  const total = await referenceRunBatches(args(input, reference), reference);
 
   const out = join(dir, "killed");
-  const next = random(20261127);
+  const next = seededRandom(20261127);
   let kills = 0;
   let finalizeKills = 0;
   const history: string[] = [];
@@ -71,15 +46,8 @@ test("killed with SIGKILL while embedding and while finalizing, an int8 npy+parq
     const target = duringFinalize
       ? total
       : before + 1 + Math.floor(next() * (total - before - 2) * 0.6);
-    const { child, done } = spawnCli(args(input, out));
-    let exited = false;
-    void done.then(() => {
-      exited = true;
-    });
-    while (!exited && safeDone(out) < target) await sleep(5);
-    await sleep(Math.round(next() * (duringFinalize ? 400 : 100)));
-    const killed = child.kill("SIGKILL");
-    const result = await done;
+    const delay = Math.round(next() * (duringFinalize ? 400 : 100));
+    const { result, killed } = await killedRun(args(input, out), out, target, delay, 5);
     history.push(`target ${target}/${total}: ${result.code}/${result.signal}`);
     if (result.signal === "SIGKILL" && killed) {
       kills++;

@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { corpusSlice, pythonJson, runCli, tempDir, writeLines } from "./helpers.js";
+import { cliArgs } from "./cli-args.js";
+import { corpusSlice, inputDir, pythonJson, runCli, tempDir, writeLines } from "./helpers.js";
 
 const STEM = "all-MiniLM-L6-v2";
 /** Not a multiple of 8: binary rows end in a padded byte. */
@@ -18,18 +19,7 @@ const ODD_LINES = [
 
 function runArgs(input: string, out: string, ...extra: string[]): string[] {
   return [
-    "--input_file",
-    input,
-    "--output_dir",
-    out,
-    "--models",
-    STEM,
-    "--engine",
-    "debug",
-    "--debug_dim",
-    DIM,
-    "--batch_size",
-    "16",
+    ...cliArgs(input, out, STEM, { engine: "debug", debug_dim: DIM, batch_size: 16 }),
     ...extra,
   ];
 }
@@ -110,9 +100,7 @@ test("every --output_dtype matches sentence-transformers' quantize_embeddings on
 });
 
 test("ids are written to the JSONL exactly as in the input", async () => {
-  const dir = tempDir("output-ids");
-  const input = writeLines(join(dir, "in.jsonl"), [...ODD_LINES, ...corpusSlice(5)]);
-  const out = join(dir, "out");
+  const { input, out } = inputDir("output-ids", [...ODD_LINES, ...corpusSlice(5)]);
   const run = await runCli(runArgs(input, out, "--output_format", "jsonl"));
   assert.equal(run.code, 0, run.stderr);
   const written = readFileSync(join(out, `${STEM}.jsonl`), "utf8").split("\n");

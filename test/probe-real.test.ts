@@ -5,20 +5,20 @@ import { test } from "node:test";
 import { LedgerReader } from "../src/checkpoint/ledger.js";
 import { CHECKPOINT_FILE } from "../src/run/prepare.js";
 import { PROBE_SET_ID, PROBE_TEXTS } from "../src/verify/probe-texts.js";
-import { cliArgs } from "./cli-args.js";
 import {
-  type CliResult,
   corpusSlice,
   errorLines,
+  multiServerArgs,
+  npyBytes,
+  onlyErrorLine,
   type RunningServer,
   readNpy,
   runCli,
-  safeDone,
-  sleep,
   spawnCli,
   startServer,
   tempDir,
   testEnv,
+  waitForDone,
   writeLines,
 } from "./helpers.js";
 
@@ -27,19 +27,6 @@ import {
 // the per-batch checks keep NaN rows out of the outputs and the checkpoint.
 
 const STEM = "all-MiniLM-L6-v2";
-
-function runArgs(input: string, out: string, servers: string[], extra: string[] = []): string[] {
-  return [
-    ...cliArgs(input, out, STEM, { batch_size: 8, checkpoint_interval: 8, max_workers: 2 }),
-    "--servers",
-    servers.join(","),
-    ...extra,
-  ];
-}
-
-function npyBytes(out: string): Buffer {
-  return readFileSync(join(out, `${STEM}.npy`));
-}
 
 function metadata(out: string): { servers: string[]; retried_batches: number } {
   return JSON.parse(readFileSync(join(out, `${STEM}.metadata.json`), "utf8"));
@@ -76,11 +63,11 @@ test("the real model: a server computing other vectors is kept out with one line
   const perturbed = await startServer(["--threads", "1"], testEnv({ EMBED_TEST_PERTURB: "0.5" }));
   try {
     const single = join(dir, "single");
-    const reference = await runCli(runArgs(input, single, [clean.target]));
+    const reference = await runCli(multiServerArgs(input, single, [clean.target]));
     assert.equal(reference.code, 0, reference.stderr);
 
     const out = join(dir, "two");
-    const result = await runCli(runArgs(input, out, [clean.target, perturbed.target]));
+    const result = await runCli(multiServerArgs(input, out, [clean.target, perturbed.target]));
     assert.equal(result.code, 0, result.stderr);
     const refusals = errorLines(result.stderr).filter((l) => l.includes("is kept out"));
     assert.equal(refusals.length, 1, result.stderr);
@@ -90,7 +77,10 @@ test("the real model: a server computing other vectors is kept out with one line
         `server ${literal(perturbed.target)} is kept out for model "${STEM}": worst cosine 0\\.\\d+ \\(probe \\d+\\) with the stored probe vectors, below --probe_tolerance 0\\.999; likely causes: another weights revision, pooling, dtype or device`,
       ),
     );
-    assert.ok(npyBytes(single).equals(npyBytes(out)), "every row equals the single-server run's");
+    assert.ok(
+      npyBytes(single, STEM).equals(npyBytes(out, STEM)),
+      "every row equals the single-server run's",
+    );
     assert.deepEqual(metadata(out).servers, [clean.target]);
     assert.equal(metadata(out).retried_batches, 0);
     // The reference is the first server's, for this set of probe texts.
@@ -119,22 +109,21 @@ test("a resume on other servers is checked against the probes the first run stor
   const other = await startServer(debug);
   try {
     const whole = join(dir, "whole");
-    assert.equal((await runCli(runArgs(input, whole, [other.target]))).code, 0);
+    assert.equal((await runCli(multiServerArgs(input, whole, [other.target]))).code, 0);
 
     const out = join(dir, "out");
-    const stopped = await runCli(runArgs(input, out, [first.target], ["--max_attempts", "1"]));
+    const stopped = await runCli(multiServerArgs(input, out, [first.target], { max_attempts: 1 }));
     assert.notEqual(stopped.code, 0);
     assert.match(stopped.stderr, /poisoned batch/);
     const doneBefore = withLedger(out, (l) => l.status(STEM).doneBatches);
     assert.ok(doneBefore >= 1, "the first run did part of the work");
     withLedger(out, (l) => assert.equal(l.probes(STEM)?.server, first.target));
 
-    const refused = await runCli(runArgs(input, out, [perturbed.target]));
+    const refused = await runCli(multiServerArgs(input, out, [perturbed.target]));
     assert.notEqual(refused.code, 0);
-    const errors = errorLines(refused.stderr).filter((l) => l.includes("error:"));
-    assert.equal(errors.length, 1, refused.stderr);
+    const error = onlyErrorLine(refused.stderr);
     assert.match(
-      errors[0] ?? "",
+      error,
       new RegExp(
         `no server is left to embed with: server ${literal(perturbed.target)} is kept out for model "${STEM}": worst cosine`,
       ),
@@ -145,11 +134,14 @@ test("a resume on other servers is checked against the probes the first run stor
       "the refused server embedded nothing",
     );
 
-    const resumed = await runCli(runArgs(input, out, [other.target]));
+    const resumed = await runCli(multiServerArgs(input, out, [other.target]));
     assert.equal(resumed.code, 0, resumed.stderr);
     assert.match(resumed.stderr, /resuming: \d+ of \d+ batches done/);
     assert.doesNotMatch(resumed.stderr, /kept out/);
-    assert.ok(npyBytes(whole).equals(npyBytes(out)), "byte-identical to one uninterrupted run");
+    assert.ok(
+      npyBytes(whole, STEM).equals(npyBytes(out, STEM)),
+      "byte-identical to one uninterrupted run",
+    );
     // Checked against the first run's probes, not stored anew.
     withLedger(out, (l) => assert.equal(l.probes(STEM)?.server, first.target));
   } finally {
@@ -169,12 +161,11 @@ test("a batch that comes back with NaN is retried, then the run stops naming its
   try {
     // One server: sent once more, NaN again, the run stops.
     const out = join(dir, "one");
-    const result = await runCli(runArgs(input, out, [broken.target]));
+    const result = await runCli(multiServerArgs(input, out, [broken.target]));
     assert.notEqual(result.code, 0);
-    const errors = errorLines(result.stderr).filter((l) => l.includes("error:"));
-    assert.equal(errors.length, 1, result.stderr);
+    const error = onlyErrorLine(result.stderr);
     assert.match(
-      errors[0] ?? "",
+      error,
       new RegExp(
         `batch \\d+ of ${STEM} \\(input lines [\\d, ]*\\b${nanLine}\\b[^)]*\\): the vectors failed the checks twice from server ${literal(broken.target)} \\(input line ${nanLine}: NaN at dimension 0; then input line ${nanLine}: NaN`,
       ),
@@ -201,13 +192,16 @@ test("a batch that comes back with NaN is retried, then the run stops naming its
       }),
     );
     const whole = join(dir, "whole");
-    assert.equal((await runCli(runArgs(marked, whole, [clean.target]))).code, 0);
+    assert.equal((await runCli(multiServerArgs(marked, whole, [clean.target]))).code, 0);
     const two = join(dir, "two");
-    const retried = await runCli(runArgs(marked, two, [broken.target, clean.target]));
+    const retried = await runCli(multiServerArgs(marked, two, [broken.target, clean.target]));
     assert.equal(retried.code, 0, retried.stderr);
     const again = retried.stderr.match(/NaN at dimension 0\); sending it again/g) ?? [];
     assert.ok(again.length >= 1, retried.stderr);
-    assert.ok(npyBytes(whole).equals(npyBytes(two)), "no NaN row written; the clean server's rows");
+    assert.ok(
+      npyBytes(whole, STEM).equals(npyBytes(two, STEM)),
+      "no NaN row written; the clean server's rows",
+    );
     assert.ok(readNpy(join(two, `${STEM}.npy`)).data.every(Number.isFinite));
     assert.equal(metadata(two).retried_batches, again.length);
     assert.deepEqual(metadata(two).servers, [clean.target]);
@@ -224,26 +218,18 @@ test("a server that comes back after failover computing other vectors is kept ou
   const port = Number(first.target.split(":")[1]);
   const out = join(dir, "out");
   const { done } = spawnCli(
-    runArgs(input, out, [first.target], ["--server_timeout", "120", "--max_workers", "1"]),
+    multiServerArgs(input, out, [first.target], { server_timeout: 120, max_workers: 1 }),
   );
-  let ended: CliResult | null = null;
-  void done.then((r) => {
-    ended = r;
-  });
-  while (safeDone(out) < 2) {
-    if (ended) throw new Error(`the run ended early: ${(ended as CliResult).stderr}`);
-    await sleep(20);
-  }
+  await waitForDone(out, 2, done);
   await first.stop();
   const back = await startServer(["--threads", "1"], testEnv({ EMBED_TEST_PERTURB: "0.5" }), port);
   try {
     const result = await done;
     assert.notEqual(result.code, 0);
     assert.match(result.stderr, /is down/);
-    const errors = errorLines(result.stderr).filter((l) => l.includes("error:"));
-    assert.equal(errors.length, 1, result.stderr);
+    const error = onlyErrorLine(result.stderr);
     assert.match(
-      errors[0] ?? "",
+      error,
       new RegExp(
         `no server is left to embed with: server ${literal(first.target)} is kept out for model "${STEM}": worst cosine 0\\.\\d+`,
       ),

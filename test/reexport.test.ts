@@ -3,7 +3,8 @@ import { createHash } from "node:crypto";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { corpusSlice, runCli, runVerify, tempDir, writeLines } from "./helpers.js";
+import { cliArgs } from "./cli-args.js";
+import { corpusSlice, inputDir, runCli, runVerify } from "./helpers.js";
 
 const STEM = "all-MiniLM-L6-v2";
 const SERVER_NOTE = "starting the embedded inference server";
@@ -11,18 +12,7 @@ const DERIVED = /deriving them from its complete float32 all-MiniLM-L6-v2\.npy, 
 
 function runArgs(input: string, out: string, ...extra: string[]): string[] {
   return [
-    "--input_file",
-    input,
-    "--output_dir",
-    out,
-    "--models",
-    STEM,
-    "--engine",
-    "debug",
-    "--debug_dim",
-    "100",
-    "--batch_size",
-    "16",
+    ...cliArgs(input, out, STEM, { engine: "debug", debug_dim: 100, batch_size: 16 }),
     ...extra,
   ];
 }
@@ -51,8 +41,7 @@ function assertMetadataDescribes(dir: string, dtype: string, suffixes: string[])
 }
 
 test("a finished float32 .npy is re-exported, not re-embedded: new formats, a deleted JSONL, another dtype", async () => {
-  const dir = tempDir("reexport");
-  const input = writeLines(join(dir, "in.jsonl"), corpusSlice(150, 40));
+  const { dir, input } = inputDir("reexport", corpusSlice(150, 40));
   const direct = join(dir, "direct");
   const first = await runCli(runArgs(input, direct, "--output_format", "both"));
   assert.equal(first.code, 0, first.stderr);
@@ -117,9 +106,7 @@ test("a finished float32 .npy is re-exported, not re-embedded: new formats, a de
 });
 
 test("a float32 .npy that does not match its metadata's checksum is not trusted: the model is embedded again", async () => {
-  const dir = tempDir("reexport-damaged");
-  const input = writeLines(join(dir, "in.jsonl"), corpusSlice(40, 10));
-  const out = join(dir, "out");
+  const { input, out } = inputDir("reexport-damaged", corpusSlice(40, 10));
   const first = await runCli(runArgs(input, out, "--output_format", "npy"));
   assert.equal(first.code, 0, first.stderr);
   const good = bytes(out, ".npy");

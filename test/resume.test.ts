@@ -1,68 +1,47 @@
 import assert from "node:assert/strict";
 import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { cliArgs } from "./cli-args.js";
 import {
   corpusSlice,
   errorLines,
-  type RunningServer,
+  inputDir,
+  killedRun,
   readLedger,
+  referenceRunBatches,
   runCli,
   safeDone,
+  seededRandom,
+  serverForTests,
   sleep,
   spawnCli,
-  startServer,
-  tempDir,
-  writeLines,
 } from "./helpers.js";
 
 const CHECKPOINT = "embed-multi.checkpoint.sqlite";
 const STEM = "all-MiniLM-L6-v2";
 
-let server: RunningServer;
-before(async () => {
-  server = await startServer(["--threads", "2"]);
-});
-after(async () => {
-  await server?.stop();
-});
-
-/** A small deterministic generator, so a failing run can be replayed. */
-function random(seed: number): () => number {
-  let x = seed;
-  return () => {
-    x = (x * 1664525 + 1013904223) % 2 ** 32;
-    return x / 2 ** 32;
-  };
-}
+const server = serverForTests(["--threads", "2"]);
 
 function args(input: string, out: string): string[] {
-  return [
-    ...cliArgs(input, out, STEM),
-    "--servers",
-    server.target,
-    "--batch_size",
-    "8",
-    "--checkpoint_interval",
-    "16",
-  ];
+  return cliArgs(input, out, STEM, {
+    servers: server.target,
+    batch_size: 8,
+    checkpoint_interval: 16,
+  });
 }
 
 test("killed with SIGKILL at random moments and resumed, the outputs are byte-identical", async () => {
-  const dir = tempDir("resume-kill");
   const count = 160;
-  const input = writeLines(join(dir, "in.jsonl"), corpusSlice(count, 2000));
+  const { dir, input } = inputDir("resume-kill", corpusSlice(count, 2000));
 
   const reference = join(dir, "reference");
-  const clean = await runCli(args(input, reference));
-  assert.equal(clean.code, 0, clean.stderr);
-  const total = readLedger(reference).batches;
+  const total = await referenceRunBatches(args(input, reference), reference);
 
   // Kill at random points of progress (so every kill lands mid-run), plus a
   // random few milliseconds so some land between a write and its commit.
   const out = join(dir, "killed");
-  const next = random(20261126);
+  const next = seededRandom(20261126);
   let kills = 0;
   let resumedSeen = false;
   const history: string[] = [];
@@ -70,19 +49,8 @@ test("killed with SIGKILL at random moments and resumed, the outputs are byte-id
     const before = safeDone(out);
     if (before >= total - 2) break;
     const target = before + 1 + Math.floor(next() * (total - before - 2) * 0.6);
-    const { child, done } = spawnCli(args(input, out));
-    let exited = false;
-    void done.then(() => {
-      exited = true;
-    });
-    while (!exited) {
-      const now = safeDone(out);
-      if (now >= target) break;
-      await sleep(20);
-    }
-    await sleep(Math.round(next() * 150));
-    const killed = child.kill("SIGKILL");
-    const result = await done;
+    const delay = Math.round(next() * 150);
+    const { result, killed } = await killedRun(args(input, out), out, target, delay, 20);
     history.push(`target ${target}: ${result.code}/${result.signal}`);
     if (result.signal === "SIGKILL" && killed) kills++;
     if (/resuming: \d+ of \d+ batches done/.test(result.stderr)) resumedSeen = true;
@@ -115,8 +83,7 @@ test("killed with SIGKILL at random moments and resumed, the outputs are byte-id
 });
 
 test("SIGINT stops the run with exit 130, keeps what is done, and the run resumes to the same result", async () => {
-  const dir = tempDir("resume-sigint");
-  const input = writeLines(join(dir, "in.jsonl"), corpusSlice(240, 2500));
+  const { dir, input } = inputDir("resume-sigint", corpusSlice(240, 2500));
   const reference = join(dir, "reference");
   const clean = await runCli(args(input, reference));
   assert.equal(clean.code, 0, clean.stderr);
@@ -162,9 +129,7 @@ test("SIGINT stops the run with exit 130, keeps what is done, and the run resume
 });
 
 test("resume refuses a changed input file, naming it, and --restart starts over", async () => {
-  const dir = tempDir("refuse-input");
-  const input = writeLines(join(dir, "in.jsonl"), corpusSlice(20));
-  const out = join(dir, "out");
+  const { input, out } = inputDir("refuse-input", corpusSlice(20));
   const debugArgs = debugEngineArgs(input, out, STEM);
   assert.equal((await runCli(debugArgs)).code, 0);
   appendFileSync(input, `${corpusSlice(1, 20)[0]}\n`);
@@ -183,16 +148,14 @@ test("resume refuses a changed input file, naming it, and --restart starts over"
 });
 
 test("resume refuses a changed model setting, naming the setting", async () => {
-  const dir = tempDir("refuse-setting");
-  const input = writeLines(join(dir, "in.jsonl"), corpusSlice(20));
-  const out = join(dir, "out");
+  const { dir, input, out } = inputDir("refuse-setting", corpusSlice(20));
   const config = join(dir, "models.yaml");
   const withPrefix = (prefix: string) =>
     writeFileSync(
       config,
       `models:\n  mine:\n    model_name: sentence-transformers/all-MiniLM-L6-v2\n    prefix: "${prefix}"\n`,
     );
-  const runArgs = debugEngineArgs(input, out, "mine", "--config", config);
+  const runArgs = debugEngineArgs(input, out, "mine", { config });
   withPrefix("query: ");
   assert.equal((await runCli(runArgs)).code, 0);
   withPrefix("passage: ");
@@ -205,9 +168,7 @@ test("resume refuses a changed model setting, naming the setting", async () => {
 });
 
 test("a corrupt checkpoint is a clear error, not a crash", async () => {
-  const dir = tempDir("refuse-corrupt");
-  const input = writeLines(join(dir, "in.jsonl"), corpusSlice(20));
-  const out = join(dir, "out");
+  const { input, out } = inputDir("refuse-corrupt", corpusSlice(20));
   const runArgs = debugEngineArgs(input, out, STEM);
   assert.equal((await runCli(runArgs)).code, 0);
   writeFileSync(join(out, CHECKPOINT), Buffer.alloc(8192, 0x41));
@@ -222,6 +183,11 @@ test("a corrupt checkpoint is a clear error, not a crash", async () => {
 });
 
 /** A run of one model on the embedded debug engine: the refusals are about the checkpoint, not the model. */
-function debugEngineArgs(input: string, out: string, model: string, ...extra: string[]): string[] {
-  return [...cliArgs(input, out, model), "--engine", "debug", ...extra];
+function debugEngineArgs(
+  input: string,
+  out: string,
+  model: string,
+  flags: Readonly<Record<string, string>> = {},
+): string[] {
+  return cliArgs(input, out, model, { engine: "debug", ...flags });
 }

@@ -6,20 +6,15 @@ import { ServerConnection } from "../src/dispatch/client.js";
 import { PROBE_TEXTS } from "../src/verify/probe-texts.js";
 import { cliArgs } from "./cli-args.js";
 import {
+  compareDirect,
   EXAMPLE,
   errorLines,
   inputDir,
   paragraphLines,
-  pythonJson,
   type RunningServer,
   runCli,
   withServer,
 } from "./helpers.js";
-
-interface Comparison {
-  shape: number[];
-  min_cos: number;
-}
 
 const STEMS = ["all-MiniLM-L6-v2", "e5-style-minilm"];
 /** Rows the probe adds per model each run: the server embeds the probe texts before any batch. */
@@ -95,14 +90,7 @@ test("each paragraph is tokenized once per model; the ids and texts paths give i
       ["all-MiniLM-L6-v2", ""],
       ["e5-style-minilm", "passage: "],
     ] as const) {
-      const cmp = pythonJson<Comparison>("compare_direct.py", [
-        "--input",
-        input,
-        "--npy",
-        join(out, `${stem}.npy`),
-        "--prefix",
-        prefix,
-      ]);
+      const cmp = compareDirect(input, join(out, `${stem}.npy`), { prefix });
       assert.deepEqual(cmp.shape, [40, 384]);
       assert.ok(cmp.min_cos >= 0.999999, `${stem}: lowest cosine with encode ${cmp.min_cos}`);
     }
@@ -139,12 +127,7 @@ test("long CJK paragraphs over the message cap in all embed, from ids and from t
     const second = await runCli(args);
     assert.equal(second.code, 0, second.stderr);
     assert.ok(readFileSync(join(out, "all-MiniLM-L6-v2.npy")).equals(viaIds), "same bytes");
-    const cmp = pythonJson<Comparison>("compare_direct.py", [
-      "--input",
-      input,
-      "--npy",
-      join(out, "all-MiniLM-L6-v2.npy"),
-    ]);
+    const cmp = compareDirect(input, join(out, "all-MiniLM-L6-v2.npy"));
     assert.deepEqual(cmp.shape, [24, 384]);
     assert.ok(cmp.min_cos >= 0.999999, `lowest cosine with encode ${cmp.min_cos}`);
   });

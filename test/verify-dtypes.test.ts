@@ -52,15 +52,13 @@ function rehash(dir: string, name: string): void {
   writeFileSync(metaPath, JSON.stringify(meta));
 }
 
+/** embed-multi verify of the outputs in `dir`, checked against the input file. */
+function verifyAgainstInput(dir: string, ...extra: string[]) {
+  return runVerify(["--output_dir", dir, "--input_file", input, ...extra]);
+}
+
 test("clean int8 and binary outputs with Parquet pass: every file read, values equal, ids in input order, a sample compared after quantizing", async () => {
-  const int8 = await runVerify([
-    "--output_dir",
-    clean.get("int8") ?? "",
-    "--input_file",
-    input,
-    "--sample",
-    "6",
-  ]);
+  const int8 = await verifyAgainstInput(clean.get("int8") ?? "", "--sample", "6");
   assert.equal(int8.code, 0, int8.stdout + int8.stderr);
   assert.match(
     int8.stdout,
@@ -70,14 +68,7 @@ test("clean int8 and binary outputs with Parquet pass: every file read, values e
     ),
   );
 
-  const binary = await runVerify([
-    "--output_dir",
-    clean.get("binary") ?? "",
-    "--input_file",
-    input,
-    "--sample",
-    "6",
-  ]);
+  const binary = await verifyAgainstInput(clean.get("binary") ?? "", "--sample", "6");
   assert.equal(binary.code, 0, binary.stdout + binary.stderr);
   const width = Math.ceil(DIM / 8);
   assert.match(
@@ -93,7 +84,7 @@ test("a flipped byte in the Parquet fails: by its checksum, and by the reader wh
   const dir = copyOutputs("int8", "parquet-flipped");
   const path = join(dir, name);
   flipByte(path, Math.floor(readFileSync(path).length / 2));
-  const hashed = await runVerify(["--output_dir", dir, "--input_file", input]);
+  const hashed = await verifyAgainstInput(dir);
   assert.equal(hashed.code, 1);
   assert.match(
     hashed.stdout,
@@ -101,7 +92,7 @@ test("a flipped byte in the Parquet fails: by its checksum, and by the reader wh
   );
 
   rehash(dir, name);
-  const read = await runVerify(["--output_dir", dir, "--input_file", input]);
+  const read = await verifyAgainstInput(dir);
   assert.equal(read.code, 1);
   assert.doesNotMatch(read.stdout, /sha256 differs/);
   assert.match(
@@ -131,7 +122,7 @@ test("an int8 .npy whose values do not match the JSONL fails, naming the line an
   assert.ok(typeof shape !== "string");
   flipByte(npy, shape.dataOffset + 4 * DIM + 9); // row 4, value 9
   rehash(dir, `${STEM}.npy`);
-  const result = await runVerify(["--output_dir", dir, "--input_file", input]);
+  const result = await verifyAgainstInput(dir);
   assert.equal(result.code, 1);
   assert.doesNotMatch(result.stdout, /sha256 differs/);
   assert.match(

@@ -1,38 +1,15 @@
 import assert from "node:assert/strict";
-import { join } from "node:path";
 import { test } from "node:test";
-import {
-  corpusSlice,
-  type RunningServer,
-  runCli,
-  runVerify,
-  startServer,
-  tempDir,
-  testEnv,
-  writeLines,
-} from "./helpers.js";
+import { cliArgs } from "./cli-args.js";
+import { corpusSlice, inputDir, runCli, runVerify, testEnv, withServer } from "./helpers.js";
 
 test("all-MiniLM-L6-v2 outputs verify, and re-embed equal on the same server, not on a perturbed one", async () => {
-  const dir = tempDir("verify-real");
   // Paragraphs of several lengths, some past 256 tokens (truncated).
-  const input = writeLines(join(dir, "in.jsonl"), corpusSlice(24, 100));
-  const out = join(dir, "out");
-  let server: RunningServer | null = null;
-  let perturbed: RunningServer | null = null;
-  try {
-    server = await startServer(["--threads", "2"]);
-    const run = await runCli([
-      "--input_file",
-      input,
-      "--output_dir",
-      out,
-      "--models",
-      "all-MiniLM-L6-v2",
-      "--batch_size",
-      "8",
-      "--servers",
-      server.target,
-    ]);
+  const { input, out } = inputDir("verify-real", corpusSlice(24, 100));
+  await withServer(["--threads", "2"], async (server) => {
+    const run = await runCli(
+      cliArgs(input, out, "all-MiniLM-L6-v2", { batch_size: 8, servers: server.target }),
+    );
     assert.equal(run.code, 0, run.stderr);
 
     const plain = await runVerify(["--output_dir", out, "--input_file", input]);
@@ -49,15 +26,17 @@ test("all-MiniLM-L6-v2 outputs verify, and re-embed equal on the same server, no
     assert.ok(cosine, same.stdout);
     assert.ok(Number(cosine[1]) >= 0.999, same.stdout);
 
-    perturbed = await startServer(["--threads", "2"], testEnv({ EMBED_TEST_PERTURB: "0.5" }));
-    const off = await runVerify([...args, "--servers", perturbed.target]);
-    assert.equal(off.code, 1, off.stdout + off.stderr);
-    assert.match(
-      off.stdout,
-      /^FAIL {2}all-MiniLM-L6-v2: sample on \S+: row \d+ \(input line \d+\) has cosine 0\.\d+ with the stored vector, below --tolerance 0\.999 \(8 rows, seed 5\)/m,
+    await withServer(
+      ["--threads", "2"],
+      async (perturbed) => {
+        const off = await runVerify([...args, "--servers", perturbed.target]);
+        assert.equal(off.code, 1, off.stdout + off.stderr);
+        assert.match(
+          off.stdout,
+          /^FAIL {2}all-MiniLM-L6-v2: sample on \S+: row \d+ \(input line \d+\) has cosine 0\.\d+ with the stored vector, below --tolerance 0\.999 \(8 rows, seed 5\)/m,
+        );
+      },
+      testEnv({ EMBED_TEST_PERTURB: "0.5" }),
     );
-  } finally {
-    await server?.stop();
-    await perturbed?.stop();
-  }
+  });
 });

@@ -13,15 +13,15 @@ import { join } from "node:path";
 import { before, test } from "node:test";
 import { hashFile } from "../src/output/checksum.js";
 import { readNpyShape } from "../src/output/npy.js";
+import { cliArgs } from "./cli-args.js";
 import {
   corpusSlice,
   errorLines,
-  type RunningServer,
   runCli,
   runVerify,
-  startServer,
   tempDir,
   testEnv,
+  withServer,
   writeLines,
 } from "./helpers.js";
 
@@ -35,23 +35,20 @@ before(async () => {
   root = tempDir("verify");
   input = writeLines(join(root, "in.jsonl"), corpusSlice(ROWS, 7));
   clean = join(root, "clean");
-  const result = await runCli([
-    "--input_file",
-    input,
-    "--output_dir",
-    clean,
-    "--models",
-    "dbg",
-    "other",
-    "--engine",
-    "debug",
-    "--debug_dim",
-    String(DIM),
-    "--batch_size",
-    "8",
-  ]);
+  const result = await runCli(
+    cliArgs(input, clean, ["dbg", "other"], { engine: "debug", debug_dim: DIM, batch_size: 8 }),
+  );
   assert.equal(result.code, 0, result.stderr);
 });
+
+/** A debug-engine run of bge-small-en-v1.5 (a normalizing model) writing `format`. */
+function bgeArgs(out: string, format: string): string[] {
+  return cliArgs(input, out, "bge-small-en-v1.5", {
+    engine: "debug",
+    debug_dim: DIM,
+    output_format: format,
+  });
+}
 
 /** A copy of the clean outputs to damage. */
 function copyOutputs(name: string): string {
@@ -216,74 +213,71 @@ test("--sample re-embeds rows on the embedded server and on a given one; a pertu
     embedded.stdout,
     /^ok {4}dbg: .*; sample on 127\.0\.0\.1:\d+: 6 rows \(seed 11\), worst cosine 1\.000000$/m,
   );
-  let good: RunningServer | null = null;
-  let bent: RunningServer | null = null;
-  try {
-    good = await startServer(["--engine", "debug", "--debug-dim", String(DIM)]);
-    bent = await startServer(
-      ["--engine", "debug", "--debug-dim", String(DIM)],
+  const serverArgs = ["--engine", "debug", "--debug-dim", String(DIM)];
+  await withServer(serverArgs, (good) =>
+    withServer(
+      serverArgs,
+      async (bent) => {
+        const same = await verifyCli(
+          clean,
+          "--input_file",
+          input,
+          "--sample",
+          "5",
+          "--servers",
+          good.target,
+        );
+        assert.equal(same.code, 0, same.stdout + same.stderr);
+        assert.match(same.stdout, /5 rows \(seed \d+\), worst cosine/);
+        const off = await verifyCli(
+          clean,
+          "--input_file",
+          input,
+          "--sample",
+          "5",
+          "--seed",
+          "3",
+          "--servers",
+          bent.target,
+        );
+        assert.equal(off.code, 1, off.stdout);
+        assert.match(
+          off.stdout,
+          new RegExp(
+            `^FAIL  dbg: sample on ${bent.target.replaceAll(".", "\\.")}: row \\d+ \\(input line \\d+\\) has cosine 0\\.\\d+ with the stored vector, below --tolerance 0\\.999 \\(5 rows, seed 3\\)`,
+            "m",
+          ),
+        );
+        // Both at once: the good one passes, the perturbed one is named.
+        const both = await verifyCli(
+          clean,
+          "--input_file",
+          input,
+          "--sample",
+          "4",
+          "--servers",
+          `${good.target},${bent.target}`,
+        );
+        assert.equal(both.code, 1);
+        assert.ok(both.stdout.includes(`sample on ${bent.target}: row`));
+        assert.ok(!both.stdout.includes(`sample on ${good.target}: row`));
+        // A loose enough tolerance lets the perturbed server pass: the threshold is the flag's.
+        const loose = await verifyCli(
+          clean,
+          "--input_file",
+          input,
+          "--sample",
+          "4",
+          "--tolerance",
+          "0.1",
+          "--servers",
+          bent.target,
+        );
+        assert.equal(loose.code, 0, loose.stdout);
+      },
       testEnv({ EMBED_TEST_PERTURB: "1" }),
-    );
-    const same = await verifyCli(
-      clean,
-      "--input_file",
-      input,
-      "--sample",
-      "5",
-      "--servers",
-      good.target,
-    );
-    assert.equal(same.code, 0, same.stdout + same.stderr);
-    assert.match(same.stdout, /5 rows \(seed \d+\), worst cosine/);
-    const off = await verifyCli(
-      clean,
-      "--input_file",
-      input,
-      "--sample",
-      "5",
-      "--seed",
-      "3",
-      "--servers",
-      bent.target,
-    );
-    assert.equal(off.code, 1, off.stdout);
-    assert.match(
-      off.stdout,
-      new RegExp(
-        `^FAIL  dbg: sample on ${bent.target.replaceAll(".", "\\.")}: row \\d+ \\(input line \\d+\\) has cosine 0\\.\\d+ with the stored vector, below --tolerance 0\\.999 \\(5 rows, seed 3\\)`,
-        "m",
-      ),
-    );
-    // Both at once: the good one passes, the perturbed one is named.
-    const both = await verifyCli(
-      clean,
-      "--input_file",
-      input,
-      "--sample",
-      "4",
-      "--servers",
-      `${good.target},${bent.target}`,
-    );
-    assert.equal(both.code, 1);
-    assert.ok(both.stdout.includes(`sample on ${bent.target}: row`));
-    assert.ok(!both.stdout.includes(`sample on ${good.target}: row`));
-    // A loose enough tolerance lets the perturbed server pass: the threshold is the flag's.
-    const loose = await verifyCli(
-      clean,
-      "--input_file",
-      input,
-      "--sample",
-      "4",
-      "--tolerance",
-      "0.1",
-      "--servers",
-      bent.target,
-    );
-    assert.equal(loose.code, 0, loose.stdout);
-  } finally {
-    await good?.stop();
-    await bent?.stop();
-  }
+    ),
+  );
 });
 
 test("bad verify flags: one line, exit 2; a folder without outputs: one line, exit 1", async () => {
@@ -317,20 +311,7 @@ test("bad verify flags: one line, exit 2; a folder without outputs: one line, ex
 
 test("JSONL-only outputs verify and sample against the JSONL; a normalizing model's norms are checked", async () => {
   const dir = join(root, "jsonl-only");
-  const run = await runCli([
-    "--input_file",
-    input,
-    "--output_dir",
-    dir,
-    "--models",
-    "bge-small-en-v1.5",
-    "--engine",
-    "debug",
-    "--debug_dim",
-    String(DIM),
-    "--output_format",
-    "jsonl",
-  ]);
+  const run = await runCli(bgeArgs(dir, "jsonl"));
   assert.equal(run.code, 0, run.stderr);
   const ok = await verifyCli(dir, "--input_file", input, "--sample", "5", "--seed", "2");
   assert.equal(ok.code, 0, ok.stdout + ok.stderr);
@@ -341,20 +322,7 @@ test("JSONL-only outputs verify and sample against the JSONL; a normalizing mode
 
   // The same model as .npy: its rows are normalized, and a row that is not is named.
   const npyDir = join(root, "normalized");
-  const npyRun = await runCli([
-    "--input_file",
-    input,
-    "--output_dir",
-    npyDir,
-    "--models",
-    "bge-small-en-v1.5",
-    "--engine",
-    "debug",
-    "--debug_dim",
-    String(DIM),
-    "--output_format",
-    "npy",
-  ]);
+  const npyRun = await runCli(bgeArgs(npyDir, "npy"));
   assert.equal(npyRun.code, 0, npyRun.stderr);
   assert.equal((await verifyCli(npyDir)).code, 0);
   const npy = join(npyDir, "bge-small-en-v1.5.npy");

@@ -118,19 +118,12 @@ export class LedgerReader {
 
   /** Opens an existing checkpoint read-only, refusing one it cannot read. */
   static openReadOnly(path: string): LedgerReader {
-    let db: Database.Database;
-    try {
-      db = new Database(path, { readonly: true, fileMustExist: true });
-    } catch (err) {
-      throw corrupt(path, err);
-    }
-    try {
-      checkVersion(db, path, false);
-      return new LedgerReader(db, path);
-    } catch (err) {
-      db.close();
-      throw err instanceof CheckpointError ? err : corrupt(path, err);
-    }
+    return openChecked(
+      path,
+      () => new Database(path, { readonly: true, fileMustExist: true }),
+      false,
+      (db) => new LedgerReader(db, path),
+    );
   }
 
   /** The input this checkpoint was made for, or null for a new checkpoint. */
@@ -276,22 +269,18 @@ export class Ledger extends LedgerReader {
    * schema is migrated. Refuses files that are not ours or from a newer version.
    */
   static open(path: string): Ledger {
-    let db: Database.Database;
-    try {
-      db = new Database(path);
-      db.pragma("journal_mode = WAL");
-      db.pragma("synchronous = FULL");
-      db.pragma("busy_timeout = 5000");
-    } catch (err) {
-      throw corrupt(path, err);
-    }
-    try {
-      checkVersion(db, path, true);
-      return new Ledger(db, path);
-    } catch (err) {
-      db.close();
-      throw err instanceof CheckpointError ? err : corrupt(path, err);
-    }
+    return openChecked(
+      path,
+      () => {
+        const db = new Database(path);
+        db.pragma("journal_mode = WAL");
+        db.pragma("synchronous = FULL");
+        db.pragma("busy_timeout = 5000");
+        return db;
+      },
+      true,
+      (db) => new Ledger(db, path),
+    );
   }
 
   startRun(input: InputIdentity): void {
@@ -409,6 +398,32 @@ export class Ledger extends LedgerReader {
  * Creates the schema of an empty file, migrates an older one (when writable),
  * and refuses anything else with one line saying what to do.
  */
+/**
+ * Opens the checkpoint with `connect`, checks its schema version and wraps
+ * it with `wrap`; any failure is a CheckpointError and leaves no handle open
+ * once the file is open.
+ */
+function openChecked<T>(
+  path: string,
+  connect: () => Database.Database,
+  writable: boolean,
+  wrap: (db: Database.Database) => T,
+): T {
+  let db: Database.Database;
+  try {
+    db = connect();
+  } catch (err) {
+    throw corrupt(path, err);
+  }
+  try {
+    checkVersion(db, path, writable);
+    return wrap(db);
+  } catch (err) {
+    db.close();
+    throw err instanceof CheckpointError ? err : corrupt(path, err);
+  }
+}
+
 function checkVersion(db: Database.Database, path: string, writable: boolean): void {
   const tables = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all() as {
     name: string;

@@ -31,20 +31,25 @@ const base = {
   truncateDim: 0,
 };
 
-function entry(alias: string, modelId: string, settings: Partial<ModelSpec> = {}): ModelSpec {
+/** A model's spec: the defaults, with `settings` over them. */
+export function modelSpec(
+  alias: string,
+  modelId: string,
+  settings: Partial<ModelSpec> = {},
+): ModelSpec {
   return { ...base, alias, modelId, ...settings };
 }
 
 export const BUILTIN_MODELS: readonly ModelSpec[] = [
-  entry("bge-large-en-v1.5", "BAAI/bge-large-en-v1.5", { normalize: true, maxLength: 512 }),
-  entry("bge-base-en-v1.5", "BAAI/bge-base-en-v1.5", { normalize: true, maxLength: 512 }),
-  entry("bge-small-en-v1.5", "BAAI/bge-small-en-v1.5", { normalize: true, maxLength: 512 }),
-  entry("e5-large-v2", "intfloat/e5-large-v2", { prefix: "passage: ", maxLength: 512 }),
-  entry("e5-base-v2", "intfloat/e5-base-v2", { prefix: "passage: ", maxLength: 512 }),
-  entry("e5-small-v2", "intfloat/e5-small-v2", { prefix: "passage: ", maxLength: 512 }),
-  entry("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"),
-  entry("all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2"),
-  entry(
+  modelSpec("bge-large-en-v1.5", "BAAI/bge-large-en-v1.5", { normalize: true, maxLength: 512 }),
+  modelSpec("bge-base-en-v1.5", "BAAI/bge-base-en-v1.5", { normalize: true, maxLength: 512 }),
+  modelSpec("bge-small-en-v1.5", "BAAI/bge-small-en-v1.5", { normalize: true, maxLength: 512 }),
+  modelSpec("e5-large-v2", "intfloat/e5-large-v2", { prefix: "passage: ", maxLength: 512 }),
+  modelSpec("e5-base-v2", "intfloat/e5-base-v2", { prefix: "passage: ", maxLength: 512 }),
+  modelSpec("e5-small-v2", "intfloat/e5-small-v2", { prefix: "passage: ", maxLength: 512 }),
+  modelSpec("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"),
+  modelSpec("all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2"),
+  modelSpec(
     "paraphrase-multilingual-MiniLM-L12-v2",
     "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2",
   ),

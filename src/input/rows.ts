@@ -8,6 +8,7 @@ import { checkLine, type Paragraph } from "./validate.js";
 /** Reads between two checks that the input is still the file that was scanned. */
 const READS_PER_CHECK = 1024;
 const HASH_CHUNK = 1 << 20;
+const SHORTER = "the file is shorter";
 
 /** The input file was edited, truncated or replaced while the run was reading it. */
 export class InputChangedError extends ExitError {
@@ -45,18 +46,9 @@ export class RowReader {
   }
 
   paragraph(row: number): Paragraph {
-    if (++this.readsSinceCheck >= READS_PER_CHECK) this.checkUnchanged();
-    const length = this.index.byteLengths[row] ?? 0;
-    if (this.scratch.length < length) this.scratch = Buffer.alloc(length * 2);
-    const bytes = this.scratch.subarray(0, length);
-    const got = readSync(this.fd, bytes, 0, length, this.index.offsets[row] ?? 0);
-    const checked = got === length ? checkLine(bytes, Number.MAX_SAFE_INTEGER) : null;
-    if (!checked?.ok) {
-      this.checkUnchanged(); // names the change (size, mtime) when there is one
-      const line = this.index.lineNumbers[row];
-      const what = checked ? checked.problem : "the file is shorter";
-      throw new InputChangedError(this.index.file, `line ${line}: ${what}`);
-    }
+    const bytes = this.rowBytes(row);
+    const checked = bytes ? checkLine(bytes, Number.MAX_SAFE_INTEGER) : null;
+    if (!checked?.ok) throw this.changedAt(row, checked ? checked.problem : SHORTER);
     return checked.paragraph;
   }
 
@@ -65,18 +57,9 @@ export class RowReader {
    * line (its text is not needed), which keeps exports fast.
    */
   ids(row: number): RawIds {
-    if (++this.readsSinceCheck >= READS_PER_CHECK) this.checkUnchanged();
-    const length = this.index.byteLengths[row] ?? 0;
-    if (this.scratch.length < length) this.scratch = Buffer.alloc(length * 2);
-    const bytes = this.scratch.subarray(0, length);
-    const got = readSync(this.fd, bytes, 0, length, this.index.offsets[row] ?? 0);
-    const ids = got === length ? scanIds(bytes) : null;
-    if (!ids) {
-      this.checkUnchanged(); // names the change (size, mtime) when there is one
-      const line = this.index.lineNumbers[row];
-      const what = got === length ? "no paper_id and paragraph_index" : "the file is shorter";
-      throw new InputChangedError(this.index.file, `line ${line}: ${what}`);
-    }
+    const bytes = this.rowBytes(row);
+    const ids = bytes ? scanIds(bytes) : null;
+    if (!ids) throw this.changedAt(row, bytes ? "no paper_id and paragraph_index" : SHORTER);
     return ids;
   }
 
@@ -129,6 +112,22 @@ export class RowReader {
 
   close(): void {
     closeSync(this.fd);
+  }
+
+  /** A row's bytes (in a scratch buffer reused by the next read), or null where the file ends first. */
+  private rowBytes(row: number): Buffer | null {
+    if (++this.readsSinceCheck >= READS_PER_CHECK) this.checkUnchanged();
+    const length = this.index.byteLengths[row] ?? 0;
+    if (this.scratch.length < length) this.scratch = Buffer.alloc(length * 2);
+    const bytes = this.scratch.subarray(0, length);
+    const got = readSync(this.fd, bytes, 0, length, this.index.offsets[row] ?? 0);
+    return got === length ? bytes : null;
+  }
+
+  /** The error for a row that no longer reads as scanned: the file's change when it shows one. */
+  private changedAt(row: number, what: string): InputChangedError {
+    this.checkUnchanged(); // throws, naming the change (size, mtime), when there is one
+    return new InputChangedError(this.index.file, `line ${this.index.lineNumbers[row]}: ${what}`);
   }
 }
 

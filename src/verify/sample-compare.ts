@@ -12,6 +12,17 @@ export interface SampleComparison {
   readonly failure: string;
 }
 
+/** Stored rows of one output and the same rows embedded again, to compare. */
+export interface SamplePair {
+  readonly dtype: OutputDtype;
+  readonly dim: number;
+  /** The stored quantization ranges, for int8/uint8 outputs. */
+  readonly ranges: Ranges | null;
+  readonly stored: Matrix;
+  readonly fresh: Matrix;
+  readonly tolerance: number;
+}
+
 /**
  * Compares stored rows (`stored`: rows × width values of the output dtype,
  * as numbers) with freshly embedded float32 rows.
@@ -31,24 +42,17 @@ export interface SampleComparison {
  *   tolerance's angle split on (random-hyperplane argument): noise flips only
  *   values at zero, a changed vector flips many.
  */
-export function compareSample(
-  dtype: OutputDtype,
-  dim: number,
-  ranges: Ranges | null,
-  stored: Matrix,
-  fresh: Matrix,
-  tolerance: number,
-): SampleComparison {
-  switch (dtype) {
+export function compareSample(pair: SamplePair): SampleComparison {
+  switch (pair.dtype) {
     case "float32":
     case "float16":
-      return byCosine(stored, fresh, tolerance, "");
+      return byCosine(pair.stored, pair.fresh, pair.tolerance, "");
     case "int8":
     case "uint8":
-      return quantized(dtype, dim, ranges, stored, fresh, tolerance);
+      return quantized(pair);
     case "binary":
     case "ubinary":
-      return bits(dtype, dim, stored, fresh, tolerance);
+      return bits(pair);
   }
 }
 
@@ -77,14 +81,7 @@ function byCosine(
   };
 }
 
-function quantized(
-  dtype: OutputDtype,
-  dim: number,
-  ranges: Ranges | null,
-  stored: Matrix,
-  fresh: Matrix,
-  tolerance: number,
-): SampleComparison {
+function quantized({ dtype, dim, ranges, stored, fresh, tolerance }: SamplePair): SampleComparison {
   if (!ranges) throw new Error(`${dtype} output without quantization ranges`);
   const offset = dtype === "int8" ? 128 : 0;
   const steps = new Float32Array(dim);
@@ -120,13 +117,7 @@ function quantized(
   );
 }
 
-function bits(
-  dtype: OutputDtype,
-  dim: number,
-  stored: Matrix,
-  fresh: Matrix,
-  tolerance: number,
-): SampleComparison {
+function bits({ dtype, dim, stored, fresh, tolerance }: SamplePair): SampleComparison {
   const width = stored.dim;
   const offset = dtype === "binary" ? 128 : 0;
   const allowed = Math.acos(Math.min(1, tolerance)) / Math.PI;

@@ -104,7 +104,14 @@ export async function checkSample(
   const texts = rows.map((row) => input.paragraph(row).text);
   const fresh = await embedTexts(connection, loaded.key, texts, settings.batchTimeoutMs);
   const { outputDtype, dim, ranges } = ctx.metadata;
-  const compared = compareSample(outputDtype, dim, ranges, stored, fresh, settings.tolerance);
+  const compared = compareSample({
+    dtype: outputDtype,
+    dim,
+    ranges,
+    stored,
+    fresh,
+    tolerance: settings.tolerance,
+  });
   const row = rows[compared.worstAt] ?? 0;
   const summary = `${where}: ${rows.length} rows (seed ${settings.seed}), ${compared.summary}`;
   if (!compared.ok) {
