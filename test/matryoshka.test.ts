@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
+import { modelSpec } from "../src/config/registry.js";
 import type { RunModel } from "../src/config.js";
 import { checkTruncation } from "../src/dispatch/servers.js";
 import { ServerError } from "../src/errors.js";
@@ -22,17 +23,7 @@ import { MODEL_INFO } from "./phase-helpers.js";
 
 const DIM = 24;
 
-const MODEL: RunModel = {
-  alias: "org/m",
-  modelId: "org/m",
-  revision: "",
-  prefix: "",
-  normalize: false,
-  maxLength: 0,
-  dtype: "",
-  truncateDim: 0,
-  fileStem: "org__m",
-};
+const MODEL: RunModel = { ...modelSpec("org/m", "org/m"), fileStem: "org__m" };
 
 function texts(lines: string[], prefix = ""): string[] {
   return lines.map((l) => prefix + (JSON.parse(l) as { text: string }).text);
