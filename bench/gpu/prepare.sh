@@ -98,8 +98,10 @@ build_orchestrator() {
   cp bin/embed-multi.js "$orch/bin/"
   cp -r dist/src "$orch/dist/src"
   # The orchestrator ceiling (bench/ceiling.ts) runs on the GPU host too: its 16 cores, not ours.
-  mkdir -p "$orch/dist/bench"
+  # ceiling.js builds its command line with the tests' cliArgs (test/cli-args.ts, no imports).
+  mkdir -p "$orch/dist/bench" "$orch/dist/test"
   cp dist/bench/ceiling.js dist/bench/common.js "$orch/dist/bench/"
+  cp dist/test/cli-args.js "$orch/dist/test/"
   # The run-time closure of package.json's dependencies, resolved in package-lock.json the way
   # node resolves them (nested node_modules first); offline, unlike `npm ci --omit=dev`.
   # prebuild-install is pruned: better-sqlite3 runs it only when installing.
@@ -150,6 +152,21 @@ build_orchestrator() {
     const req = require("node:module").createRequire(process.argv[1]);
     new (req("better-sqlite3"))(":memory:").close();' "$(cd "$orch" && pwd)/package.json" ||
     die "the kit's better-sqlite3 does not load"
+  # The benchmark's relative imports all lie in the kit (a missing one fails only on the host).
+  # shellcheck disable=SC2016 # JavaScript template literals, not shell expansions
+  node -e '
+    const { readFileSync, existsSync, readdirSync } = require("node:fs");
+    const { dirname, join } = require("node:path");
+    const dir = process.argv[1];
+    for (const name of readdirSync(dir)) {
+      const file = join(dir, name);
+      for (const m of readFileSync(file, "utf8").matchAll(/from "(\.[^"]+)"/g)) {
+        if (!existsSync(join(dirname(file), m[1]))) {
+          console.error(`${file} imports ${m[1]}, which is not in the kit`);
+          process.exit(1);
+        }
+      }
+    }' "$orch/dist/bench" || die "the kit's benchmark misses a module"
   say "packing $(du -sm "$orch" | cut -f1) MiB of orchestrator"
   if ((fast)); then
     tar -C "$out" -cf - orchestrator | gzip -6 >"$out/orchestrator.tar.gz"
