@@ -7,7 +7,6 @@ visible origin and tests can build a configuration from plain dicts.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,11 +23,6 @@ MAX_MESSAGE_CEILING = 2**31 - 1
 
 ENV_MODEL_DIR = "EMBED_MODEL_DIR"
 ENV_AUTH_TOKEN = "EMBED_AUTH_TOKEN"
-ENV_TEST_OOM_ABOVE = "EMBED_TEST_OOM_ABOVE"
-ENV_TEST_POISON = "EMBED_TEST_POISON"
-ENV_TEST_PERTURB = "EMBED_TEST_PERTURB"
-ENV_TEST_NAN = "EMBED_TEST_NAN"
-ENV_TEST_HANG_LOAD = "EMBED_TEST_HANG_LOAD"
 ENV_FAST_PATH = "EMBED_FAST_PATH"
 
 
@@ -60,17 +54,6 @@ class ServerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     auth_token: str | None = None
-    # Test hook: a forward pass over more than this many rows raises a simulated OOM.
-    test_oom_above: int | None = None
-    # Test hook: a batch holding a text that contains this string fails (a poison batch).
-    test_poison: str | None = None
-    # Test hook: every vector gets this multiple of a fixed unit direction added (then is
-    # normalized again if the model normalizes): a server that computes other vectors.
-    test_perturb: float | None = None
-    # Test hook: each text containing this string comes back as a row of NaN.
-    test_nan: str | None = None
-    # Test hook: LoadModel never answers (a server stuck reading weights).
-    test_hang_load: bool = False
     log_level: str = "INFO"
     # The packed BERT forward (encoders/fast_bert.py): auto = on CUDA only; on and off force
     # it (still checked against the reference path at load, which it falls back to).
@@ -117,8 +100,6 @@ class ServerConfig:
             raise ConfigError("--tls-cert and --tls-key go together")
         tls_cert = _existing_file("--tls-cert", args.tls_cert)
         tls_key = _existing_file("--tls-key", args.tls_key)
-        oom_above = _oom_hook(env.get(ENV_TEST_OOM_ABOVE))
-        perturb = _perturb_hook(env.get(ENV_TEST_PERTURB))
         fast_flag = getattr(args, "fast_path", None)
         fast_path = (fast_flag or env.get(ENV_FAST_PATH) or "auto").strip().lower()
         if fast_path not in FAST_PATH_MODES:
@@ -150,11 +131,6 @@ class ServerConfig:
             tls_key=tls_key,
             # A token from `$(cat file)` or a secret mount often ends in a newline.
             auth_token=env.get(ENV_AUTH_TOKEN, "").strip() or None,
-            test_oom_above=oom_above,
-            test_poison=env.get(ENV_TEST_POISON) or None,
-            test_perturb=perturb,
-            test_nan=env.get(ENV_TEST_NAN) or None,
-            test_hang_load=env.get(ENV_TEST_HANG_LOAD) == "1",
             log_level=args.log_level,
             exit_on_stdin_eof=args.exit_on_stdin_eof,
             fast_path=fast_path,
@@ -184,27 +160,3 @@ def _existing_file(flag: str, value: str | None) -> Path | None:
     if not path.is_file():
         raise ConfigError(f"{flag}: no such file: {path}")
     return path
-
-
-def _oom_hook(value: str | None) -> int | None:
-    if value is None or value.strip() == "":
-        return None
-    try:
-        rows = int(value)
-    except ValueError:
-        raise ConfigError(f"{ENV_TEST_OOM_ABOVE} must be an integer, got {value!r}") from None
-    if rows < 0:
-        raise ConfigError(f"{ENV_TEST_OOM_ABOVE} must be >= 0, got {rows}")
-    return rows
-
-
-def _perturb_hook(value: str | None) -> float | None:
-    if value is None or value.strip() == "":
-        return None
-    try:
-        strength = float(value)
-    except ValueError:
-        raise ConfigError(f"{ENV_TEST_PERTURB} must be a number, got {value!r}") from None
-    if not math.isfinite(strength) or strength <= 0:
-        raise ConfigError(f"{ENV_TEST_PERTURB} must be a positive number, got {value!r}")
-    return strength
