@@ -8,7 +8,7 @@
 #   EMBED_VENV       the virtual environment       (default: <repo>/.venv)
 #   EMBED_MODEL_DIR  the model directory            (default: <repo>/models)
 #   EMBED_PYTHON     the Python that makes the venv (default: python3)
-#   EMBED_PIP_EXTRAS extras of the server package   (default: dev)
+#   EMBED_PIP_EXTRAS extras of the server package   (default: dev,cpu)
 #   EMBED_VENV_SYSTEM_SITE_PACKAGES=1  make the venv see the packages of
 #                    EMBED_PYTHON (default: 0). Dockerfile.inference sets it so
 #                    the CUDA torch of its PyTorch base image satisfies the
@@ -18,7 +18,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="${EMBED_VENV:-$root/.venv}"
 model_dir="${EMBED_MODEL_DIR:-$root/models}"
 python="${EMBED_PYTHON:-python3}"
-extras="${EMBED_PIP_EXTRAS-dev}"
+extras="${EMBED_PIP_EXTRAS-dev,cpu}"
 log() { echo "[setup] $*" >&2; }
 
 if [ ! -x "$venv/bin/python" ]; then

@@ -51,6 +51,8 @@ export const MODEL_INFO: ModelInfo = {
   device: "cpu",
   tokenizedRows: 0,
   truncateDim: 0,
+  engine: "debug",
+  precision: "float32",
 };
 
 /** A session as a server that loaded `org/m` would give; its connection is never used. */

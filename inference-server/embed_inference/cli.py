@@ -74,8 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--engine",
         default="sentence-transformers",
         choices=ENGINES,
-        help="sentence-transformers (real models, torch) or debug (deterministic vectors, no "
-        "model, no torch) (default: %(default)s)",
+        help="sentence-transformers (real models; on the CPU through OpenVINO where its vectors "
+        "match torch float32 on a check at load, else torch), openvino (the same, said "
+        "explicitly), torch (the reference torch path only) or debug (deterministic vectors, "
+        "no model, no torch) (default: %(default)s)",
     )
     add(
         "--debug-dim",

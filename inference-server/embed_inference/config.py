@@ -15,7 +15,9 @@ from pathlib import Path
 from . import devices
 from .errors import ConfigError, InvalidArgument
 
-ENGINES = ("sentence-transformers", "debug")
+# sentence-transformers: real models, forward by the fastest engine that passes its check at
+# load (OpenVINO on the CPU, the packed path on CUDA); openvino and torch name the CPU one.
+ENGINES = ("sentence-transformers", "openvino", "torch", "debug")
 FAST_PATH_MODES = ("auto", "on", "off")
 MiB = 1024 * 1024
 # gRPC message size options are C ints.
@@ -24,6 +26,7 @@ MAX_MESSAGE_CEILING = 2**31 - 1
 ENV_MODEL_DIR = "EMBED_MODEL_DIR"
 ENV_AUTH_TOKEN = "EMBED_AUTH_TOKEN"
 ENV_FAST_PATH = "EMBED_FAST_PATH"
+ENV_CACHE_DIR = "EMBED_CACHE_DIR"
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,9 @@ class ServerConfig:
     # The packed BERT forward (encoders/fast_bert.py): auto = on CUDA only; on and off force
     # it (still checked against the reference path at load, which it falls back to).
     fast_path: str = "auto"
+    # Where engines keep what they derive from weights (OpenVINO's converted graphs);
+    # None: nowhere, derived again at every start.
+    cache_dir: Path | None = None
     # Stop when stdin reaches EOF: an embedded server never outlives its parent.
     exit_on_stdin_eof: bool = False
 
@@ -134,6 +140,7 @@ class ServerConfig:
             log_level=args.log_level,
             exit_on_stdin_eof=args.exit_on_stdin_eof,
             fast_path=fast_path,
+            cache_dir=_cache_dir(env),
         )
 
 
@@ -151,6 +158,18 @@ def _device_and_dtype(device_flag: str | None, dtype_flag: str, engine: str) -> 
         return device, devices.resolve_dtype(dtype_flag, device)
     except InvalidArgument as error:
         raise ConfigError(str(error)) from None
+
+
+def _cache_dir(env: Mapping[str, str]) -> Path | None:
+    """$EMBED_CACHE_DIR, else $XDG_CACHE_HOME/embed-multi, else ~/.cache/embed-multi;
+    "off" keeps nothing on disk."""
+    given = env.get(ENV_CACHE_DIR, "").strip()
+    if given.lower() == "off":
+        return None
+    if given:
+        return Path(given).expanduser()
+    xdg = env.get("XDG_CACHE_HOME", "").strip()
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "embed-multi"
 
 
 def _existing_file(flag: str, value: str | None) -> Path | None:

@@ -46,9 +46,15 @@ def make_backend(config: ServerConfig) -> Backend:
         from .encoders.debug import DebugBackend
 
         return DebugBackend(config.debug_dim)
-    from .encoders.select import SentenceTransformerBackend
+    from .encoders.select import CPU_ENGINES, SentenceTransformerBackend
 
-    return SentenceTransformerBackend(config.threads, config.trust_remote_code, config.fast_path)
+    return SentenceTransformerBackend(
+        config.threads,
+        config.trust_remote_code,
+        config.fast_path,
+        CPU_ENGINES[config.engine],
+        config.cache_dir,
+    )
 
 
 def model_info_pb(info: ModelInfo) -> pb.ModelInfo:

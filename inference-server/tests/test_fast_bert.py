@@ -53,7 +53,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def backend() -> SentenceTransformerBackend:
-    backend = SentenceTransformerBackend(int(TORCH_THREADS), False, "on")
+    backend = SentenceTransformerBackend(int(TORCH_THREADS), False, "on", "torch")
     backend.start()
     return backend
 
@@ -249,7 +249,7 @@ def test_a_mismatch_at_load_falls_back(
 ) -> None:
     """A fast path that computes the wrong thing (here: CLS instead of mean) is caught by the
     check at load, and the reference path serves."""
-    backend = SentenceTransformerBackend(int(TORCH_THREADS), False, "on")
+    backend = SentenceTransformerBackend(int(TORCH_THREADS), False, "on", "torch")
     weights = Weights(**{**vars(weights32), "extras": {}})
     original = fast_bert.PackedBert.__init__
 
@@ -264,9 +264,9 @@ def test_a_mismatch_at_load_falls_back(
     assert "differ from the reference path" in caplog.text
 
 
-def test_auto_keeps_the_reference_path_on_the_cpu(weights32: Weights) -> None:
+def test_auto_keeps_the_torch_reference_path_on_the_cpu(weights32: Weights) -> None:
     for mode in ("auto", "off"):
-        backend = SentenceTransformerBackend(int(TORCH_THREADS), False, mode)
+        backend = SentenceTransformerBackend(int(TORCH_THREADS), False, mode, "torch")
         encoder = backend.encoder(weights32, Settings("", True, 256))
         assert type(encoder) is SentenceTransformerEncoder, mode
 

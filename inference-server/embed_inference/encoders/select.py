@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +34,22 @@ CHECK_TEXTS = (
     "a",
 )
 
+# The CPU engine's bound: its vectors are to be those of float32 torch.
+CPU_MIN_COSINE = 0.9999
+# Which CPU engine --engine names: sentence-transformers = the fastest that passes its check.
+CPU_ENGINES = {"sentence-transformers": "auto", "openvino": "openvino", "torch": "torch"}
+
 # A faster sibling of the reference encoder: made from the weights, the settings and the
 # shared tokenization; raises when it does not know the model.
-Candidate = Callable[[Weights, Settings, TextTokenizer], TextEncoder]
+Make = Callable[[Weights, Settings, TextTokenizer], TextEncoder]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    label: str
+    make: Make
+    # Every row's cosine to the reference on CHECK_TEXTS must reach this.
+    min_cosine: float = MIN_COSINE
 
 
 def fast_bert_candidate(weights: Weights, settings: Settings, text: TextTokenizer) -> TextEncoder:
@@ -44,18 +58,30 @@ def fast_bert_candidate(weights: Weights, settings: Settings, text: TextTokenize
     return FastBertEncoder(weights, settings, text, packed_model(weights))
 
 
+def openvino_candidate(threads: int | None, cache: Path | None) -> Make:
+    def make(weights: Weights, settings: Settings, text: TextTokenizer) -> TextEncoder:
+        from .openvino_engine import OpenVinoEncoder, openvino_model
+
+        model = openvino_model(weights, text, threads, cache)
+        return OpenVinoEncoder(weights, settings, text, model)
+
+    return make
+
+
 def select_encoder(
-    weights: Weights,
-    settings: Settings,
-    candidates: Sequence[tuple[str, Candidate]],
-    min_cosine: float = MIN_COSINE,
+    weights: Weights, settings: Settings, candidates: Sequence[Candidate]
 ) -> TextEncoder:
     """The first candidate that runs the model and agrees with the reference encoder on
     CHECK_TEXTS; else the reference encoder, each refusal said in one log line. Never raises
     for a candidate's failure."""
     text = TextTokenizer(weights, settings)
     reference = SentenceTransformerEncoder(weights, settings, text)
-    for label, make in candidates:
+    for candidate_spec in candidates:
+        label, make, min_cosine = (
+            candidate_spec.label,
+            candidate_spec.make,
+            candidate_spec.min_cosine,
+        )
         try:
             candidate = make(weights, settings, text)
             worst, norm_error = compare(reference, candidate, CHECK_TEXTS)
@@ -98,12 +124,23 @@ def _name(weights: Weights) -> str:
 class SentenceTransformerBackend(Backend):
     name = "sentence-transformers"
 
-    def __init__(self, threads: int | None, trust_remote_code: bool, fast_path: str = "auto"):
+    def __init__(
+        self,
+        threads: int | None,
+        trust_remote_code: bool,
+        fast_path: str = "auto",
+        cpu_engine: str = "auto",
+        cache: Path | None = None,
+    ):
+        # Where engines keep what they derive from weights (OpenVINO's converted graph).
+        self._cache = cache
         self._threads = threads
         self._trust_remote_code = trust_remote_code
-        # auto: the packed fast path on CUDA, the reference path on the CPU (where padding
-        # costs less than the packing, and a bare SentenceTransformer.encode is the bar).
+        # auto: the packed fast path on CUDA only (on the CPU padding costs less than the
+        # packing).
         self._fast_path = fast_path
+        # auto or openvino: OpenVINO on the CPU where it passes its check; torch: never.
+        self._cpu_engine = cpu_engine
 
     def start(self) -> None:
         if self._threads is not None:
@@ -115,12 +152,21 @@ class SentenceTransformerBackend(Backend):
     ) -> Weights:
         return load_weights(model_id, local_path, revision, device, dtype, self._trust_remote_code)
 
-    def candidates(self, weights: Weights) -> list[tuple[str, Candidate]]:
+    def candidates(self, weights: Weights) -> list[Candidate]:
         """The faster siblings worth trying for these weights, best first."""
-        wanted = self._fast_path == "on" or (
-            self._fast_path == "auto" and weights.device.startswith("cuda")
-        )
-        return [("fast path", fast_bert_candidate)] if wanted else []
+        found: list[Candidate] = []
+        cpu = weights.device == "cpu"
+        if self._fast_path == "on" or (self._fast_path == "auto" and not cpu):
+            found.append(Candidate("fast path", fast_bert_candidate))
+        if cpu and self._cpu_engine != "torch":
+            found.append(
+                Candidate(
+                    "openvino engine",
+                    openvino_candidate(self._threads, self._cache),
+                    CPU_MIN_COSINE,
+                )
+            )
+        return found
 
     def encoder(self, weights: Weights, settings: Settings) -> Encoder:
         return select_encoder(weights, settings, self.candidates(weights))
