@@ -62,6 +62,9 @@ for (let round = 0; round < rounds; round++) {
         "npy",
         "--progress",
         "none",
+        // Start-up on 2 shared cores can take over a minute: the bench measures, not waits.
+        "--server_timeout",
+        "600",
       ],
       env,
     );

@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import threading
 from importlib import metadata
@@ -164,13 +165,19 @@ def _save_graph(ov: Any, graph: Any, folder: Path | None) -> None:
     """Written to a temporary folder beside it, then renamed: never a half-written entry."""
     if folder is None:
         return
+    temporary: Path | None = None
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         temporary = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
         ov.save_model(graph, str(temporary / "model.xml"), compress_to_fp16=False)
         os.replace(temporary, folder)
-    except OSError as error:  # a read-only or full disk: the engine works without it
-        log.info("cannot keep the OpenVINO graph in %s: %s", folder, error)
+    except OSError as error:
+        # A read-only or full disk, or another server that kept the same graph first: the
+        # engine works without it; the temporary folder (ours) goes.
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
+        if not (folder / "model.xml").is_file():
+            log.info("cannot keep the OpenVINO graph in %s: %s", folder, error)
 
 
 def openvino_model(
