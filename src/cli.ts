@@ -132,7 +132,8 @@ const described = yargs(hideBin(process.argv))
   })
   .option("engine", {
     type: "string",
-    describe: "Local server engine: sentence-transformers, or debug (fast fake vectors, for tests)",
+    describe:
+      "Local server engine: sentence-transformers (on a CPU through OpenVINO where it matches torch float32 at load), openvino, torch (the reference torch path), or debug (fast fake vectors, for tests)",
   })
   .option("debug_dim", {
     alias: "debug-dim",

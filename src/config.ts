@@ -33,7 +33,7 @@ export interface EmbeddedServerConfig {
   /** The inference server's console script. */
   readonly command: string;
   readonly modelDir: string;
-  readonly engine: "sentence-transformers" | "debug";
+  readonly engine: LocalEngine;
   readonly debugDim: number;
   /** torch threads; 0 = the server's default. */
   readonly threads: number;
@@ -45,6 +45,18 @@ export interface TlsConfig {
 }
 
 /** Everything a run needs, validated once, built only by buildRunConfig. */
+/**
+ * The local server's engines: sentence-transformers picks the fastest forward that matches
+ * torch float32 at load (OpenVINO on a CPU); openvino and torch name the CPU one; debug
+ * computes fake vectors without a model.
+ */
+export const LOCAL_ENGINES = ["sentence-transformers", "openvino", "torch", "debug"] as const;
+export type LocalEngine = (typeof LOCAL_ENGINES)[number];
+
+function isLocalEngine(name: string): name is LocalEngine {
+  return (LOCAL_ENGINES as readonly string[]).includes(name);
+}
+
 export interface RunConfig {
   readonly inputFile: string;
   readonly outputDir: string;
@@ -240,8 +252,8 @@ export interface ServerFlags {
 /** --servers, --tls, --tls_ca, EMBED_AUTH_TOKEN and the embedded server's flags, checked once. */
 export function serverFlags(pick: FlagPicker, env: NodeJS.ProcessEnv): ServerFlags {
   const engine = pick<string>("engine", DEFAULTS.engine);
-  if (engine !== "sentence-transformers" && engine !== "debug") {
-    throw new ConfigError(`--engine must be sentence-transformers or debug (got "${engine}")`);
+  if (!isLocalEngine(engine)) {
+    throw new ConfigError(`--engine must be one of ${LOCAL_ENGINES.join(", ")} (got "${engine}")`);
   }
   const servers = flattenList(pick<string[] | string>("servers", [])).map(validateServer);
   const tlsCa = pick<string>("tls_ca", "");

@@ -275,7 +275,8 @@ test("--sample re-embeds rows on the embedded server and on a given one; a pertu
         );
         assert.equal(loose.code, 0, loose.stdout);
       },
-      testEnv({ EMBED_TEST_PERTURB: "1" }),
+      testEnv(),
+      { perturb: 1 },
     ),
   );
 });

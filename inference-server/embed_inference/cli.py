@@ -15,8 +15,8 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Mapping, Sequence
-from typing import NoReturn
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, NoReturn
 
 from .config import (
     ENGINES,
@@ -24,14 +24,16 @@ from .config import (
     ENV_FAST_PATH,
     ENV_LOG_LEVEL,
     ENV_MODEL_DIR,
-    ENV_TEST_NAN,
-    ENV_TEST_OOM_ABOVE,
-    ENV_TEST_PERTURB,
     FAST_PATH_MODES,
     Limits,
     ServerConfig,
 )
 from .errors import ConfigError, ServiceError
+
+if TYPE_CHECKING:
+    from .encoders.base import Backend
+
+BackendFactory = Callable[[ServerConfig], "Backend"]
 
 PROG = "embed-inference-server"
 STOP_GRACE_SECONDS = 2.0
@@ -51,13 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="gRPC inference server for embed-multi: streams embeddings of text batches "
         "from sentence-transformers models (or a deterministic debug engine).",
         epilog=f"Environment: {ENV_MODEL_DIR} (default for --model-dir); {ENV_AUTH_TOKEN} (when "
-        "set, every call except health checks must carry 'authorization: Bearer <token>'); "
-        f"{ENV_TEST_OOM_ABOVE}=N (test hook: a forward pass over more than N rows raises a "
-        "simulated CUDA out-of-memory error); "
-        f"{ENV_TEST_PERTURB}=X (test hook: X times its norm times a fixed unit vector is added "
-        "to every vector, which is normalized again if the model normalizes); "
-        f"{ENV_TEST_NAN}=MARKER (test hook: each text containing MARKER comes back as a row "
-        "of NaN). "
+        "set, every call except health checks must carry 'authorization: Bearer <token>'). "
         "Set HF_HUB_OFFLINE=1 where the hub is unreachable.",
     )
     add = parser.add_argument
@@ -79,8 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--engine",
         default="sentence-transformers",
         choices=ENGINES,
-        help="sentence-transformers (real models, torch) or debug (deterministic vectors, no "
-        "model, no torch) (default: %(default)s)",
+        help="sentence-transformers (real models; on the CPU through OpenVINO where its vectors "
+        "match torch float32 on a check at load, else torch), openvino (the same, said "
+        "explicitly), torch (the reference torch path only) or debug (deterministic vectors, "
+        "no model, no torch) (default: %(default)s)",
     )
     add(
         "--debug-dim",
@@ -170,10 +168,11 @@ def parse_config(
     return ServerConfig.from_args(build_parser().parse_args(argv), environ)
 
 
-async def serve(config: ServerConfig) -> None:
+async def serve(config: ServerConfig, make_backend: BackendFactory | None = None) -> None:
+    """`make_backend` replaces the engine chosen by the flags (the tests' faulty engines)."""
     from .server import InferenceServer  # after flag checks: grpc start-up is not free
 
-    server = InferenceServer(config)
+    server = InferenceServer(config, make_backend)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -241,7 +240,7 @@ def _stop_at_stdin_eof(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> 
     threading.Thread(target=watch, name="stdin-eof", daemon=True).start()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, make_backend: BackendFactory | None = None) -> int:
     try:
         config = parse_config(argv)
     except ConfigError as error:
@@ -253,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, make_backend))
     except (OSError, ServiceError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1

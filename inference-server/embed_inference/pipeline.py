@@ -169,18 +169,10 @@ class EmbedStream:
         registry: ModelRegistry,
         limits: Limits,
         pools: StagePools,
-        poison: str | None = None,
-        perturb: float | None = None,
-        nan_marker: str | None = None,
     ) -> None:
         self._registry = registry
         self._limits = limits
         self._pools = pools
-        # Test hooks (EMBED_TEST_POISON, EMBED_TEST_PERTURB, EMBED_TEST_NAN): a server that
-        # misbehaves on demand, for the orchestrator's tests. Never set in production.
-        self._poison = poison
-        self._perturb = perturb
-        self._nan_marker = nan_marker
 
     async def run(self, requests: AsyncIterator[pb.EmbedBatch]) -> AsyncIterator[pb.EmbedResult]:
         received: asyncio.Queue[Any] = asyncio.Queue(_RECEIVED_DEPTH)
@@ -256,8 +248,6 @@ class EmbedStream:
         await outbox.put(_END)
 
     def _pre(self, job: Job) -> Job:
-        if self._poison and any(self._poison in t for t in job.texts):
-            raise RuntimeError(f"poisoned batch (EMBED_TEST_POISON={self._poison!r})")
         encoder = job.model.encoder
         prepared = encoder.pre_ids(job.tokens) if job.tokens is not None else encoder.pre(job.texts)
         tokens = int(prepared.token_counts.sum())
@@ -273,37 +263,8 @@ class EmbedStream:
         job.output = job.model.encoder.forward(job.prepared)
         return job
 
-    def _post(self, job: Job) -> pb.EmbedResult:
+    @staticmethod
+    def _post(job: Job) -> pb.EmbedResult:
         data = job.model.encoder.post(job.output)
         job.output = None  # frees the device tensor before the bytes are built
-        if self._perturb is not None:
-            data = perturbed(data, self._perturb, job.model.info.normalize)
-        if self._nan_marker is not None:
-            data = with_nan_rows(data, job.texts, self._nan_marker)
         return job.to_result(data)
-
-
-def perturbed(data: Any, strength: float, normalize: bool) -> Any:
-    """EMBED_TEST_PERTURB: vectors of the right shape and norm that mean something else,
-    as from other weights or pooling: a fixed direction (seeded, the same on every call)
-    times `strength` times the row's norm is added to every row (so the change does not
-    depend on the scale), which is then normalized again if the model normalizes."""
-    dim = int(data.shape[1])
-    direction = np.random.default_rng(0).standard_normal(dim)
-    direction /= np.linalg.norm(direction)
-    rows = data.astype(np.float64)
-    out = rows + strength * np.linalg.norm(rows, axis=1, keepdims=True) * direction[None, :]
-    if normalize:
-        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-    return np.ascontiguousarray(out, dtype=np.float32)
-
-
-def with_nan_rows(data: Any, texts: Sequence[str], marker: str) -> Any:
-    """EMBED_TEST_NAN: the row of each text containing `marker` becomes NaN, as from a
-    device that overflows in float16."""
-    rows = [i for i, text in enumerate(texts) if marker in text]
-    if not rows:
-        return data
-    out = np.array(data, dtype=np.float32, copy=True)
-    out[rows, :] = np.nan
-    return out
