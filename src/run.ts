@@ -3,6 +3,7 @@ import { RowReader } from "./input/rows.js";
 import { scanInput } from "./input/scan.js";
 import { closeLedger } from "./output/diskfull.js";
 import { withFolderLock } from "./output/lock.js";
+import { refuseInputAsOutput } from "./output/own-files.js";
 import { removeTokenStores } from "./plan/tokens.js";
 import type { Progress } from "./progress.js";
 import { embed, pendingWork } from "./run/embed.js";
@@ -10,7 +11,7 @@ import { finalizeAll, type RunSummary, summarize } from "./run/finalize.js";
 import { type ModelRun, needsServers } from "./run/model-run.js";
 import { planWithServers } from "./run/plan.js";
 import { type ServerPool, startPool, stopPool } from "./run/pool.js";
-import { openCheckpoint, openMatrix, prepareOutputDir } from "./run/prepare.js";
+import { openCheckpoint, openMatrix, prepareOutputDir, runPaths } from "./run/prepare.js";
 import { probePool } from "./run/probe.js";
 import type { EmbeddedServer } from "./server/embedded.js";
 
@@ -26,9 +27,10 @@ export interface RunContext {
 }
 
 /** The whole job: scan, plan, embed through the servers, checkpoint, finalize. */
-export function run(config: RunConfig, ctx: RunContext): Promise<RunSummary> {
+export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummary> {
   // Before anything in the folder is touched (--restart deletes): one run per folder.
-  return withFolderLock(config.outputDir, () => runLocked(config, ctx));
+  refuseInputAsOutput(config.inputFile, runPaths(config));
+  return await withFolderLock(config.outputDir, () => runLocked(config, ctx));
 }
 
 async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary> {

@@ -12,6 +12,7 @@ import { exportJsonl } from "./jsonl.js";
 import { formatThreadCount } from "./jsonl-threads.js";
 import type { MetadataBody, ModelMetadata, OutputFileEntry } from "./metadata.js";
 import { NpyMatrixFile, npyHeader } from "./npy.js";
+import { listedOutputs, removeUnlisted } from "./own-files.js";
 import { exportParquet } from "./parquet.js";
 
 export interface OutputPaths {
@@ -107,6 +108,8 @@ export async function finalizeModel(
   try {
     const dtype = spec.outputDtype;
     const formats = spec.outputFormat;
+    // What an earlier finalizing of this model wrote: what this one does not write again goes.
+    const previous = listedOutputs(paths);
     matrix.sync();
     const ranges = rangesFor(dtype, matrix);
     const encoder = new Encoder(dtype, matrix.dim, ranges);
@@ -150,6 +153,8 @@ export async function finalizeModel(
       ...metadata({ outputs, files, ranges, jsonlSeconds }),
       files: digestFiles(outputs.filter((f) => f !== paths.metadata)),
     };
+    // Before the metadata: a crash in between leaves the old metadata, naming what to remove.
+    removeUnlisted(previous, outputs);
     writeFileAtomic(paths.metadata, `${JSON.stringify(complete, null, 2)}\n`);
     discardWorkingCopy(paths, spec);
   } catch (err) {

@@ -6,6 +6,7 @@ import { finalizeModel, isComplete } from "../output/finalize.js";
 import { buildMetadata } from "../output/metadata.js";
 import { paddingEfficiency } from "../plan/planner.js";
 import type { Progress } from "../progress.js";
+import { checkCoverage } from "./coverage.js";
 import { activeSeconds, allBatchesDone, type ModelRun, refresh, storedModel } from "./model-run.js";
 
 export interface ModelSummary {
@@ -43,6 +44,7 @@ export async function finalizeAll(
     }
     const { matrix } = run;
     if (!matrix) throw new Error(`${run.model.alias} has no matrix`);
+    checkCoverage(run.model.alias, ledger.batches(run.model.alias), matrix, corpus);
     progress.note(`writing the outputs of ${run.model.alias} (${config.outputFormat.join(", ")})`);
     const previous = ledger.run();
     const record = {
