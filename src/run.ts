@@ -1,6 +1,8 @@
+import type { Ledger } from "./checkpoint/ledger.js";
 import type { RunConfig } from "./config.js";
+import { InterruptedError } from "./errors.js";
 import { RowReader } from "./input/rows.js";
-import { scanInput } from "./input/scan.js";
+import { type CorpusIndex, scanInput } from "./input/scan.js";
 import { closeLedger } from "./output/diskfull.js";
 import { withFolderLock } from "./output/lock.js";
 import { refuseInputAsOutput } from "./output/own-files.js";
@@ -8,7 +10,7 @@ import { removeTokenStores } from "./plan/tokens.js";
 import type { Progress } from "./progress.js";
 import { embed, pendingWork } from "./run/embed.js";
 import { finalizeAll, type RunSummary, summarize } from "./run/finalize.js";
-import { type ModelRun, needsServers } from "./run/model-run.js";
+import { allBatchesDone, type ModelRun, needsServers, refresh } from "./run/model-run.js";
 import { planWithServers } from "./run/plan.js";
 import { type ServerPool, startPool, stopPool } from "./run/pool.js";
 import { openCheckpoint, openMatrix, prepareOutputDir, runPaths } from "./run/prepare.js";
@@ -95,6 +97,19 @@ async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary
     return summarize(models, config, resumed);
   } catch (err) {
     failure = err;
+    // A model whose batches are all done gets its outputs even when another stops the run;
+    // a signal means stop now.
+    if (!(err instanceof InterruptedError)) {
+      await finalizeFinished(
+        unfinishedOf(models),
+        ledger,
+        config,
+        reader,
+        corpus,
+        startedAt,
+        progress,
+      );
+    }
     throw err;
   } finally {
     for (const m of models) {
@@ -105,6 +120,31 @@ async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary
     if (pool) await stopPool(pool, ctx.onEmbeddedServer);
     // Bookkeeping on a full disk fails too: it must not hide the error that stopped the run.
     closeLedger(ledger, (Date.now() - startedAt) / 1000, failure);
+  }
+}
+
+function unfinishedOf(models: readonly ModelRun[]): ModelRun[] {
+  return models.filter((m) => !m.status.finalized);
+}
+
+/** Finalizes the models that are complete and still open, after the run failed; never throws. */
+async function finalizeFinished(
+  models: readonly ModelRun[],
+  ledger: Ledger,
+  config: RunConfig,
+  reader: RowReader,
+  corpus: CorpusIndex,
+  startedAt: number,
+  progress: Progress,
+): Promise<void> {
+  try {
+    const finished = models.filter((m) => m.matrix && allBatchesDone(refresh(m, ledger)));
+    if (finished.length === 0) return;
+    const seconds = (Date.now() - startedAt) / 1000;
+    await finalizeAll(finished, ledger, config, reader, corpus, seconds, progress);
+  } catch (err) {
+    const why = err instanceof Error ? err.message : String(err);
+    progress.note(`could not write the outputs of the finished models: ${why}`);
   }
 }
 
