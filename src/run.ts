@@ -4,7 +4,7 @@ import { InterruptedError } from "./errors.js";
 import { RowReader } from "./input/rows.js";
 import { type CorpusIndex, scanInput } from "./input/scan.js";
 import { closeLedger } from "./output/diskfull.js";
-import { withFolderLock } from "./output/lock.js";
+import { type FolderLock, withFolderLock } from "./output/lock.js";
 import { refuseInputAsOutput } from "./output/own-files.js";
 import { removeTokenStores } from "./plan/tokens.js";
 import type { Progress } from "./progress.js";
@@ -32,10 +32,15 @@ export interface RunContext {
 export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummary> {
   // Before anything in the folder is touched (--restart deletes): one run per folder.
   refuseInputAsOutput(config.inputFile, runPaths(config));
-  return await withFolderLock(config.outputDir, () => runLocked(config, ctx));
+  return await withFolderLock(config.outputDir, (lock) => runLocked(config, ctx, lock));
 }
 
-async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary> {
+async function runLocked(
+  config: RunConfig,
+  ctx: RunContext,
+  lock: FolderLock,
+): Promise<RunSummary> {
+  const checkLock = () => lock.assertHeld();
   const { progress } = ctx;
   prepareOutputDir(config.outputDir);
   // Stores a killed run left: a resumed run sends texts.
@@ -93,6 +98,7 @@ async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary
       corpus,
       (Date.now() - startedAt) / 1000,
       progress,
+      checkLock,
     );
     return summarize(models, config, resumed);
   } catch (err) {
@@ -100,15 +106,10 @@ async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary
     // A model whose batches are all done gets its outputs even when another stops the run;
     // a signal means stop now.
     if (!(err instanceof InterruptedError)) {
-      await finalizeFinished(
-        unfinishedOf(models),
-        ledger,
-        config,
-        reader,
-        corpus,
-        startedAt,
+      await finalizeFinished(unfinishedOf(models), ledger, config, reader, corpus, startedAt, {
         progress,
-      );
+        checkLock,
+      });
     }
     throw err;
   } finally {
@@ -135,13 +136,13 @@ async function finalizeFinished(
   reader: RowReader,
   corpus: CorpusIndex,
   startedAt: number,
-  progress: Progress,
+  { progress, checkLock }: { progress: Progress; checkLock: () => void },
 ): Promise<void> {
   try {
     const finished = models.filter((m) => m.matrix && allBatchesDone(refresh(m, ledger)));
     if (finished.length === 0) return;
     const seconds = (Date.now() - startedAt) / 1000;
-    await finalizeAll(finished, ledger, config, reader, corpus, seconds, progress);
+    await finalizeAll(finished, ledger, config, reader, corpus, seconds, progress, checkLock);
   } catch (err) {
     const why = err instanceof Error ? err.message : String(err);
     progress.note(`could not write the outputs of the finished models: ${why}`);

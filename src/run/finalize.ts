@@ -35,8 +35,11 @@ export async function finalizeAll(
   corpus: CorpusIndex,
   processingSeconds: number,
   progress: Progress,
+  /** Throws when the run no longer holds the output folder. */
+  checkLock: () => void = () => {},
 ): Promise<void> {
   for (const run of runs) {
+    checkLock();
     if (run.status.finalized) continue;
     const totals = refresh(run, ledger);
     if (!allBatchesDone(totals)) {
@@ -54,6 +57,8 @@ export async function finalizeAll(
     await finalizeModel(run.paths, config, matrix, reader, run.model.alias, (outputs) => {
       // The outputs were read from the input: it must still be the file that was planned.
       reader.verifyUnchanged();
+      // Nor may another run have taken the folder meanwhile: the metadata would vouch for its files.
+      checkLock();
       return buildMetadata({
         config,
         model: run.model,
