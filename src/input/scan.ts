@@ -39,6 +39,11 @@ export interface ScanOptions {
 }
 
 const NEWLINE = 0x0a;
+const BOM = [0xef, 0xbb, 0xbf];
+
+function hasByteOrderMark(bytes: Uint8Array): boolean {
+  return BOM.every((b, i) => bytes[i] === b);
+}
 
 /** Reads the input once as a stream: validates every line, hashes the bytes, indexes the rows. */
 export async function scanInput(file: string, options: ScanOptions): Promise<CorpusIndex> {
@@ -59,8 +64,13 @@ export async function scanInput(file: string, options: ScanOptions): Promise<Cor
   let blankLines = 0;
   let lineNumber = 0;
 
-  const takeLine = (bytes: Uint8Array, offset: number): void => {
+  const takeLine = (line: Uint8Array, lineOffset: number): void => {
     lineNumber++;
+    // A UTF-8 byte-order mark (Windows tools write one) is not part of the first row: the
+    // row starts after it, so every reader by offset skips it too.
+    const mark = lineOffset === 0 && hasByteOrderMark(line) ? BOM.length : 0;
+    const bytes = line.subarray(mark);
+    const offset = lineOffset + mark;
     let end = bytes.length;
     if (end > 0 && bytes[end - 1] === 0x0d) end--; // CRLF files
     const body = bytes.subarray(0, end);
