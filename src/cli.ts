@@ -5,6 +5,16 @@ import { type CliArgs, DEFAULTS } from "./config.js";
 import { main } from "./main.js";
 import { verifyMain } from "./verify/cli.js";
 
+// A reader that went away (`embed-multi verify ... | head -1`) ends the command quietly,
+// with the status of a process a closed pipe stopped (128 + SIGPIPE), not a stack trace.
+// The exit handlers still run: an embedded server is stopped, the checkpoint is consistent.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on("error", (err: NodeJS.ErrnoException) => {
+    if (err.code === "EPIPE") process.exit(141);
+    throw err;
+  });
+}
+
 /** Only declares the flags; everything else happens in main() and run(). */
 const described = yargs(hideBin(process.argv))
   .scriptName("embed-multi")
