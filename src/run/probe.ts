@@ -100,7 +100,13 @@ export class ProbeGuard {
     );
     const texts = taken.map((i) => PROBE_TEXTS[i] ?? "");
     const got = await untilAborted(
-      embedTexts(session.connection, modelKey, texts, this.settings.timeoutMs),
+      embedTexts(
+        session.connection,
+        modelKey,
+        texts,
+        this.settings.timeoutMs,
+        this.settings.signal,
+      ),
       this.settings.signal,
     );
     const data = new Float32Array(PROBE_TEXTS.length * got.dim);
