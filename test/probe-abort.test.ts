@@ -6,11 +6,11 @@ import { ROOT, startServer, testEnv } from "./helpers.js";
 
 // In a process of its own: what is measured is when that process can exit.
 const SCRIPT = `
-const { ServerConnection } = await import(${JSON.stringify(join(ROOT, "dist/src/dispatch/client.js"))});
-const { embedTexts, loadModelKey } = await import(${JSON.stringify(join(ROOT, "dist/src/verify/embed-texts.js"))});
+const { GrpcBackend } = await import(${JSON.stringify(join(ROOT, "dist/src/backend/grpc/backend.js"))});
+const { embedTexts, loadModelKey } = await import(${JSON.stringify(join(ROOT, "dist/src/backend/embed-texts.js"))});
 const { buildRunConfig } = await import(${JSON.stringify(join(ROOT, "dist/src/config.js"))});
 const config = buildRunConfig({ input_file: "x", output_dir: "y", models: ["all-MiniLM-L6-v2"] }, {});
-const connection = new ServerConnection(process.argv[1], { tls: null, authToken: "", maxMessageBytes: 1 << 24 });
+const connection = new GrpcBackend(process.argv[1], { tls: null, authToken: "", maxMessageBytes: 1 << 24 });
 const model = config.models[0];
 const { key } = await loadModelKey(connection, model, "");
 process.stdout.write("loaded\\n");

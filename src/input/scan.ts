@@ -1,7 +1,8 @@
 import { createHash } from "node:crypto";
-import { createReadStream, type Stats, statSync } from "node:fs";
+import { type Stats, statSync } from "node:fs";
 import { describeFsError, ExitError, InputError } from "../errors.js";
 import { Growable } from "./growable.js";
+import { forEachLineBytes } from "./lines.js";
 import { checkLine } from "./validate.js";
 
 export interface SkippedLine {
@@ -38,7 +39,6 @@ export interface ScanOptions {
   readonly skipInvalid: boolean;
 }
 
-const NEWLINE = 0x0a;
 const BOM = [0xef, 0xbb, 0xbf];
 
 function hasByteOrderMark(bytes: Uint8Array): boolean {
@@ -62,10 +62,8 @@ export async function scanInput(file: string, options: ScanOptions): Promise<Cor
   const lineNumbers = new Growable(Uint32Array);
   const skipped: SkippedLine[] = [];
   let blankLines = 0;
-  let lineNumber = 0;
 
-  const takeLine = (line: Uint8Array, lineOffset: number): void => {
-    lineNumber++;
+  const takeLine = (line: Uint8Array, lineOffset: number, lineNumber: number): void => {
     // A UTF-8 byte-order mark (Windows tools write one) is not part of the first row: the
     // row starts after it, so every reader by offset skips it too.
     const mark = lineOffset === 0 && hasByteOrderMark(line) ? BOM.length : 0;
@@ -90,36 +88,13 @@ export async function scanInput(file: string, options: ScanOptions): Promise<Cor
     lineNumbers.push(lineNumber);
   };
 
-  let carry: Buffer = Buffer.alloc(0);
-  let carryOffset = 0;
   let position = 0;
   try {
-    for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) {
-      const buf = chunk as Buffer;
-      hash.update(buf);
-      let start = 0;
-      let nl = buf.indexOf(NEWLINE, start);
-      while (nl !== -1) {
-        if (carry.length > 0) {
-          takeLine(Buffer.concat([carry, buf.subarray(start, nl)]), carryOffset);
-          carry = Buffer.alloc(0);
-        } else {
-          takeLine(buf.subarray(start, nl), position + start);
-        }
-        start = nl + 1;
-        nl = buf.indexOf(NEWLINE, start);
-      }
-      if (start < buf.length) {
-        if (carry.length === 0) carryOffset = position + start;
-        carry = Buffer.concat([carry, buf.subarray(start)]);
-      }
-      position += buf.length;
-    }
+    position = (await forEachLineBytes(file, takeLine, (chunk) => hash.update(chunk))).bytes;
   } catch (err) {
     if (err instanceof ExitError) throw err;
     throw describeFsError(err, "read input file", file);
   }
-  if (carry.length > 0) takeLine(carry, carryOffset);
   const after = statAfterScan(file);
   if (after.size !== position || after.mtimeMs !== stat.mtimeMs || position !== stat.size) {
     throw new ExitError(
