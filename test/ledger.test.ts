@@ -206,6 +206,26 @@ test("a checkpoint from a newer embed-multi is refused in one line saying what t
   );
 });
 
+test("a checkpoint whose schema version is not a number is unreadable, not newer", () => {
+  const path = join(tempDir("ledger-bad-version"), "c.sqlite");
+  Ledger.open(path).close();
+  const db = new Database(path);
+  db.prepare("UPDATE meta SET value = 'abc' WHERE key = 'schema_version'").run();
+  db.close();
+  assert.throws(
+    () => Ledger.open(path),
+    (err: unknown) => {
+      assert.ok(err instanceof CheckpointError);
+      assert.match(
+        err.message,
+        /is unreadable \(its schema version is "abc", not a version number\)/,
+      );
+      assert.doesNotMatch(err.message, /newer/);
+      return true;
+    },
+  );
+});
+
 test("the read-only reader sees each batch's status, and a model's status in one snapshot", () => {
   const path = join(tempDir("ledger-reader"), "c.sqlite");
   const ledger = Ledger.open(path);
