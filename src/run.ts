@@ -1,8 +1,7 @@
-import type { Ledger } from "./checkpoint/ledger.js";
 import type { RunConfig } from "./config.js";
 import { InterruptedError } from "./errors.js";
 import { RowReader } from "./input/rows.js";
-import { type CorpusIndex, scanInput } from "./input/scan.js";
+import { scanInput } from "./input/scan.js";
 import { closeLedger } from "./output/diskfull.js";
 import { type FolderLock, withFolderLock } from "./output/lock.js";
 import { refuseInputAsOutput } from "./output/own-files.js";
@@ -15,6 +14,7 @@ import { planWithServers } from "./run/plan.js";
 import { type ServerPool, startPool, stopPool } from "./run/pool.js";
 import { openCheckpoint, openMatrix, prepareOutputDir, runPaths } from "./run/prepare.js";
 import { probePool } from "./run/probe.js";
+import type { RunState } from "./run/state.js";
 import type { EmbeddedServer } from "./server/embedded.js";
 
 export type { ModelSummary, RunSummary } from "./run/finalize.js";
@@ -55,6 +55,7 @@ async function runLocked(
   const { ledger, models, existed } = openCheckpoint(config, corpus, progress);
   const startedAt = Date.now();
   const reader = new RowReader(corpus);
+  const state: RunState = { config, ledger, reader, corpus, progress, signal: ctx.signal };
   let pool: ServerPool | null = null;
   let failure: unknown = null;
   try {
@@ -70,7 +71,7 @@ async function runLocked(
     if (models.some((m) => needsServers(m.status))) {
       pool = await startPool(config, progress, ctx.signal, ctx.onEmbeddedServer);
       const { ready } = pool;
-      await planWithServers(ready, models, ledger, config, reader, corpus, progress, ctx.signal);
+      await planWithServers(state, models, ready);
     }
     for (const m of unfinished) if (!m.matrix) openMatrix(m, corpus.rows, ledger, progress);
 
@@ -88,28 +89,16 @@ async function runLocked(
       const aliases = items.map((item) => item.alias);
       const probed = await probePool(pool, aliases, ledger, settings, progress);
       const servers = { ...probed, reference };
-      await embed(unfinished, items, servers, ledger, config, reader, corpus, progress, ctx.signal);
+      await embed(state, unfinished, items, servers);
     }
-    await finalizeAll(
-      unfinished,
-      ledger,
-      config,
-      reader,
-      corpus,
-      (Date.now() - startedAt) / 1000,
-      progress,
-      checkLock,
-    );
+    await finalizeAll(state, unfinished, (Date.now() - startedAt) / 1000, checkLock);
     return summarize(models, config, resumed);
   } catch (err) {
     failure = err;
     // A model whose batches are all done gets its outputs even when another stops the run;
     // a signal means stop now.
     if (!(err instanceof InterruptedError)) {
-      await finalizeFinished(unfinishedOf(models), ledger, config, reader, corpus, startedAt, {
-        progress,
-        checkLock,
-      });
+      await finalizeFinished(state, unfinishedOf(models), startedAt, checkLock);
     }
     throw err;
   } finally {
@@ -130,22 +119,18 @@ function unfinishedOf(models: readonly ModelRun[]): ModelRun[] {
 
 /** Finalizes the models that are complete and still open, after the run failed; never throws. */
 async function finalizeFinished(
+  state: RunState,
   models: readonly ModelRun[],
-  ledger: Ledger,
-  config: RunConfig,
-  reader: RowReader,
-  corpus: CorpusIndex,
   startedAt: number,
-  { progress, checkLock }: { progress: Progress; checkLock: () => void },
+  checkLock: () => void,
 ): Promise<void> {
   try {
-    const finished = models.filter((m) => m.matrix && allBatchesDone(refresh(m, ledger)));
+    const finished = models.filter((m) => m.matrix && allBatchesDone(refresh(m, state.ledger)));
     if (finished.length === 0) return;
-    const seconds = (Date.now() - startedAt) / 1000;
-    await finalizeAll(finished, ledger, config, reader, corpus, seconds, progress, checkLock);
+    await finalizeAll(state, finished, (Date.now() - startedAt) / 1000, checkLock);
   } catch (err) {
     const why = err instanceof Error ? err.message : String(err);
-    progress.note(`could not write the outputs of the finished models: ${why}`);
+    state.progress.note(`could not write the outputs of the finished models: ${why}`);
   }
 }
 
