@@ -1,9 +1,20 @@
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
 import { withHelpAndVersion } from "./cli-help.js";
+import { numeric } from "./cli-numbers.js";
 import { type CliArgs, DEFAULTS } from "./config.js";
 import { guarded, main } from "./main.js";
 import { verifyMain } from "./verify/cli.js";
+
+// A reader that went away (`embed-multi verify ... | head -1`) ends the command quietly,
+// with the status of a process a closed pipe stopped (128 + SIGPIPE), not a stack trace.
+// The exit handlers still run: an embedded server is stopped, the checkpoint is consistent.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on("error", (err: NodeJS.ErrnoException) => {
+    if (err.code === "EPIPE") process.exit(141);
+    throw err;
+  });
+}
 
 /** Only declares the flags; everything else happens in main() and run(). */
 const described = yargs(hideBin(process.argv))
@@ -34,22 +45,22 @@ const described = yargs(hideBin(process.argv))
   })
   .option("batch_size", {
     alias: "batch-size",
-    type: "number",
+    ...numeric("batch_size"),
     describe: `Most paragraphs per batch [default: ${DEFAULTS.batch_size}]`,
   })
   .option("max_batch_tokens", {
     alias: "max-batch-tokens",
-    type: "number",
+    ...numeric("max_batch_tokens"),
     describe: `Most padded tokens per batch; 0 = no limit [default: ${DEFAULTS.max_batch_tokens}]`,
   })
   .option("max_workers", {
     alias: "max-workers",
-    type: "number",
+    ...numeric("max_workers"),
     describe: `Batches in flight per server [default: ${DEFAULTS.max_workers}]`,
   })
   .option("checkpoint_interval", {
     alias: "checkpoint-interval",
-    type: "number",
+    ...numeric("checkpoint_interval"),
     describe: `Paragraphs between durable checkpoints [default: ${DEFAULTS.checkpoint_interval}]`,
   })
   .option("device", {
@@ -63,7 +74,7 @@ const described = yargs(hideBin(process.argv))
   })
   .option("truncate_dim", {
     alias: "truncate-dim",
-    type: "number",
+    ...numeric("truncate_dim"),
     describe:
       "Matryoshka: keep the first N dimensions of every model's embeddings (cut before normalizing); a model's truncate_dim in --config wins; 0 = full [default: 0]",
   })
@@ -98,27 +109,27 @@ const described = yargs(hideBin(process.argv))
   })
   .option("max_text_chars", {
     alias: "max-text-chars",
-    type: "number",
+    ...numeric("max_text_chars"),
     describe: `Longest paragraph accepted, in characters [default: ${DEFAULTS.max_text_chars}]`,
   })
   .option("batch_timeout", {
     alias: "batch-timeout",
-    type: "number",
+    ...numeric("batch_timeout"),
     describe: `Seconds a server may take for one batch before it counts as hung [default: ${DEFAULTS.batch_timeout}]`,
   })
   .option("server_timeout", {
     alias: "server-timeout",
-    type: "number",
+    ...numeric("server_timeout"),
     describe: `Seconds to wait for a server to come up, or back, before stopping [default: ${DEFAULTS.server_timeout}]`,
   })
   .option("max_attempts", {
     alias: "max-attempts",
-    type: "number",
+    ...numeric("max_attempts"),
     describe: `Attempts per batch before the run stops [default: ${DEFAULTS.max_attempts}]`,
   })
   .option("probe_tolerance", {
     alias: "probe-tolerance",
-    type: "number",
+    ...numeric("probe_tolerance"),
     describe: `Least cosine between a server's probe vectors and the ones stored for the model; a server below it is kept out of the run [default: ${DEFAULTS.probe_tolerance}]`,
   })
   .option("tls", {
@@ -137,11 +148,11 @@ const described = yargs(hideBin(process.argv))
   })
   .option("debug_dim", {
     alias: "debug-dim",
-    type: "number",
+    ...numeric("debug_dim"),
     describe: `Dimension of the debug engine's vectors [default: ${DEFAULTS.debug_dim}]`,
   })
   .option("threads", {
-    type: "number",
+    ...numeric("threads"),
     describe: "CPU threads of the local server's torch; 0 = torch's default",
   })
   .option("model_dir", {

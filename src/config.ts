@@ -64,6 +64,8 @@ export interface RunConfig {
   readonly batchSize: number;
   /** Tokens (padded) per batch at most; 0 = no token budget. */
   readonly maxBatchTokens: number;
+  /** --batch_size or --max_batch_tokens was set (flag or config file), not defaulted. */
+  readonly planLimitsGiven: boolean;
   /** Batches in flight per server. */
   readonly maxWorkers: number;
   /** Paragraphs between durable checkpoints. */
@@ -197,6 +199,9 @@ export function buildRunConfig(args: CliArgs, env: NodeJS.ProcessEnv): RunConfig
       nonNegativeInt("truncate_dim", pick("truncate_dim", 0), "or 0 for the full dimension"),
     ),
     batchSize: positiveInt("batch_size", pick("batch_size", DEFAULTS.batch_size)),
+    planLimitsGiven: ["batch_size", "max_batch_tokens"].some(
+      (key) => pick<unknown>(key as keyof CliArgs & string, undefined) !== undefined,
+    ),
     maxBatchTokens: nonNegativeInt(
       "max_batch_tokens",
       pick("max_batch_tokens", DEFAULTS.max_batch_tokens),

@@ -1,16 +1,18 @@
 import type { RunConfig } from "./config.js";
+import { InterruptedError } from "./errors.js";
 import { RowReader } from "./input/rows.js";
 import { scanInput } from "./input/scan.js";
 import { closeLedger } from "./output/diskfull.js";
-import { withFolderLock } from "./output/lock.js";
+import { type FolderLock, withFolderLock } from "./output/lock.js";
+import { refuseInputAsOutput } from "./output/own-files.js";
 import { removeTokenStores } from "./plan/tokens.js";
 import type { Progress } from "./progress.js";
 import { embed, pendingWork } from "./run/embed.js";
 import { finalizeAll, type RunSummary, summarize } from "./run/finalize.js";
-import { type ModelRun, needsServers } from "./run/model-run.js";
+import { allBatchesDone, type ModelRun, needsServers, refresh } from "./run/model-run.js";
 import { planWithServers } from "./run/plan.js";
 import { type ServerPool, startPool, stopPool } from "./run/pool.js";
-import { openCheckpoint, openMatrix, prepareOutputDir } from "./run/prepare.js";
+import { openCheckpoint, openMatrix, prepareOutputDir, runPaths } from "./run/prepare.js";
 import { probePool } from "./run/probe.js";
 import type { RunState } from "./run/state.js";
 import type { EmbeddedServer } from "./server/embedded.js";
@@ -27,12 +29,18 @@ export interface RunContext {
 }
 
 /** The whole job: scan, plan, embed through the servers, checkpoint, finalize. */
-export function run(config: RunConfig, ctx: RunContext): Promise<RunSummary> {
+export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummary> {
   // Before anything in the folder is touched (--restart deletes): one run per folder.
-  return withFolderLock(config.outputDir, () => runLocked(config, ctx));
+  refuseInputAsOutput(config.inputFile, runPaths(config));
+  return await withFolderLock(config.outputDir, (lock) => runLocked(config, ctx, lock));
 }
 
-async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary> {
+async function runLocked(
+  config: RunConfig,
+  ctx: RunContext,
+  lock: FolderLock,
+): Promise<RunSummary> {
+  const checkLock = () => lock.assertHeld();
   const { progress } = ctx;
   prepareOutputDir(config.outputDir);
   // Stores a killed run left: a resumed run sends texts.
@@ -83,10 +91,15 @@ async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary
       const servers = { ...probed, reference };
       await embed(state, unfinished, items, servers);
     }
-    await finalizeAll(state, unfinished, (Date.now() - startedAt) / 1000);
+    await finalizeAll(state, unfinished, (Date.now() - startedAt) / 1000, checkLock);
     return summarize(models, config, resumed);
   } catch (err) {
     failure = err;
+    // A model whose batches are all done gets its outputs even when another stops the run;
+    // a signal means stop now.
+    if (!(err instanceof InterruptedError)) {
+      await finalizeFinished(state, unfinishedOf(models), startedAt, checkLock);
+    }
     throw err;
   } finally {
     for (const m of models) {
@@ -97,6 +110,27 @@ async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary
     if (pool) await stopPool(pool, ctx.onEmbeddedServer);
     // Bookkeeping on a full disk fails too: it must not hide the error that stopped the run.
     closeLedger(ledger, (Date.now() - startedAt) / 1000, failure);
+  }
+}
+
+function unfinishedOf(models: readonly ModelRun[]): ModelRun[] {
+  return models.filter((m) => !m.status.finalized);
+}
+
+/** Finalizes the models that are complete and still open, after the run failed; never throws. */
+async function finalizeFinished(
+  state: RunState,
+  models: readonly ModelRun[],
+  startedAt: number,
+  checkLock: () => void,
+): Promise<void> {
+  try {
+    const finished = models.filter((m) => m.matrix && allBatchesDone(refresh(m, state.ledger)));
+    if (finished.length === 0) return;
+    await finalizeAll(state, finished, (Date.now() - startedAt) / 1000, checkLock);
+  } catch (err) {
+    const why = err instanceof Error ? err.message : String(err);
+    state.progress.note(`could not write the outputs of the finished models: ${why}`);
   }
 }
 

@@ -287,7 +287,7 @@ test("bad verify flags: one line, exit 2; a folder without outputs: one line, ex
     [["--output_dir", clean, "--sample", "3"], /--sample needs --input_file/, 2],
     [
       ["--output_dir", clean, "--input_file", input, "--sample", "0"],
-      /--sample must be a positive integer/,
+      /--sample must be from 1 to \d+ \(got 0\)/,
       2,
     ],
     [["--output_dir", clean, "--bogus"], /Unknown argument: bogus/, 2],

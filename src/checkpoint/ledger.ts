@@ -1,3 +1,4 @@
+import { lstatSync } from "node:fs";
 import Database from "better-sqlite3";
 import type { Matrix } from "../checks/vectors.js";
 import { CheckpointError } from "../errors.js";
@@ -269,6 +270,8 @@ export class Ledger extends LedgerReader {
    * schema is migrated. Refuses files that are not ours or from a newer version.
    */
   static open(path: string): Ledger {
+    // Before SQLite opens it: opening for write switches a link's target to WAL mode.
+    refuseLink(path);
     return openChecked(
       path,
       () => {
@@ -403,6 +406,20 @@ export class Ledger extends LedgerReader {
  * it with `wrap`; any failure is a CheckpointError and leaves no handle open
  * once the file is open.
  */
+function refuseLink(path: string): void {
+  let link = false;
+  try {
+    link = lstatSync(path).isSymbolicLink();
+  } catch {
+    // Missing: SQLite creates it.
+  }
+  if (link) {
+    throw new CheckpointError(
+      `checkpoint ${path} is a symbolic link; remove it (embed-multi never writes through one)`,
+    );
+  }
+}
+
 function openChecked<T>(
   path: string,
   connect: () => Database.Database,
@@ -445,8 +462,15 @@ function checkVersion(db: Database.Database, path: string, writable: boolean): v
   for (const table of ["run", "models", "batches"]) {
     if (!names.has(table)) throw corrupt(path, `table ${table} is missing`);
   }
-  const version = Number(meta.get("schema_version"));
-  if (!Number.isInteger(version) || version < 1 || version > SCHEMA_VERSION) {
+  const stored = meta.get("schema_version");
+  const version = Number(stored);
+  if (!Number.isInteger(version) || version < 1) {
+    throw corrupt(
+      path,
+      `its schema version is ${JSON.stringify(stored ?? null)}, not a version number`,
+    );
+  }
+  if (version > SCHEMA_VERSION) {
     throw new CheckpointError(
       `checkpoint ${path} has schema version ${meta.get("schema_version")}, newer than this embed-multi reads (${SCHEMA_VERSION}); use the embed-multi that wrote it, or --restart or another --output_dir`,
     );

@@ -39,6 +39,12 @@ export interface ScanOptions {
   readonly skipInvalid: boolean;
 }
 
+const BOM = [0xef, 0xbb, 0xbf];
+
+function hasByteOrderMark(bytes: Uint8Array): boolean {
+  return BOM.every((b, i) => bytes[i] === b);
+}
+
 /** Reads the input once as a stream: validates every line, hashes the bytes, indexes the rows. */
 export async function scanInput(file: string, options: ScanOptions): Promise<CorpusIndex> {
   let stat: ReturnType<typeof statSync>;
@@ -57,7 +63,12 @@ export async function scanInput(file: string, options: ScanOptions): Promise<Cor
   const skipped: SkippedLine[] = [];
   let blankLines = 0;
 
-  const takeLine = (bytes: Uint8Array, offset: number, lineNumber: number): void => {
+  const takeLine = (line: Uint8Array, lineOffset: number, lineNumber: number): void => {
+    // A UTF-8 byte-order mark (Windows tools write one) is not part of the first row: the
+    // row starts after it, so every reader by offset skips it too.
+    const mark = lineOffset === 0 && hasByteOrderMark(line) ? BOM.length : 0;
+    const bytes = line.subarray(mark);
+    const offset = lineOffset + mark;
     let end = bytes.length;
     if (end > 0 && bytes[end - 1] === 0x0d) end--; // CRLF files
     const body = bytes.subarray(0, end);

@@ -13,6 +13,7 @@ import { exportJsonl } from "./jsonl.js";
 import { formatThreadCount } from "./jsonl-threads.js";
 import type { MetadataBody, ModelMetadata, OutputFileEntry } from "./metadata.js";
 import { NpyMatrixFile, npyHeader } from "./npy.js";
+import { listedOutputs, removeUnlisted } from "./own-files.js";
 import { exportParquet } from "./parquet.js";
 
 /** Where each format's file of a model goes, and its metadata. */
@@ -87,6 +88,8 @@ export async function finalizeModel(
   try {
     const dtype = spec.outputDtype;
     const formats = spec.outputFormat;
+    // What an earlier finalizing of this model wrote: what this one does not write again goes.
+    const previous = listedOutputs(paths);
     matrix.sync();
     const ranges = rangesFor(dtype, matrix);
     const encoder = new Encoder(dtype, matrix.dim, ranges);
@@ -117,6 +120,8 @@ export async function finalizeModel(
       ...metadata({ outputs, files, ranges, jsonlSeconds }),
       files: digestFiles(outputs.filter((f) => f !== paths.metadata)),
     };
+    // Before the metadata: a crash in between leaves the old metadata, naming what to remove.
+    removeUnlisted(previous, outputs);
     writeFileAtomic(paths.metadata, `${JSON.stringify(complete, null, 2)}\n`);
     discardWorkingCopy(paths, spec);
   } catch (err) {

@@ -3,6 +3,7 @@ import type { RunConfig } from "../config.js";
 import { finalizeModel } from "../output/finalize.js";
 import { buildMetadata } from "../output/metadata.js";
 import { paddingEfficiency } from "../plan/planner.js";
+import { checkCoverage } from "./coverage.js";
 import { activeSeconds, allBatchesDone, type ModelRun, refresh, storedModel } from "./model-run.js";
 import type { RunState } from "./state.js";
 
@@ -28,9 +29,12 @@ export async function finalizeAll(
   state: Omit<RunState, "signal">,
   runs: readonly ModelRun[],
   processingSeconds: number,
+  /** Throws when the run no longer holds the output folder. */
+  checkLock: () => void = () => {},
 ): Promise<void> {
   const { ledger, config, reader, corpus, progress } = state;
   for (const run of runs) {
+    checkLock();
     if (run.status.finalized) continue;
     const totals = refresh(run, ledger);
     if (!allBatchesDone(totals)) {
@@ -38,6 +42,7 @@ export async function finalizeAll(
     }
     const { matrix } = run;
     if (!matrix) throw new Error(`${run.model.alias} has no matrix`);
+    checkCoverage(run.model.alias, ledger.batches(run.model.alias), matrix, corpus);
     progress.note(`writing the outputs of ${run.model.alias} (${config.outputFormat.join(", ")})`);
     const previous = ledger.run();
     const record = {
@@ -47,6 +52,8 @@ export async function finalizeAll(
     await finalizeModel(run.paths, config, matrix, reader, run.model.alias, (outputs) => {
       // The outputs were read from the input: it must still be the file that was planned.
       reader.verifyUnchanged();
+      // Nor may another run have taken the folder meanwhile: the metadata would vouch for its files.
+      checkLock();
       return buildMetadata({
         config,
         model: run.model,

@@ -72,7 +72,10 @@ export async function planModels(
     ledger.addModel(run.stored, plan.batches);
     refresh(run, ledger);
   }
-  if (overruled.length > 0) progress.note(storedPlanNote(config, overruled));
+  // Only limits the user set are "not used": the defaults are no request.
+  if (overruled.length > 0 && config.planLimitsGiven) {
+    progress.note(storedPlanNote(config, overruled));
+  }
 }
 
 function samePlanLimits(a: PlanLimitsUsed, b: PlanLimitsUsed): boolean {

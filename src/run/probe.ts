@@ -100,7 +100,7 @@ export class ProbeGuard {
     );
     const texts = taken.map((i) => PROBE_TEXTS[i] ?? "");
     const got = await untilAborted(
-      embedTexts(session.backend, modelKey, texts, this.settings.timeoutMs),
+      embedTexts(session.backend, modelKey, texts, this.settings.timeoutMs, this.settings.signal),
       this.settings.signal,
     );
     const data = new Float32Array(PROBE_TEXTS.length * got.dim);

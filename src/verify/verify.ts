@@ -13,7 +13,7 @@ import { jsonlChecker } from "./checkers/jsonl.js";
 import { npyChecker } from "./checkers/npy.js";
 import { parquetChecker } from "./checkers/parquet.js";
 import type { CheckContext, FileChecker } from "./context.js";
-import { discoverModels, type FoundModel } from "./discover.js";
+import { discoverModels, type FoundModel, unlistedOutputs } from "./discover.js";
 import { VerifyInput } from "./input.js";
 import { checkSample, modelOf, type SampleSettings } from "./sample.js";
 
@@ -96,6 +96,7 @@ async function verifyModel(
   const metadata = read.metadata;
   const files = outputFiles(metadata, model.metadataName);
   problems.push(...checkDigests(dir, metadata, files));
+  problems.push(...unlistedOutputs(dir, model.stem, files));
   if (problems.length === 0) checked.push("checksums");
 
   const expected = input ? input.rowsFor(metadata.skippedLines) : null;
