@@ -6,7 +6,8 @@
 # one thing it shares: a path file points at the torch of .venv (1.2 GB plus
 # its CUDA libraries, which nothing should download twice), and pip is told
 # nothing about it, so it never tries to install or replace it.
-# Skips everything when the stamp matches.
+# pip install is never run in this venv after the link is made (a changed pin
+# list remakes the venv from scratch). Skips everything when the stamp matches.
 #
 #   EMBED_VENV           the inference server's venv (default: <repo>/.venv)
 #   EMBED_INFINITY_VENV  this venv         (default: <repo>/.cache/infinity-venv)
@@ -53,12 +54,14 @@ pip_install "${pins[0]}" "${pins[@]:2}"
 pip_install --no-deps "${pins[1]}"
 pip_install "tqdm" "Pillow" "huggingface-hub>=0.32"
 
-# torch, its CUDA libraries and triton, linked from .venv without their
-# dist-info folders (pip never sees them as installed).
+# torch, its CUDA libraries and triton, linked from .venv after the last pip
+# install (pip never resolves against them). torch's dist-info comes too:
+# transformers asks importlib.metadata whether torch is there.
 site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 shared="$venv/shared-torch"
 mkdir -p "$shared"
-for name in torch functorch torchgen triton nvidia cuda; do
+for name in torch functorch torchgen triton nvidia cuda "$main_site"/torch-*.dist-info; do
+  name="$(basename "$name")"
   if [ -e "$main_site/$name" ]; then ln -sfn "$main_site/$name" "$shared/$name"; fi
 done
 echo "$shared" > "$site/embed-multi-shared-torch.pth"
