@@ -1,7 +1,10 @@
 import { existsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { loadConfigFile } from "./config/file.js";
+import { DEFAULT_MAX_REQUEST_INPUTS, DEFAULT_MAX_REQUEST_TOKENS } from "./backend/openai/batch.js";
+import { readApiKey } from "./backend/openai/key.js";
+import { isOpenAITarget, OPENAI_SCHEME, parseOpenAITarget } from "./backend/openai/target.js";
+import { loadConfigFile, type ModelServing } from "./config/file.js";
 import {
   BUILTIN_MODELS,
   isValidModelId,
@@ -43,6 +46,18 @@ export interface TlsConfig {
   readonly caFile: string;
 }
 
+/** The run's OpenAI-compatible servers: what they share. */
+export interface OpenAIRunConfig {
+  /** OPENAI_API_KEY or EMBED_AUTH_TOKEN; "" = none. Never printed. */
+  readonly apiKey: string;
+  /** Inputs per request at most (OpenAI's limit: 2048). */
+  readonly maxRequestInputs: number;
+  /** Tokens per request at most (OpenAI's limit: 300,000). */
+  readonly maxRequestTokens: number;
+  /** served_model_name and tokenizer of the models that set them, by alias. */
+  readonly serving: ReadonlyMap<string, ModelServing>;
+}
+
 /** Everything a run needs, validated once, built only by buildRunConfig. */
 export interface RunConfig {
   readonly inputFile: string;
@@ -61,6 +76,8 @@ export interface RunConfig {
   readonly dtype: string;
   /** Remote servers; empty = start the embedded local server. */
   readonly servers: readonly string[];
+  /** Set when the servers are OpenAI-compatible ones (`openai:URL`). */
+  readonly openai: OpenAIRunConfig | null;
   readonly embedded: EmbeddedServerConfig;
   /** Output files per model, in a fixed order (npy, jsonl, parquet), each once. */
   readonly outputFormat: readonly OutputFormat[];
@@ -112,6 +129,8 @@ export interface CliArgs {
   threads?: number;
   model_dir?: string;
   progress?: string;
+  max_request_inputs?: number;
+  max_request_tokens?: number;
 }
 
 export const DEFAULTS = {
@@ -130,13 +149,17 @@ export const DEFAULTS = {
   debug_dim: 384,
   threads: 0,
   progress: "auto",
+  max_request_inputs: DEFAULT_MAX_REQUEST_INPUTS,
+  max_request_tokens: DEFAULT_MAX_REQUEST_TOKENS,
 } as const;
 
 /** The repository (or installed package) root: dist/src/config.js → ../.. */
 export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 
 export function buildRunConfig(args: CliArgs, env: NodeJS.ProcessEnv): RunConfig {
-  const file = args.config ? loadConfigFile(args.config) : { models: [], defaults: {} };
+  const file = args.config
+    ? loadConfigFile(args.config)
+    : { models: [], serving: new Map<string, ModelServing>(), defaults: {} };
   const fileDefaults = file.defaults;
   const pick = <T>(key: keyof CliArgs & string, fallback: T): T => {
     let given = args[key] as unknown;
@@ -179,6 +202,25 @@ export function buildRunConfig(args: CliArgs, env: NodeJS.ProcessEnv): RunConfig
     throw new ConfigError(`--progress must be auto, bar, log or none (got "${progress}")`);
   }
   const servers = flattenList(pick<string[] | string>("servers", [])).map(validateServer);
+  const openai = servers.some(isOpenAITarget)
+    ? {
+        apiKey: readApiKey(env).key,
+        maxRequestInputs: positiveInt(
+          "max_request_inputs",
+          pick("max_request_inputs", DEFAULTS.max_request_inputs),
+        ),
+        maxRequestTokens: positiveInt(
+          "max_request_tokens",
+          pick("max_request_tokens", DEFAULTS.max_request_tokens),
+        ),
+        serving: file.serving,
+      }
+    : null;
+  if (openai && !servers.every(isOpenAITarget)) {
+    throw new ConfigError(
+      "--servers: openai: servers and our own (host:port) cannot be mixed in one run; give one kind",
+    );
+  }
   const tlsWanted = pick("tls", false) || Boolean(args.tls_ca ?? fileDefaults.tls_ca);
 
   return {
@@ -201,6 +243,7 @@ export function buildRunConfig(args: CliArgs, env: NodeJS.ProcessEnv): RunConfig
     device: pick("device", ""),
     dtype,
     servers,
+    openai,
     embedded: {
       command: env.EMBED_INFERENCE_SERVER ?? defaultServerCommand(env),
       modelDir: resolve(pick("model_dir", env.EMBED_MODEL_DIR ?? join(PACKAGE_ROOT, "models"))),
@@ -293,13 +336,16 @@ function flattenList(value: string[] | string): string[] {
     .filter((s) => s.length > 0);
 }
 
-/** host:port, [v6]:port or dns:///name:port. */
+/** host:port, [v6]:port, dns:///name:port or openai:http(s)://host:port/path. */
 function validateServer(target: string): string {
+  if (isOpenAITarget(target)) return `${OPENAI_SCHEME}${parseOpenAITarget(target).baseUrl}`;
   const hostPort = target.startsWith("dns:///") ? target.slice("dns:///".length) : target;
   const match = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(hostPort);
   const port = match ? Number(match[2]) : 0;
   if (!match || port < 1 || port > 65535) {
-    throw new ConfigError(`--servers: "${target}" is not host:port or dns:///name:port`);
+    throw new ConfigError(
+      `--servers: "${target}" is not host:port, dns:///name:port or openai:http://host:port/v1`,
+    );
   }
   return target;
 }
