@@ -202,6 +202,7 @@ test("openai: servers: base URLs, the key from the environment, caps, served nam
   assert.deepEqual(config.openai?.serving.get("mini"), {
     servedModelName: "minilm",
     tokenizer: join(dir, "tok", "tokenizer.json"),
+    encodingFormat: "",
   });
   assert.equal(buildRunConfig({ ...base, models: ["all-MiniLM-L6-v2"] }, {}).openai, null);
   assert.throws(

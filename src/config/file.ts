@@ -16,6 +16,7 @@ import type { ModelSpec } from "./registry.js";
  *       truncate_dim: 256         # Matryoshka: the first 256 dimensions
  *       served_model_name: mini  # openai servers: the name it is served under
  *       tokenizer: ./tokenizer.json  # openai servers: counts for planning
+ *       encoding_format: float   # openai servers: never ask for base64
  *   defaults:                     # any flag, as on the command line
  *     batch_size: 64
  *     models: [e5-mini]
@@ -26,6 +27,8 @@ export interface ModelServing {
   readonly servedModelName: string;
   /** A tokenizer.json (or a folder holding one) for planning; "" = none given. */
   readonly tokenizer: string;
+  /** "float" to never ask for base64 (a proxy that mangles it); "" = base64 where the server gives it. */
+  readonly encodingFormat: "" | "float";
 }
 
 export interface ConfigFile {
@@ -47,6 +50,7 @@ const MODEL_KEYS = new Set([
   "truncate_dim",
   "served_model_name",
   "tokenizer",
+  "encoding_format",
 ]);
 
 export function loadConfigFile(path: string): ConfigFile {
@@ -140,9 +144,17 @@ function parseServing(
   };
   const servedModelName = text("served_model_name");
   const tokenizer = text("tokenizer");
-  if (!servedModelName && !tokenizer) return null;
-  // A relative tokenizer path is the config file's neighbour, wherever the run starts.
-  return { servedModelName, tokenizer: tokenizer ? resolve(dirname(path), tokenizer) : "" };
+  const encoding = text("encoding_format");
+  if (encoding !== "" && encoding !== "base64" && encoding !== "float") {
+    throw new ConfigError(`${where}: "encoding_format" must be base64 or float`);
+  }
+  if (!servedModelName && !tokenizer && encoding === "") return null;
+  return {
+    servedModelName,
+    // A relative tokenizer path is the config file's neighbour, wherever the run starts.
+    tokenizer: tokenizer ? resolve(dirname(path), tokenizer) : "",
+    encodingFormat: encoding === "float" ? "float" : "",
+  };
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {

@@ -30,6 +30,7 @@ export async function discoverModel(
   wanted: string,
   truncateDim: number,
   signal?: AbortSignal,
+  floatOnly = false,
 ): Promise<ServedModel> {
   const listed = await client.models(signal);
   let name = wanted;
@@ -45,7 +46,7 @@ export async function discoverModel(
     name = listed[0] ?? wanted;
   }
   const tries: { encoding: EncodingFormat; dimensions: number }[] = [];
-  for (const encoding of ["base64", "float"] as const) {
+  for (const encoding of floatOnly ? (["float"] as const) : (["base64", "float"] as const)) {
     if (truncateDim > 0) tries.push({ encoding, dimensions: truncateDim });
     tries.push({ encoding, dimensions: 0 });
   }

@@ -12,6 +12,8 @@ import { estimateTokens } from "./batch.js";
  */
 export interface TokenCounter {
   readonly source: string;
+  /** False: the estimate from characters. */
+  readonly exact: boolean;
   count(text: string): number;
 }
 
@@ -25,7 +27,8 @@ export function tokenCounter(path: string): TokenCounter {
   if (!file || !existsSync(file)) {
     if (path.endsWith(".json")) throw new ConfigError(`tokenizer ${path}: no such file`);
     return {
-      source: "an estimate from characters (about 4 a token; no tokenizer.json given)",
+      source: "an estimate from characters (no tokenizer.json given)",
+      exact: false,
       count: estimateTokens,
     };
   }
@@ -44,6 +47,7 @@ export function tokenCounter(path: string): TokenCounter {
   }
   return {
     source: `the model's tokenizer.json (${file})`,
+    exact: true,
     count: (text) => tokenizer.encode(text).ids.length,
   };
 }
