@@ -1,6 +1,9 @@
 import { randomInt } from "node:crypto";
 import { join, resolve } from "node:path";
 import yargs from "yargs";
+import { DEFAULT_OPENAI_OPTIONS } from "../backend/openai/backend.js";
+import { readApiKey } from "../backend/openai/key.js";
+import { isOpenAITarget } from "../backend/openai/target.js";
 import { withHelpAndVersion } from "../cli-help.js";
 import { DEFAULTS, defaultServerCommand, PACKAGE_ROOT } from "../config.js";
 import { ConfigError, ExitError } from "../errors.js";
@@ -168,6 +171,9 @@ function buildOptions(args: VerifyArgs, env: NodeJS.ProcessEnv): VerifyOptions {
     connection: {
       tls: args.tls || tlsCa ? { caFile: tlsCa ?? "" } : null,
       authToken: env.EMBED_AUTH_TOKEN ?? "",
+      openai: servers.some(isOpenAITarget)
+        ? { ...DEFAULT_OPENAI_OPTIONS, apiKey: readApiKey(env).key }
+        : undefined,
     },
     serverTimeoutMs: seconds("server_timeout", last(args.server_timeout), DEFAULTS.server_timeout),
   };
