@@ -2,7 +2,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
-import { ROOT, sleep, testEnv } from "./helpers.js";
+import { ROOT, sleep, tempDir, testEnv } from "./helpers.js";
 
 /** infinity-emb's own venv (scripts/setup-infinity.sh), never .venv. */
 export const INFINITY_VENV =
@@ -77,7 +77,13 @@ export async function startInfinity(
       ...extra,
     ],
     {
-      env: testEnv({ DO_NOT_TRACK: "1", OMP_NUM_THREADS: "1", ...env }),
+      // INFINITY_HOME: its .infinity_cache goes to a temporary folder, not the working directory.
+      env: testEnv({
+        DO_NOT_TRACK: "1",
+        OMP_NUM_THREADS: "1",
+        INFINITY_HOME: tempDir("infinity-home"),
+        ...env,
+      }),
       stdio: ["ignore", "ignore", "pipe"],
     },
   );
