@@ -1,6 +1,7 @@
 import type { LoadedModel, Vectors } from "../backend/types.js";
 import { Committer } from "../checkpoint/committer.js";
 import type { Ledger } from "../checkpoint/ledger.js";
+import { checkBatch } from "../checks/batch.js";
 import type { RunConfig } from "../config.js";
 import { Dispatcher, type WorkItem } from "../dispatch/dispatcher.js";
 import { batchPayload } from "../dispatch/payload.js";
@@ -9,7 +10,6 @@ import type { RowReader } from "../input/rows.js";
 import type { CorpusIndex } from "../input/scan.js";
 import type { NpyMatrixFile } from "../output/npy.js";
 import type { Progress } from "../progress.js";
-import { checkBatch } from "../verify/batch-check.js";
 import { type ModelRun, storedModel } from "./model-run.js";
 import type { ProbedPool, ProbeGuard } from "./probe.js";
 
