@@ -7,7 +7,7 @@
  *
  *   node dist/bench/openai-infinity.js [rows=600] [rounds=2] [batch_size=32]
  */
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { join } from "node:path";
 import { cliArgs } from "../test/cli-args.js";
@@ -21,7 +21,9 @@ const env = { ...process.env, HF_HUB_OFFLINE: "1" };
 
 mkdirSync(WORK, { recursive: true });
 const input = join(WORK, `openai-${rows}.jsonl`);
-const lines = readFileSync(CORPUS, "utf8")
+// The shared unarXive sample where it lies beside the checkout, else the slice the tests use.
+const corpus = existsSync(CORPUS) ? CORPUS : join(ROOT, "test", "fixtures", "unarxive-slice.jsonl");
+const lines = readFileSync(corpus, "utf8")
   .split("\n")
   .filter((l) => l.trim());
 writeFileSync(input, `${lines.slice(0, rows).join("\n")}\n`);
