@@ -13,3 +13,6 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
 fi
 npx --no-install tsc -p tsconfig.json
 bash scripts/setup-python.sh
+# infinity-emb, the third-party server the openai backend's tests run against
+# (a venv of its own: its pins clash with the inference server's).
+bash scripts/setup-infinity.sh

@@ -82,7 +82,7 @@ const described = yargs(hideBin(process.argv))
     type: "string",
     array: true,
     describe:
-      "Inference servers host:port[,host:port...] or dns:///name:port (every address of the name); none = start a local one",
+      "Inference servers host:port[,host:port...] or dns:///name:port (every address of the name), or OpenAI-compatible ones openai:http(s)://host:port/v1[,...] (key in OPENAI_API_KEY or EMBED_AUTH_TOKEN); none = start a local one",
   })
   .option("config", {
     type: "string",
@@ -131,6 +131,16 @@ const described = yargs(hideBin(process.argv))
     alias: "probe-tolerance",
     ...numeric("probe_tolerance"),
     describe: `Least cosine between a server's probe vectors and the ones stored for the model; a server below it is kept out of the run [default: ${DEFAULTS.probe_tolerance}]`,
+  })
+  .option("max_request_inputs", {
+    alias: "max-request-inputs",
+    type: "number",
+    describe: `openai: servers: texts per request at most [default: ${DEFAULTS.max_request_inputs}]`,
+  })
+  .option("max_request_tokens", {
+    alias: "max-request-tokens",
+    type: "number",
+    describe: `openai: servers: tokens per request at most [default: ${DEFAULTS.max_request_tokens}]`,
   })
   .option("tls", {
     type: "boolean",

@@ -1,9 +1,12 @@
 import { existsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { DEFAULT_MAX_REQUEST_INPUTS, DEFAULT_MAX_REQUEST_TOKENS } from "./backend/openai/batch.js";
+import { readApiKey } from "./backend/openai/key.js";
+import { isOpenAITarget, OPENAI_SCHEME, parseOpenAITarget } from "./backend/openai/target.js";
 import { targetProblem } from "./backend/targets.js";
 import { DEFAULT_PROBE_TOLERANCE } from "./checks/probe.js";
-import { loadConfigFile } from "./config/file.js";
+import { loadConfigFile, type ModelServing } from "./config/file.js";
 import {
   BUILTIN_MODELS,
   isValidModelId,
@@ -44,6 +47,18 @@ export interface TlsConfig {
   readonly caFile: string;
 }
 
+/** The run's OpenAI-compatible servers: what they share. */
+export interface OpenAIRunConfig {
+  /** OPENAI_API_KEY or EMBED_AUTH_TOKEN; "" = none. Never printed. */
+  readonly apiKey: string;
+  /** Inputs per request at most (OpenAI's limit: 2048). */
+  readonly maxRequestInputs: number;
+  /** Tokens per request at most (OpenAI's limit: 300,000). */
+  readonly maxRequestTokens: number;
+  /** served_model_name and tokenizer of the models that set them, by alias. */
+  readonly serving: ReadonlyMap<string, ModelServing>;
+}
+
 /** Everything a run needs, validated once, built only by buildRunConfig. */
 /**
  * The local server's engines: sentence-transformers picks the fastest forward that matches
@@ -76,6 +91,8 @@ export interface RunConfig {
   readonly dtype: string;
   /** Remote servers; empty = start the embedded local server. */
   readonly servers: readonly string[];
+  /** Set when the servers are OpenAI-compatible ones (`openai:URL`). */
+  readonly openai: OpenAIRunConfig | null;
   readonly embedded: EmbeddedServerConfig;
   /** Output files per model, in a fixed order (npy, jsonl, parquet), each once. */
   readonly outputFormat: readonly OutputFormat[];
@@ -127,6 +144,8 @@ export interface CliArgs {
   threads?: number;
   model_dir?: string;
   progress?: string;
+  max_request_inputs?: number;
+  max_request_tokens?: number;
 }
 
 export const DEFAULTS = {
@@ -145,13 +164,17 @@ export const DEFAULTS = {
   debug_dim: 384,
   threads: 0,
   progress: "auto",
+  max_request_inputs: DEFAULT_MAX_REQUEST_INPUTS,
+  max_request_tokens: DEFAULT_MAX_REQUEST_TOKENS,
 } as const;
 
 /** The repository (or installed package) root: dist/src/config.js → ../.. */
 export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 
 export function buildRunConfig(args: CliArgs, env: NodeJS.ProcessEnv): RunConfig {
-  const file = args.config ? loadConfigFile(args.config) : { models: [], defaults: {} };
+  const file = args.config
+    ? loadConfigFile(args.config)
+    : { models: [], serving: new Map<string, ModelServing>(), defaults: {} };
   const fileDefaults = file.defaults;
   const pick = <T>(key: keyof CliArgs & string, fallback: T): T => {
     let given = args[key] as unknown;
@@ -189,7 +212,7 @@ export function buildRunConfig(args: CliArgs, env: NodeJS.ProcessEnv): RunConfig
   if (!["auto", "bar", "log", "none"].includes(progress)) {
     throw new ConfigError(`--progress must be auto, bar, log or none (got "${progress}")`);
   }
-  const reach = serverFlags(pick, env);
+  const reach = serverFlags(pick, env, file.serving);
 
   return {
     inputFile: resolve(inputFile),
@@ -214,6 +237,7 @@ export function buildRunConfig(args: CliArgs, env: NodeJS.ProcessEnv): RunConfig
     device: pick("device", ""),
     dtype,
     servers: reach.servers,
+    openai: reach.openai,
     embedded: reach.embedded,
     outputFormat,
     outputDtype,
@@ -241,7 +265,9 @@ type ServerFlagName =
   | "engine"
   | "model_dir"
   | "debug_dim"
-  | "threads";
+  | "threads"
+  | "max_request_inputs"
+  | "max_request_tokens";
 
 /** A flag's value: the last given, else a default (of a config file, then the tool's). */
 export type FlagPicker = <T>(key: ServerFlagName, fallback: T) => T;
@@ -252,10 +278,16 @@ export interface ServerFlags {
   readonly tls: TlsConfig | null;
   readonly authToken: string;
   readonly embedded: EmbeddedServerConfig;
+  /** Set when the servers are OpenAI-compatible ones (`openai:URL`). */
+  readonly openai: OpenAIRunConfig | null;
 }
 
 /** --servers, --tls, --tls_ca, EMBED_AUTH_TOKEN and the embedded server's flags, checked once. */
-export function serverFlags(pick: FlagPicker, env: NodeJS.ProcessEnv): ServerFlags {
+export function serverFlags(
+  pick: FlagPicker,
+  env: NodeJS.ProcessEnv,
+  serving: ReadonlyMap<string, ModelServing> = new Map(),
+): ServerFlags {
   const engine = pick<string>("engine", DEFAULTS.engine);
   if (!isLocalEngine(engine)) {
     throw new ConfigError(`--engine must be one of ${LOCAL_ENGINES.join(", ")} (got "${engine}")`);
@@ -264,6 +296,7 @@ export function serverFlags(pick: FlagPicker, env: NodeJS.ProcessEnv): ServerFla
   const tlsCa = pick<string>("tls_ca", "");
   return {
     servers,
+    openai: openaiFlags(servers, pick, env, serving),
     tls: pick("tls", false) || tlsCa ? { caFile: tlsCa } : null,
     authToken: readAuthToken(env),
     embedded: {
@@ -273,6 +306,33 @@ export function serverFlags(pick: FlagPicker, env: NodeJS.ProcessEnv): ServerFla
       debugDim: positiveInt("debug_dim", pick("debug_dim", DEFAULTS.debug_dim)),
       threads: nonNegativeInt("threads", pick("threads", DEFAULTS.threads)),
     },
+  };
+}
+
+/** The openai: servers' key and caps; null for our own servers. One kind per run. */
+function openaiFlags(
+  servers: readonly string[],
+  pick: FlagPicker,
+  env: NodeJS.ProcessEnv,
+  serving: ReadonlyMap<string, ModelServing>,
+): OpenAIRunConfig | null {
+  if (!servers.some(isOpenAITarget)) return null;
+  if (!servers.every(isOpenAITarget)) {
+    throw new ConfigError(
+      "--servers: openai: servers and our own (host:port) cannot be mixed in one run; give one kind",
+    );
+  }
+  return {
+    apiKey: readApiKey(env).key,
+    maxRequestInputs: positiveInt(
+      "max_request_inputs",
+      pick("max_request_inputs", DEFAULTS.max_request_inputs),
+    ),
+    maxRequestTokens: positiveInt(
+      "max_request_tokens",
+      pick("max_request_tokens", DEFAULTS.max_request_tokens),
+    ),
+    serving,
   };
 }
 
@@ -345,10 +405,13 @@ function flattenList(value: string[] | string): string[] {
     .filter((s) => s.length > 0);
 }
 
-/** A --servers entry in a form some backend takes (src/backend/targets.ts). */
+/** A --servers entry in a form some backend takes (src/backend/targets.ts, openai:URL). */
 function validateServer(target: string): string {
+  if (isOpenAITarget(target)) return `${OPENAI_SCHEME}${parseOpenAITarget(target).baseUrl}`;
   const problem = targetProblem(target);
-  if (problem) throw new ConfigError(`--servers: "${target}" ${problem}`);
+  if (problem) {
+    throw new ConfigError(`--servers: "${target}" ${problem} (nor openai:http://host:port/v1)`);
+  }
   return target;
 }
 

@@ -1,4 +1,6 @@
 import { GrpcBackend } from "./grpc/backend.js";
+import { DEFAULT_OPENAI_OPTIONS, OpenAIBackend } from "./openai/backend.js";
+import { isOpenAITarget, parseOpenAITarget } from "./openai/target.js";
 import { resolveTargets } from "./targets.js";
 import type { Backend, ConnectionOptions } from "./types.js";
 
@@ -22,7 +24,16 @@ const GRPC: BackendKind = {
     (await resolveTargets([target])).map((t) => new GrpcBackend(t.address, options, t.authority)),
 };
 
-export const BACKEND_KINDS: readonly BackendKind[] = [GRPC];
+/** Anyone's OpenAI-compatible `/v1/embeddings`: `openai:http(s)://host:port/v1`. */
+const OPENAI: BackendKind = {
+  name: "openai",
+  claims: isOpenAITarget,
+  create: async (target, options) => [
+    new OpenAIBackend(parseOpenAITarget(target).baseUrl, options.openai ?? DEFAULT_OPENAI_OPTIONS),
+  ],
+};
+
+export const BACKEND_KINDS: readonly BackendKind[] = [OPENAI, GRPC];
 
 /** The backends of every `--servers` entry (or the embedded server's target), in order. */
 export async function createBackends(

@@ -1,3 +1,4 @@
+import type { LoadedModel } from "../backend/types.js";
 import type { RunConfig, RunModel } from "../config.js";
 import type { CorpusIndex } from "../input/scan.js";
 import type { LedgerModel, ModelTotals, RunRecord } from "../model/records.js";
@@ -52,6 +53,8 @@ export interface ModelMetadata {
   skipped_lines: { line: number; problem: string }[];
   blank_lines: number;
   servers: string[];
+  /** Which kind of server made the vectors, and for one not ours, how it served them. */
+  backend: BackendRecord;
   outputs: string[];
   /** The dtype of the vectors in the output files. */
   output_dtype: OutputDtype;
@@ -70,6 +73,35 @@ export interface ModelMetadata {
   files: Record<string, FileDigest>;
 }
 
+export type BackendRecord =
+  | { kind: "grpc" }
+  | {
+      kind: "openai";
+      served_model_name: string;
+      encoding_format: string;
+      /** Who cut to truncate_dim: the server (`dimensions`), embed-multi (`local`), or "none". */
+      matryoshka: string;
+      normalized_by_server: boolean;
+      token_counts: string;
+    }
+  /** An OpenAI-compatible run finished without reconnecting (nothing was left to embed). */
+  | { kind: "openai" };
+
+function backendRecord(config: RunConfig, server: LoadedModel | undefined): BackendRecord {
+  const s = server?.servedAs;
+  if (s) {
+    return {
+      kind: "openai",
+      served_model_name: s.servedModelName,
+      encoding_format: s.encodingFormat,
+      matryoshka: s.matryoshka,
+      normalized_by_server: s.normalizedByServer,
+      token_counts: s.tokenCounts,
+    };
+  }
+  return config.openai ? { kind: "openai" } : { kind: "grpc" };
+}
+
 /** The metadata as the run describes it; finalize adds the digests of the files it wrote. */
 export type MetadataBody = Omit<ModelMetadata, "files">;
 
@@ -84,6 +116,8 @@ export interface MetadataInputs {
   readonly files: OutputFileEntry[];
   readonly ranges: Ranges | null;
   readonly jsonlSeconds: number | null;
+  /** The first server's view of the model, when this run connected to one. */
+  readonly server?: LoadedModel | undefined;
 }
 
 export function buildMetadata(x: MetadataInputs): MetadataBody {
@@ -114,6 +148,7 @@ export function buildMetadata(x: MetadataInputs): MetadataBody {
     skipped_lines: [...x.corpus.skipped],
     blank_lines: x.corpus.blankLines,
     servers: x.totals.servers,
+    backend: backendRecord(x.config, x.server),
     outputs: x.outputs,
     output_dtype: x.config.outputDtype,
     output_files: x.files,

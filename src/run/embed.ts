@@ -87,7 +87,8 @@ export async function embed(
         if (manyServers) progress.servers(dispatcher.serverShares());
         progress.advance(item.alias, item.rows.length);
       },
-      describe: (item) => describeBatch(item, corpus),
+      describe: (item, row) =>
+        row === undefined ? describeBatch(item, corpus) : describeRow(item, row, corpus),
       attemptFailed: (item, attempts) => ledger.recordAttempts(item.alias, item.batchNo, attempts),
       serverChanged: (target, state, detail) => {
         // A probe refusal is a whole line of its own, naming the server.
@@ -146,6 +147,17 @@ export function batchProblem(
   // checkBatch counts rows within the batch; the user knows lines.
   const what = problem.message.replace(/^row \d+: /, "");
   return line === undefined ? problem.message : `input line ${line}: ${what}`;
+}
+
+/** One row of a batch, by its input line. */
+export function describeRow(
+  item: WorkItem,
+  row: number,
+  corpus: Pick<CorpusIndex, "lineNumbers">,
+): string {
+  const r = item.rows[row];
+  const line = r === undefined ? "?" : (corpus.lineNumbers[r] ?? r + 1);
+  return `input line ${line} (batch ${item.batchNo} of ${item.alias})`;
 }
 
 export function describeBatch(item: WorkItem, corpus: Pick<CorpusIndex, "lineNumbers">): string {

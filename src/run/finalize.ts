@@ -61,6 +61,7 @@ export async function finalizeAll(
         totals,
         run: record,
         corpus,
+        server: run.server ?? undefined,
         ...outputs,
       });
     });

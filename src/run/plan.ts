@@ -15,6 +15,13 @@ import type { RunState } from "./state.js";
 /** A counter that cannot count: the planner estimates lengths from characters, and says so. */
 const NO_COUNTER: TokenCounter = { countTokens: async () => null };
 
+/** The plan line's note on where the lengths came from (nothing: the server counted). */
+function countedWith(counted: boolean, counter: TokenCounter, modelKey: string): string {
+  if (!counted) return " (lengths estimated)";
+  const what = counter.describe?.(modelKey);
+  return what ? ` (tokens counted with ${what})` : "";
+}
+
 /**
  * Gives each model the first server's view of it, then plans the batches of
  * models new to the checkpoint and stores them, all pending, with the limits
@@ -65,7 +72,7 @@ export async function planModels(
       rowBytes: corpus.byteLengths,
     });
     progress.note(
-      `${run.model.alias}: ${plan.batches.length} batches of up to ${limits.batchSize} paragraphs, padding efficiency ${paddingEfficiency(plan).toFixed(3)}${measured.counted ? "" : " (lengths estimated)"}`,
+      `${run.model.alias}: ${plan.batches.length} batches of up to ${limits.batchSize} paragraphs, padding efficiency ${paddingEfficiency(plan).toFixed(3)}${countedWith(measured.counted, counter, info.modelKey)}`,
     );
     const plannedWith = { batchSize: limits.batchSize, maxBatchTokens: limits.maxBatchTokens };
     run.stored = ledgerModelOf(run.model, info, position, plannedWith);

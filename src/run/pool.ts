@@ -1,3 +1,4 @@
+import { openAIOptions } from "../backend/openai/backend.js";
 import { createBackends } from "../backend/select.js";
 import type { Backend } from "../backend/types.js";
 import type { RunConfig } from "../config.js";
@@ -39,6 +40,7 @@ export async function startPool(
       tls: config.tls,
       authToken: config.authToken,
       maxMessageBytes: 256 * 1024 * 1024,
+      openai: config.openai ? openAIOptions(config.openai, config.embedded.modelDir) : undefined,
     });
     const open = (b: Backend) =>
       openSession(b, config.models, config.device, config.serverTimeoutMs, signal);

@@ -1,5 +1,6 @@
 import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
+import type { OpenAIOptions } from "../backend/openai/backend.js";
 import { createBackends } from "../backend/select.js";
 import type { Backend } from "../backend/types.js";
 import { readStoredMetadata, type StoredMetadata } from "../checks/metadata.js";
@@ -34,7 +35,12 @@ export interface VerifyOptions {
   readonly embedded: EmbeddedServerConfig;
   /** The engine was chosen with --engine; otherwise debug outputs get the debug engine. */
   readonly engineGiven: boolean;
-  readonly connection: { tls: { caFile: string } | null; authToken: string };
+  readonly connection: {
+    tls: { caFile: string } | null;
+    authToken: string;
+    /** For openai: servers (the key from the environment; model ids as served names). */
+    openai?: OpenAIOptions | undefined;
+  };
   readonly serverTimeoutMs: number;
 }
 
