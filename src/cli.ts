@@ -3,6 +3,7 @@ import { hideBin } from "yargs/helpers";
 import { withHelpAndVersion } from "./cli-help.js";
 import { type CliArgs, DEFAULTS } from "./config.js";
 import { main } from "./main.js";
+import { mergeMain } from "./merge/cli.js";
 import { verifyMain } from "./verify/cli.js";
 
 /** Only declares the flags; everything else happens in main() and run(). */
@@ -14,7 +15,8 @@ const described = yargs(hideBin(process.argv))
       "each model, through gRPC inference servers (a local one is started when --servers is\n" +
       "not given). Writes <model>.npy, <model>.jsonl and <model>.metadata.json per model.\n" +
       "Progress is checkpointed: run the same command again to resume after a crash.\n\n" +
-      "$0 verify --output_dir DIR [...] checks finished outputs (see $0 verify --help).",
+      "$0 verify --output_dir DIR [...] checks finished outputs (see $0 verify --help).\n" +
+      "$0 merge --output_dir DIR merges the shards of a --shard K/N run (see $0 merge --help).",
   )
   .option("input_file", {
     alias: "input-file",
@@ -148,6 +150,16 @@ const described = yargs(hideBin(process.argv))
     type: "string",
     describe: "Model directory of the local server [default: EMBED_MODEL_DIR or ./models]",
   })
+  .option("shard", {
+    type: "string",
+    describe:
+      "K/N: embed only shard K (0 to N-1) of N contiguous row ranges, into <output_dir>/shard-0000K-of-0000N/ (then embed-multi merge)",
+  })
+  .option("num_shards", {
+    alias: "num-shards",
+    type: "number",
+    describe: "N shards, this one's index from JOB_COMPLETION_INDEX (a Kubernetes Indexed Job)",
+  })
   .option("progress", {
     type: "string",
     describe: "auto (bars on a terminal, log lines otherwise), bar, log or none",
@@ -171,6 +183,8 @@ const parser = withHelpAndVersion(described).fail((message, err) => {
 const argv = hideBin(process.argv);
 if (argv[0] === "verify") {
   process.exitCode = await verifyMain(argv.slice(1));
+} else if (argv[0] === "merge") {
+  process.exitCode = await mergeMain(argv.slice(1));
 } else {
   const args = (await parser.parseAsync()) as unknown as CliArgs;
   process.exitCode = await main(args);

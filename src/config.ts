@@ -14,6 +14,7 @@ import {
 import { readAuthToken } from "./config/token.js";
 import { ConfigError } from "./errors.js";
 import { isOutputDtype, OUTPUT_DTYPES, type OutputDtype } from "./output/dtype.js";
+import { parseShard, type ShardSpec, shardDir } from "./shard/shard.js";
 import { DEFAULT_PROBE_TOLERANCE } from "./verify/probe.js";
 
 export type { ModelSpec } from "./config/registry.js";
@@ -46,7 +47,10 @@ export interface TlsConfig {
 /** Everything a run needs, validated once, built only by buildRunConfig. */
 export interface RunConfig {
   readonly inputFile: string;
+  /** Where this run's checkpoint and outputs go: a shard's own folder when sharded. */
   readonly outputDir: string;
+  /** --shard K/N (or --num_shards with JOB_COMPLETION_INDEX); null = the whole input. */
+  readonly shard: ShardSpec | null;
   readonly models: readonly RunModel[];
   readonly batchSize: number;
   /** Tokens (padded) per batch at most; 0 = no token budget. */
@@ -112,6 +116,8 @@ export interface CliArgs {
   threads?: number;
   model_dir?: string;
   progress?: string;
+  shard?: string;
+  num_shards?: number;
 }
 
 export const DEFAULTS = {
@@ -178,12 +184,24 @@ export function buildRunConfig(args: CliArgs, env: NodeJS.ProcessEnv): RunConfig
   if (!["auto", "bar", "log", "none"].includes(progress)) {
     throw new ConfigError(`--progress must be auto, bar, log or none (got "${progress}")`);
   }
+  const shard = parseShard(
+    pick<string | undefined>("shard", undefined),
+    pick<number | undefined>("num_shards", undefined),
+    env,
+  );
+  if (shard && !(outputFormat.includes("npy") && outputDtype === "float32")) {
+    // int8/uint8 ranges must be the same for every shard: only the merge sees them all.
+    throw new ConfigError(
+      `a shard writes a float32 .npy for the merge (got --output_format ${outputFormat.join(",")} --output_dtype ${outputDtype}); pass the formats and dtype you want to embed-multi merge`,
+    );
+  }
   const servers = flattenList(pick<string[] | string>("servers", [])).map(validateServer);
   const tlsWanted = pick("tls", false) || Boolean(args.tls_ca ?? fileDefaults.tls_ca);
 
   return {
     inputFile: resolve(inputFile),
-    outputDir: resolve(outputDir),
+    outputDir: shard ? shardDir(resolve(outputDir), shard) : resolve(outputDir),
+    shard,
     models: applyTruncateDim(
       applyDtype(models, dtype),
       nonNegativeInt("truncate_dim", pick("truncate_dim", 0), "or 0 for the full dimension"),

@@ -13,6 +13,7 @@ import { type ServerPool, startPool, stopPool } from "./run/pool.js";
 import { openCheckpoint, openMatrix, prepareOutputDir } from "./run/prepare.js";
 import { probePool } from "./run/probe.js";
 import type { EmbeddedServer } from "./server/embedded.js";
+import { describeRange, shardCorpus, shardRange } from "./shard/shard.js";
 
 export type { ModelSummary, RunSummary } from "./run/finalize.js";
 export { CHECKPOINT_FILE } from "./run/prepare.js";
@@ -36,10 +37,12 @@ async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary
   prepareOutputDir(config.outputDir);
   // Stores a killed run left: a resumed run sends texts.
   removeTokenStores(config.outputDir);
-  const corpus = await scanInput(config.inputFile, {
+  const whole = await scanInput(config.inputFile, {
     maxTextChars: config.maxTextChars,
     skipInvalid: config.skipInvalid,
   });
+  const corpus = config.shard ? shardCorpus(whole, shardRange(config.shard, whole.rows)) : whole;
+  if (corpus.shard) progress.note(describeRange(corpus.shard));
   if (corpus.skipped.length > 0) {
     progress.note(`skipped ${corpus.skipped.length} invalid lines (listed in the metadata)`);
   }

@@ -16,6 +16,7 @@ import { NpyMatrixFile } from "../output/npy.js";
 import { ensureWritableDir } from "../output/output-dir.js";
 import { reexportSource } from "../output/reexport.js";
 import type { Progress } from "../progress.js";
+import { checkShardCheckpoint } from "../shard/shard.js";
 import { allBatchesDone, type ModelRun, refresh, storedModel } from "./model-run.js";
 
 export const CHECKPOINT_FILE = "embed-multi.checkpoint.sqlite";
@@ -51,6 +52,8 @@ export function openCheckpoint(
   const ledger = Ledger.open(checkpointPath);
   try {
     const stored = ledger.input();
+    // Before the input check: a shard's rows differ from the whole input's, and that is the news.
+    checkShardCheckpoint(ledger, corpus.shard, stored !== null);
     if (stored) {
       checkSameInput(stored, corpus);
       checkSameModels(ledger.models(), config.models);
