@@ -160,6 +160,23 @@ const described = yargs(hideBin(process.argv))
     type: "number",
     describe: "N shards, this one's index from JOB_COMPLETION_INDEX (a Kubernetes Indexed Job)",
   })
+  .option("metrics_port", {
+    alias: "metrics-port",
+    type: "number",
+    describe:
+      "Serve Prometheus metrics at /metrics on this port; 0 picks a free one [default: off]",
+  })
+  .option("metrics_host", {
+    alias: "metrics-host",
+    type: "string",
+    describe: "Address the metrics are served on (0.0.0.0 in a pod) [default: 127.0.0.1]",
+  })
+  .option("metrics_linger", {
+    alias: "metrics-linger",
+    type: "number",
+    describe:
+      "Seconds to keep serving the metrics after the run (final counts; SIGTERM ends it) [default: 0]",
+  })
   .option("progress", {
     type: "string",
     describe: "auto (bars on a terminal, log lines otherwise), bar, log or none",

@@ -84,6 +84,11 @@ export interface RunConfig {
   readonly testDiskFullAfterRows: number;
   readonly progress: ProgressMode;
   readonly toolVersion: string;
+  /** Prometheus /metrics on this port (0 picks a free one); null = not served. */
+  readonly metricsPort: number | null;
+  readonly metricsHost: string;
+  /** Seconds the metrics stay served after the run, so the final counts can be scraped. */
+  readonly metricsLingerMs: number;
 }
 
 /** The flags as yargs hands them over: all optional, defaults applied here. */
@@ -118,6 +123,9 @@ export interface CliArgs {
   progress?: string;
   shard?: string;
   num_shards?: number;
+  metrics_port?: number;
+  metrics_host?: string;
+  metrics_linger?: number;
 }
 
 export const DEFAULTS = {
@@ -242,10 +250,29 @@ export function buildRunConfig(args: CliArgs, env: NodeJS.ProcessEnv): RunConfig
     testDiskFullAfterRows: Number.parseInt(env.EMBED_TEST_DISK_FULL_AFTER_ROWS ?? "", 10) || 0,
     progress: progress as ProgressMode,
     toolVersion: TOOL_VERSION,
+    ...metricsSettings(pick),
   };
 }
 
 export const TOOL_VERSION = "0.1.0";
+
+function metricsSettings(
+  pick: <T>(key: keyof CliArgs & string, fallback: T) => T,
+): Pick<RunConfig, "metricsPort" | "metricsHost" | "metricsLingerMs"> {
+  const port = pick<number | undefined>("metrics_port", undefined);
+  if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) {
+    throw new ConfigError(`--metrics_port must be a port 0..65535 (got ${String(port)})`);
+  }
+  const linger = pick<number>("metrics_linger", 0);
+  if (typeof linger !== "number" || !Number.isFinite(linger) || linger < 0) {
+    throw new ConfigError(`--metrics_linger must be seconds, 0 or more (got ${String(linger)})`);
+  }
+  return {
+    metricsPort: port ?? null,
+    metricsHost: String(pick("metrics_host", "127.0.0.1")),
+    metricsLingerMs: linger * 1000,
+  };
+}
 
 const LIST_FLAGS = new Set(["models", "servers"]);
 

@@ -1,6 +1,7 @@
 import { join } from "node:path";
 import { buildRunConfig, type CliArgs, type RunConfig } from "./config.js";
 import { ExitError, InterruptedError } from "./errors.js";
+import { countedProgress, serveMetrics } from "./metrics/run-metrics.js";
 import { asDiskFull } from "./output/diskfull.js";
 import { createProgress, type Progress } from "./progress.js";
 import { CHECKPOINT_FILE, type RunSummary, run } from "./run.js";
@@ -31,9 +32,15 @@ export async function main(args: CliArgs): Promise<number> {
   process.on("SIGTERM", onSignal);
   process.on("exit", onExit);
   let config: RunConfig | null = null;
+  let metrics: { close(): Promise<void> } | null = null;
   try {
     config = buildRunConfig(args, process.env);
-    progress = createProgress(config.progress);
+    progress = countedProgress(createProgress(config.progress));
+    if (config.metricsPort !== null) {
+      const served = await serveMetrics(config.metricsHost, config.metricsPort);
+      metrics = served;
+      progress.note(`metrics on http://${config.metricsHost}:${served.port}/metrics`);
+    }
     const summary = await run(config, {
       progress,
       signal: controller.signal,
@@ -43,6 +50,7 @@ export async function main(args: CliArgs): Promise<number> {
     });
     progress.stop();
     printSummary(config, summary);
+    if (metrics && config.metricsLingerMs > 0) await linger(config.metricsLingerMs);
     return 0;
   } catch (caught) {
     progress?.stop();
@@ -59,10 +67,26 @@ export async function main(args: CliArgs): Promise<number> {
     if (process.env.EMBED_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
     return 70;
   } finally {
+    await metrics?.close();
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
     process.off("exit", onExit);
   }
+}
+
+/** Keeps the metrics up after the run until the time is over or a signal says stop. */
+function linger(ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      process.off("SIGTERM", done);
+      process.off("SIGINT", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    process.once("SIGTERM", done);
+    process.once("SIGINT", done);
+  });
 }
 
 function printSummary(config: RunConfig, summary: RunSummary): void {

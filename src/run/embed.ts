@@ -1,13 +1,14 @@
 import { Committer } from "../checkpoint/committer.js";
 import type { Ledger } from "../checkpoint/ledger.js";
 import type { RunConfig } from "../config.js";
-import { Dispatcher, type WorkItem } from "../dispatch/dispatcher.js";
+import { Dispatcher, ServerRefusedError, type WorkItem } from "../dispatch/dispatcher.js";
 import { batchPayload } from "../dispatch/payload.js";
 import { openSession } from "../dispatch/servers.js";
 import { EmbedStream } from "../dispatch/stream.js";
 import type { Embeddings, ModelInfo } from "../gen/embedmulti/v1/inference.js";
 import type { RowReader } from "../input/rows.js";
 import type { CorpusIndex } from "../input/scan.js";
+import { RUN_METRICS } from "../metrics/run-metrics.js";
 import type { NpyMatrixFile } from "../output/npy.js";
 import type { Progress } from "../progress.js";
 import { checkBatch } from "../verify/batch-check.js";
@@ -80,6 +81,7 @@ export async function embed(
       },
       retried: (item, server, problem) => {
         ledger.addRetried(item.alias);
+        RUN_METRICS.retries.inc({ model: item.alias, reason: "check" });
         progress.note(
           `${describeBatch(item, corpus)}: the vectors from server ${server} failed the checks (${problem}); sending it again`,
         );
@@ -95,7 +97,10 @@ export async function embed(
         progress.advance(item.alias, item.rows.length);
       },
       describe: (item) => describeBatch(item, corpus),
-      attemptFailed: (item, attempts) => ledger.recordAttempts(item.alias, item.batchNo, attempts),
+      attemptFailed: (item, attempts) => {
+        RUN_METRICS.retries.inc({ model: item.alias, reason: "error" });
+        ledger.recordAttempts(item.alias, item.batchNo, attempts);
+      },
       serverChanged: (target, state, detail) => {
         // A probe refusal is a whole line of its own, naming the server.
         const refused = detail.startsWith(`server ${target} `);
@@ -113,7 +118,13 @@ export async function embed(
           config.serverTimeoutMs,
           signal,
         );
-        await pool.guard.check(fresh);
+        await pool.guard.check(fresh).catch((err: unknown) => {
+          RUN_METRICS.probeFailures.inc({
+            server: session.target,
+            outcome: err instanceof ServerRefusedError ? "refused" : "retry",
+          });
+          throw err;
+        });
         return fresh;
       },
     },
@@ -121,6 +132,7 @@ export async function embed(
     pool.waiting,
     { openStream: (session, onBroken) => new EmbedStream(session.connection, onBroken) },
   );
+  RUN_METRICS.watchServers(() => dispatcher.serverShares());
   let dispatchFailed = true;
   try {
     await dispatcher.run(items, signal);
