@@ -160,6 +160,11 @@ const described = yargs(hideBin(process.argv))
     type: "number",
     describe: "N shards, this one's index from JOB_COMPLETION_INDEX (a Kubernetes Indexed Job)",
   })
+  .option("resolve_interval", {
+    alias: "resolve-interval",
+    type: "number",
+    describe: `Seconds between resolutions of a dns:/// name during the run: new addresses join, vanished ones are drained [default: ${DEFAULTS.resolve_interval}]`,
+  })
   .option("metrics_port", {
     alias: "metrics-port",
     type: "number",

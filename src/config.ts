@@ -89,6 +89,8 @@ export interface RunConfig {
   readonly metricsHost: string;
   /** Seconds the metrics stay served after the run, so the final counts can be scraped. */
   readonly metricsLingerMs: number;
+  /** How often `dns:///` names are resolved again during the run. */
+  readonly resolveIntervalMs: number;
 }
 
 /** The flags as yargs hands them over: all optional, defaults applied here. */
@@ -126,6 +128,7 @@ export interface CliArgs {
   metrics_port?: number;
   metrics_host?: string;
   metrics_linger?: number;
+  resolve_interval?: number;
 }
 
 export const DEFAULTS = {
@@ -139,6 +142,7 @@ export const DEFAULTS = {
   batch_timeout: 120,
   server_timeout: 60,
   max_attempts: 4,
+  resolve_interval: 30,
   probe_tolerance: DEFAULT_PROBE_TOLERANCE,
   engine: "sentence-transformers",
   debug_dim: 384,
@@ -251,6 +255,9 @@ export function buildRunConfig(args: CliArgs, env: NodeJS.ProcessEnv): RunConfig
     progress: progress as ProgressMode,
     toolVersion: TOOL_VERSION,
     ...metricsSettings(pick),
+    resolveIntervalMs:
+      1000 *
+      positiveNumber("resolve_interval", pick("resolve_interval", DEFAULTS.resolve_interval)),
   };
 }
 

@@ -103,6 +103,9 @@ function printSummary(config: RunConfig, summary: RunSummary): void {
   const header = ["model", "rows", "embedded", "seconds", "rows/s", "truncated", "padding eff."];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ");
-  const out = [line(header), ...rows.map(line), `outputs in ${config.outputDir}`];
+  const fleet = (summary.membership ?? []).map(
+    (m) => `server ${m.target} ${m.change} after ${m.at} s`,
+  );
+  const out = [line(header), ...rows.map(line), ...fleet, `outputs in ${config.outputDir}`];
   process.stdout.write(`${out.join("\n")}\n`);
 }

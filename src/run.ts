@@ -1,3 +1,4 @@
+import { type Resolve, systemResolve } from "./backend/targets.js";
 import type { RunConfig } from "./config.js";
 import { RowReader } from "./input/rows.js";
 import { scanInput } from "./input/scan.js";
@@ -12,6 +13,7 @@ import { planWithServers } from "./run/plan.js";
 import { type ServerPool, startPool, stopPool } from "./run/pool.js";
 import { openCheckpoint, openMatrix, prepareOutputDir } from "./run/prepare.js";
 import { probePool } from "./run/probe.js";
+import type { Membership } from "./run/resolve-loop.js";
 import type { EmbeddedServer } from "./server/embedded.js";
 import { describeRange, shardCorpus, shardRange } from "./shard/shard.js";
 
@@ -24,6 +26,8 @@ export interface RunContext {
   readonly signal: AbortSignal;
   /** Called with the embedded server once it runs, so a signal handler can kill it. */
   readonly onEmbeddedServer?: (server: EmbeddedServer | null) => void;
+  /** How `dns:///` names are resolved, at the start and every --resolve_interval (tests inject one). */
+  readonly resolve?: Resolve;
 }
 
 /** The whole job: scan, plan, embed through the servers, checkpoint, finalize. */
@@ -51,6 +55,7 @@ async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary
   const reader = new RowReader(corpus);
   let pool: ServerPool | null = null;
   let failure: unknown = null;
+  const membership: Membership[] = [];
   try {
     const unfinished = models.filter((m) => !m.status.finalized);
     if (unfinished.length === 0) {
@@ -62,7 +67,7 @@ async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary
     // Matrices first: a lost one puts its batches back to work, which needs servers.
     for (const m of unfinished) if (m.stored) openMatrix(m, corpus.rows, ledger, progress);
     if (models.some((m) => needsServers(m.status))) {
-      pool = await startPool(config, progress, ctx.signal, ctx.onEmbeddedServer);
+      pool = await startPool(config, progress, ctx.signal, ctx.onEmbeddedServer, ctx.resolve);
       const { ready } = pool;
       await planWithServers(ready, models, ledger, config, reader, corpus, progress, ctx.signal);
     }
@@ -82,7 +87,19 @@ async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary
       const aliases = items.map((item) => item.alias);
       const probed = await probePool(pool, aliases, ledger, settings, progress);
       const servers = { ...probed, reference };
-      await embed(unfinished, items, servers, ledger, config, reader, corpus, progress, ctx.signal);
+      const fleet = { resolve: ctx.resolve ?? systemResolve, changes: membership };
+      await embed(
+        unfinished,
+        items,
+        servers,
+        ledger,
+        config,
+        reader,
+        corpus,
+        progress,
+        ctx.signal,
+        fleet,
+      );
     }
     await finalizeAll(
       unfinished,
@@ -93,7 +110,7 @@ async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary
       (Date.now() - startedAt) / 1000,
       progress,
     );
-    return summarize(models, config, resumed);
+    return { ...summarize(models, config, resumed), membership };
   } catch (err) {
     failure = err;
     throw err;

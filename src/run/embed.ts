@@ -1,10 +1,12 @@
-import type { LoadedModel, Vectors } from "../backend/types.js";
+import { backendForAddress } from "../backend/select.js";
+import { type Resolve, systemResolve } from "../backend/targets.js";
+import type { Backend, LoadedModel, Vectors } from "../backend/types.js";
 import { Committer } from "../checkpoint/committer.js";
 import type { Ledger } from "../checkpoint/ledger.js";
 import type { RunConfig } from "../config.js";
 import { Dispatcher, ServerRefusedError, type WorkItem } from "../dispatch/dispatcher.js";
 import { batchPayload } from "../dispatch/payload.js";
-import { openSession } from "../dispatch/servers.js";
+import { notYetSession, openSession } from "../dispatch/servers.js";
 import type { RowReader } from "../input/rows.js";
 import type { CorpusIndex } from "../input/scan.js";
 import { RUN_METRICS } from "../metrics/run-metrics.js";
@@ -12,7 +14,53 @@ import type { NpyMatrixFile } from "../output/npy.js";
 import type { Progress } from "../progress.js";
 import { checkBatch } from "../verify/batch-check.js";
 import { type ModelRun, storedModel } from "./model-run.js";
+import { connectionOptions } from "./pool.js";
 import type { ProbedPool, ProbeGuard } from "./probe.js";
+import { dnsTargets, type Membership, ResolveLoop } from "./resolve-loop.js";
+
+/** How the run follows `dns:///` names while it embeds, and what changed. */
+export interface Fleet {
+  readonly resolve: Resolve;
+  /** Filled with every server that joined or left. */
+  readonly changes: Membership[];
+}
+
+/**
+ * Re-resolves the run's `dns:///` targets every --resolve_interval: a new
+ * address becomes a server (opened, health-checked, probed by the
+ * dispatcher's reopen hook, then given work); a vanished one is drained.
+ */
+function followNames(
+  config: RunConfig,
+  pool: EmbedServers,
+  fleet: Fleet,
+  progress: Progress,
+  dispatcher: Dispatcher,
+  joined: Backend[],
+): ResolveLoop {
+  const fixed = new Set(config.servers.filter((t) => !t.startsWith("dns:///")));
+  const initial = [...pool.ready, ...pool.waiting]
+    .map((s) => s.target)
+    .filter((t) => !fixed.has(t));
+  const loop = new ResolveLoop(
+    dnsTargets(config.servers),
+    initial,
+    fleet.resolve,
+    config.resolveIntervalMs,
+    {
+      join: (address, authority) => {
+        const backend = backendForAddress(address, authority, connectionOptions(config));
+        joined.push(backend);
+        dispatcher.addServer(notYetSession(backend));
+      },
+      leave: (address) => dispatcher.removeServer(address),
+      note: (line) => progress.note(line),
+    },
+    fleet.changes,
+  );
+  loop.start();
+  return loop;
+}
 
 /** The pending batches of the models still to embed, in model order. */
 export function pendingWork(runs: readonly ModelRun[], ledger: Ledger): WorkItem[] {
@@ -47,6 +95,7 @@ export async function embed(
   corpus: CorpusIndex,
   progress: Progress,
   signal: AbortSignal,
+  fleet: Fleet = { resolve: systemResolve, changes: [] },
 ): Promise<void> {
   const byAlias = new Map(runs.map((r) => [r.model.alias, r]));
   const matrices = new Map<string, NpyMatrixFile>();
@@ -131,11 +180,15 @@ export async function embed(
     pool.waiting,
   );
   RUN_METRICS.watchServers(() => dispatcher.serverShares());
+  const joined: Backend[] = [];
+  const loop = followNames(config, pool, fleet, progress, dispatcher, joined);
   let dispatchFailed = true;
   try {
     await dispatcher.run(items, signal);
     dispatchFailed = false;
   } finally {
+    await loop.stop();
+    for (const backend of joined) backend.close();
     // A flush failure must not hide the error that stopped the run.
     await committer.flush().catch((err: unknown) => {
       if (!dispatchFailed) throw err;

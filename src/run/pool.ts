@@ -1,5 +1,6 @@
-import { createBackends } from "../backend/select.js";
-import type { Backend } from "../backend/types.js";
+import { BACKEND_KINDS, createBackends } from "../backend/select.js";
+import type { Resolve } from "../backend/targets.js";
+import type { Backend, ConnectionOptions } from "../backend/types.js";
 import type { RunConfig } from "../config.js";
 import {
   notYetSession,
@@ -26,6 +27,7 @@ export async function startPool(
   progress: Progress,
   signal: AbortSignal,
   onEmbeddedServer?: (server: EmbeddedServer | null) => void,
+  resolve?: Resolve,
 ): Promise<ServerPool> {
   let embedded: EmbeddedServer | null = null;
   if (config.servers.length === 0) {
@@ -35,11 +37,12 @@ export async function startPool(
   }
   try {
     const targets = embedded ? [embedded.target] : config.servers;
-    const backends = await createBackends(targets, {
-      tls: config.tls,
-      authToken: config.authToken,
-      maxMessageBytes: 256 * 1024 * 1024,
-    });
+    const backends = await createBackends(
+      targets,
+      connectionOptions(config),
+      BACKEND_KINDS,
+      resolve,
+    );
     const open = (b: Backend) =>
       openSession(b, config.models, config.device, config.serverTimeoutMs, signal);
     // A session with no models yet: the dispatcher reopens it when it comes up.
@@ -54,6 +57,11 @@ export async function startPool(
     await stopPool({ ready: [], waiting: [], embedded }, onEmbeddedServer);
     throw err;
   }
+}
+
+/** How the run connects to its servers (also those that join later). */
+export function connectionOptions(config: RunConfig): ConnectionOptions {
+  return { tls: config.tls, authToken: config.authToken, maxMessageBytes: 256 * 1024 * 1024 };
 }
 
 /** Closes every connection and stops the embedded server. */

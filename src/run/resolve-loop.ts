@@ -1,13 +1,6 @@
-import { lookup } from "node:dns/promises";
+import type { Resolve } from "../backend/targets.js";
 
-/** The addresses of a host name (IPv6 in brackets), as a resolver answers. */
-export type Resolve = (host: string) => Promise<string[]>;
-
-/** The system resolver (getaddrinfo: /etc/hosts, then DNS), every address. */
-export const systemResolve: Resolve = async (host) => {
-  const answers = await lookup(host, { all: true });
-  return answers.map((a) => (a.family === 6 ? `[${a.address}]` : a.address));
-};
+export type { Resolve } from "../backend/targets.js";
 
 /** A server that came or went during the run, for the summary. */
 export interface Membership {
@@ -53,7 +46,6 @@ export class ResolveLoop {
   private readonly known = new Set<string>();
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<void> | null = null;
-  readonly changes: Membership[] = [];
   private readonly startedAt = Date.now();
 
   constructor(
@@ -63,6 +55,8 @@ export class ResolveLoop {
     private readonly resolve: Resolve,
     private readonly intervalMs: number,
     private readonly hooks: ResolveHooks,
+    /** Every join and leave, in order (the run's summary reads it). */
+    readonly changes: Membership[] = [],
   ) {
     for (const a of initial) this.known.add(a);
   }
