@@ -14,6 +14,7 @@ import {
 import { readAuthToken } from "./config/token.js";
 import { ConfigError } from "./errors.js";
 import { isOutputDtype, OUTPUT_DTYPES, type OutputDtype } from "./output/dtype.js";
+import { embeddedDevices } from "./server/devices.js";
 import { parseShard, type ShardSpec, shardDir } from "./shard/shard.js";
 import { DEFAULT_PROBE_TOLERANCE } from "./verify/probe.js";
 
@@ -59,8 +60,10 @@ export interface RunConfig {
   readonly maxWorkers: number;
   /** Paragraphs between durable checkpoints. */
   readonly checkpointInterval: number;
-  /** "" = the server's default. */
+  /** The device models are loaded on (LoadModel); "" = each server's default (also with several local devices). */
   readonly device: string;
+  /** The embedded servers' devices, one server each (--device cuda = every visible GPU); [""] = one, its default. */
+  readonly localDevices: readonly string[];
   /** "" = each model's own (auto). */
   readonly dtype: string;
   /** Remote servers; empty = start the embedded local server. */
@@ -228,7 +231,7 @@ export function buildRunConfig(args: CliArgs, env: NodeJS.ProcessEnv): RunConfig
       "checkpoint_interval",
       pick("checkpoint_interval", DEFAULTS.checkpoint_interval),
     ),
-    device: pick("device", ""),
+    ...devices(pick("device", ""), servers.length > 0),
     dtype,
     servers,
     embedded: {
@@ -262,6 +265,24 @@ export function buildRunConfig(args: CliArgs, env: NodeJS.ProcessEnv): RunConfig
 }
 
 export const TOOL_VERSION = "0.1.0";
+
+/**
+ * With no --servers, one embedded server per device: `cuda` is every visible
+ * GPU, `cuda:0,cuda:2` those; each server then loads on its own device. Remote
+ * servers take one device for all.
+ */
+function devices(device: string, remote: boolean): Pick<RunConfig, "device" | "localDevices"> {
+  if (remote) {
+    if (device.includes(",")) {
+      throw new ConfigError(
+        `--device ${device}: a list starts one local server per device; with --servers give one device (or none)`,
+      );
+    }
+    return { device, localDevices: [""] };
+  }
+  const localDevices = embeddedDevices(device);
+  return { device: localDevices.length > 1 ? "" : device, localDevices };
+}
 
 function metricsSettings(
   pick: <T>(key: keyof CliArgs & string, fallback: T) => T,

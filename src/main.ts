@@ -14,12 +14,12 @@ import type { EmbeddedServer } from "./server/embedded.js";
  */
 export async function main(args: CliArgs): Promise<number> {
   let progress: Progress | null = null;
-  let embedded: EmbeddedServer | null = null;
+  let embedded: readonly EmbeddedServer[] = [];
   const controller = new AbortController();
   const onSignal = (signal: NodeJS.Signals) => {
     if (controller.signal.aborted) {
       // A second Ctrl-C: the user means it.
-      embedded?.killNow();
+      for (const e of embedded) e.killNow();
       process.exit(signal === "SIGINT" ? 130 : 143);
     }
     progress?.note(`${signal}: stopping, keeping what is done`);
@@ -27,7 +27,9 @@ export async function main(args: CliArgs): Promise<number> {
       new InterruptedError(signal, "what is done is kept: run the same command again to resume"),
     );
   };
-  const onExit = () => embedded?.killNow();
+  const onExit = () => {
+    for (const e of embedded) e.killNow();
+  };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
   process.on("exit", onExit);
@@ -44,8 +46,8 @@ export async function main(args: CliArgs): Promise<number> {
     const summary = await run(config, {
       progress,
       signal: controller.signal,
-      onEmbeddedServer: (server) => {
-        embedded = server;
+      onEmbeddedServer: (servers) => {
+        embedded = servers;
       },
     });
     progress.stop();

@@ -24,8 +24,8 @@ export { CHECKPOINT_FILE } from "./run/prepare.js";
 export interface RunContext {
   readonly progress: Progress;
   readonly signal: AbortSignal;
-  /** Called with the embedded server once it runs, so a signal handler can kill it. */
-  readonly onEmbeddedServer?: (server: EmbeddedServer | null) => void;
+  /** Called with the embedded servers once they run (and [] once stopped), so a signal handler can kill them. */
+  readonly onEmbeddedServer?: (servers: readonly EmbeddedServer[]) => void;
   /** How `dns:///` names are resolved, at the start and every --resolve_interval (tests inject one). */
   readonly resolve?: Resolve;
 }
