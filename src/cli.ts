@@ -2,7 +2,7 @@ import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
 import { withHelpAndVersion } from "./cli-help.js";
 import { type CliArgs, DEFAULTS } from "./config.js";
-import { main } from "./main.js";
+import { guarded, main } from "./main.js";
 import { mergeMain } from "./merge/cli.js";
 import { verifyMain } from "./verify/cli.js";
 
@@ -204,9 +204,9 @@ const parser = withHelpAndVersion(described).fail((message, err) => {
 
 const argv = hideBin(process.argv);
 if (argv[0] === "verify") {
-  process.exitCode = await verifyMain(argv.slice(1));
+  process.exitCode = await guarded("embed-multi verify", () => verifyMain(argv.slice(1)));
 } else if (argv[0] === "merge") {
-  process.exitCode = await mergeMain(argv.slice(1));
+  process.exitCode = await guarded("embed-multi merge", () => mergeMain(argv.slice(1)));
 } else {
   const args = (await parser.parseAsync()) as unknown as CliArgs;
   process.exitCode = await main(args);

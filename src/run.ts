@@ -14,6 +14,7 @@ import { type ServerPool, startPool, stopPool } from "./run/pool.js";
 import { openCheckpoint, openMatrix, prepareOutputDir } from "./run/prepare.js";
 import { probePool } from "./run/probe.js";
 import type { Membership } from "./run/resolve-loop.js";
+import type { RunState } from "./run/state.js";
 import type { EmbeddedServer } from "./server/embedded.js";
 import { describeRange, shardCorpus, shardRange } from "./shard/shard.js";
 
@@ -53,6 +54,7 @@ async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary
   const { ledger, models, existed } = openCheckpoint(config, corpus, progress);
   const startedAt = Date.now();
   const reader = new RowReader(corpus);
+  const state: RunState = { config, ledger, reader, corpus, progress, signal: ctx.signal };
   let pool: ServerPool | null = null;
   let failure: unknown = null;
   const membership: Membership[] = [];
@@ -69,7 +71,7 @@ async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary
     if (models.some((m) => needsServers(m.status))) {
       pool = await startPool(config, progress, ctx.signal, ctx.onEmbeddedServer, ctx.resolve);
       const { ready } = pool;
-      await planWithServers(ready, models, ledger, config, reader, corpus, progress, ctx.signal);
+      await planWithServers(state, models, ready);
     }
     for (const m of unfinished) if (!m.matrix) openMatrix(m, corpus.rows, ledger, progress);
 
@@ -88,28 +90,9 @@ async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary
       const probed = await probePool(pool, aliases, ledger, settings, progress);
       const servers = { ...probed, reference };
       const fleet = { resolve: ctx.resolve ?? systemResolve, changes: membership };
-      await embed(
-        unfinished,
-        items,
-        servers,
-        ledger,
-        config,
-        reader,
-        corpus,
-        progress,
-        ctx.signal,
-        fleet,
-      );
+      await embed(state, unfinished, items, servers, fleet);
     }
-    await finalizeAll(
-      unfinished,
-      ledger,
-      config,
-      reader,
-      corpus,
-      (Date.now() - startedAt) / 1000,
-      progress,
-    );
+    await finalizeAll(state, unfinished, (Date.now() - startedAt) / 1000);
     return { ...summarize(models, config, resumed), membership };
   } catch (err) {
     failure = err;

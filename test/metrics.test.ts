@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
-import { PROBE_TEXTS } from "../src/verify/probe-texts.js";
+import { PROBE_TEXTS } from "../src/checks/probe-texts.js";
 import { cliArgs } from "./cli-args.js";
 import { corpusSlice, inputDir, sleep, spawnCli, withServer } from "./helpers.js";
 

@@ -1,17 +1,13 @@
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { OUTPUT_FORMATS, type OutputFormat } from "../config.js";
+import { isComplete } from "../checks/complete.js";
 import { ExitError } from "../errors.js";
 import { RowReader } from "../input/rows.js";
 import { type CorpusIndex, scanInput } from "../input/scan.js";
 import { partialPath, writeFileAtomic } from "../output/atomic.js";
 import type { OutputDtype } from "../output/dtype.js";
-import {
-  finalizeModel,
-  isComplete,
-  type OutputPaths,
-  type OutputSpec,
-} from "../output/finalize.js";
+import { finalizeModel, type OutputPaths, type OutputSpec } from "../output/finalize.js";
+import { OUTPUT_FORMATS, type OutputFormat } from "../output/formats.js";
 import { withFolderLock } from "../output/lock.js";
 import { type MetadataBody, type ModelMetadata, quantization } from "../output/metadata.js";
 import { NpyMatrixFile } from "../output/npy.js";
