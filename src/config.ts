@@ -20,6 +20,8 @@ import { readAuthToken } from "./config/token.js";
 import { ConfigError } from "./errors.js";
 import { isOutputDtype, OUTPUT_DTYPES, type OutputDtype } from "./output/dtype.js";
 import { OUTPUT_FORMATS, type OutputFormat } from "./output/formats.js";
+import { embeddedDevices } from "./server/devices.js";
+import { parseShard, type ShardSpec, shardDir } from "./shard/shard.js";
 
 export type { ModelSpec } from "./config/registry.js";
 
@@ -74,7 +76,10 @@ function isLocalEngine(name: string): name is LocalEngine {
 
 export interface RunConfig {
   readonly inputFile: string;
+  /** Where this run's checkpoint and outputs go: a shard's own folder when sharded. */
   readonly outputDir: string;
+  /** --shard K/N (or --num_shards with JOB_COMPLETION_INDEX); null = the whole input. */
+  readonly shard: ShardSpec | null;
   readonly models: readonly RunModel[];
   readonly batchSize: number;
   /** Tokens (padded) per batch at most; 0 = no token budget. */
@@ -85,8 +90,10 @@ export interface RunConfig {
   readonly maxWorkers: number;
   /** Paragraphs between durable checkpoints. */
   readonly checkpointInterval: number;
-  /** "" = the server's default. */
+  /** The device models are loaded on (LoadModel); "" = each server's default (also with several local devices). */
   readonly device: string;
+  /** The embedded servers' devices, one server each (--device cuda = every visible GPU); [""] = one, its default. */
+  readonly localDevices: readonly string[];
   /** "" = each model's own (auto). */
   readonly dtype: string;
   /** Remote servers; empty = start the embedded local server. */
@@ -112,6 +119,13 @@ export interface RunConfig {
   readonly testDiskFullAfterRows: number;
   readonly progress: ProgressMode;
   readonly toolVersion: string;
+  /** Prometheus /metrics on this port (0 picks a free one); null = not served. */
+  readonly metricsPort: number | null;
+  readonly metricsHost: string;
+  /** Seconds the metrics stay served after the run, so the final counts can be scraped. */
+  readonly metricsLingerMs: number;
+  /** How often `dns:///` names are resolved again during the run. */
+  readonly resolveIntervalMs: number;
 }
 
 /** The flags as yargs hands them over: all optional, defaults applied here. */
@@ -146,6 +160,12 @@ export interface CliArgs {
   progress?: string;
   max_request_inputs?: number;
   max_request_tokens?: number;
+  shard?: string;
+  num_shards?: number;
+  metrics_port?: number;
+  metrics_host?: string;
+  metrics_linger?: number;
+  resolve_interval?: number;
 }
 
 export const DEFAULTS = {
@@ -159,6 +179,7 @@ export const DEFAULTS = {
   batch_timeout: 120,
   server_timeout: 60,
   max_attempts: 4,
+  resolve_interval: 30,
   probe_tolerance: DEFAULT_PROBE_TOLERANCE,
   engine: "sentence-transformers",
   debug_dim: 384,
@@ -212,11 +233,23 @@ export function buildRunConfig(args: CliArgs, env: NodeJS.ProcessEnv): RunConfig
   if (!["auto", "bar", "log", "none"].includes(progress)) {
     throw new ConfigError(`--progress must be auto, bar, log or none (got "${progress}")`);
   }
+  const shard = parseShard(
+    pick<string | undefined>("shard", undefined),
+    pick<number | undefined>("num_shards", undefined),
+    env,
+  );
+  if (shard && !(outputFormat.includes("npy") && outputDtype === "float32")) {
+    // int8/uint8 ranges must be the same for every shard: only the merge sees them all.
+    throw new ConfigError(
+      `a shard writes a float32 .npy for the merge (got --output_format ${outputFormat.join(",")} --output_dtype ${outputDtype}); pass the formats and dtype you want to embed-multi merge`,
+    );
+  }
   const reach = serverFlags(pick, env, file.serving);
 
   return {
     inputFile: resolve(inputFile),
-    outputDir: resolve(outputDir),
+    outputDir: shard ? shardDir(resolve(outputDir), shard) : resolve(outputDir),
+    shard,
     models: applyTruncateDim(
       applyDtype(models, dtype),
       nonNegativeInt("truncate_dim", pick("truncate_dim", 0), "or 0 for the full dimension"),
@@ -234,7 +267,7 @@ export function buildRunConfig(args: CliArgs, env: NodeJS.ProcessEnv): RunConfig
       "checkpoint_interval",
       pick("checkpoint_interval", DEFAULTS.checkpoint_interval),
     ),
-    device: pick("device", ""),
+    ...devices(pick("device", ""), reach.servers.length > 0),
     dtype,
     servers: reach.servers,
     openai: reach.openai,
@@ -253,10 +286,50 @@ export function buildRunConfig(args: CliArgs, env: NodeJS.ProcessEnv): RunConfig
     testDiskFullAfterRows: Number.parseInt(env.EMBED_TEST_DISK_FULL_AFTER_ROWS ?? "", 10) || 0,
     progress: progress as ProgressMode,
     toolVersion: TOOL_VERSION,
+    ...metricsSettings(pick),
+    resolveIntervalMs:
+      1000 *
+      positiveNumber("resolve_interval", pick("resolve_interval", DEFAULTS.resolve_interval)),
   };
 }
 
 export const TOOL_VERSION = "0.1.0";
+
+/**
+ * With no --servers, one embedded server per device: `cuda` is every visible
+ * GPU, `cuda:0,cuda:2` those; each server then loads on its own device. Remote
+ * servers take one device for all.
+ */
+function devices(device: string, remote: boolean): Pick<RunConfig, "device" | "localDevices"> {
+  if (remote) {
+    if (device.includes(",")) {
+      throw new ConfigError(
+        `--device ${device}: a list starts one local server per device; with --servers give one device (or none)`,
+      );
+    }
+    return { device, localDevices: [""] };
+  }
+  const localDevices = embeddedDevices(device);
+  return { device: localDevices.length > 1 ? "" : device, localDevices };
+}
+
+function metricsSettings(
+  pick: <T>(key: keyof CliArgs & string, fallback: T) => T,
+): Pick<RunConfig, "metricsPort" | "metricsHost" | "metricsLingerMs"> {
+  const port = pick<number | undefined>("metrics_port", undefined);
+  if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) {
+    throw new ConfigError(`--metrics_port must be a port 0..65535 (got ${String(port)})`);
+  }
+  const linger = pick<number>("metrics_linger", 0);
+  if (typeof linger !== "number" || !Number.isFinite(linger) || linger < 0) {
+    throw new ConfigError(`--metrics_linger must be seconds, 0 or more (got ${String(linger)})`);
+  }
+  return {
+    metricsPort: port ?? null,
+    metricsHost: String(pick("metrics_host", "127.0.0.1")),
+    metricsLingerMs: linger * 1000,
+  };
+}
 
 type ServerFlagName =
   | "servers"

@@ -1,3 +1,4 @@
+import { type Resolve, systemResolve } from "./backend/targets.js";
 import type { RunConfig } from "./config.js";
 import { InterruptedError } from "./errors.js";
 import { RowReader } from "./input/rows.js";
@@ -14,8 +15,10 @@ import { planWithServers } from "./run/plan.js";
 import { type ServerPool, startPool, stopPool } from "./run/pool.js";
 import { openCheckpoint, openMatrix, prepareOutputDir, runPaths } from "./run/prepare.js";
 import { probePool } from "./run/probe.js";
+import type { Membership } from "./run/resolve-loop.js";
 import type { RunState } from "./run/state.js";
 import type { EmbeddedServer } from "./server/embedded.js";
+import { describeRange, shardCorpus, shardRange } from "./shard/shard.js";
 
 export type { ModelSummary, RunSummary } from "./run/finalize.js";
 export { CHECKPOINT_FILE } from "./run/prepare.js";
@@ -24,8 +27,10 @@ export { CHECKPOINT_FILE } from "./run/prepare.js";
 export interface RunContext {
   readonly progress: Progress;
   readonly signal: AbortSignal;
-  /** Called with the embedded server once it runs, so a signal handler can kill it. */
-  readonly onEmbeddedServer?: (server: EmbeddedServer | null) => void;
+  /** Called with the embedded servers once they run (and [] once stopped), so a signal handler can kill them. */
+  readonly onEmbeddedServer?: (servers: readonly EmbeddedServer[]) => void;
+  /** How `dns:///` names are resolved, at the start and every --resolve_interval (tests inject one). */
+  readonly resolve?: Resolve;
 }
 
 /** The whole job: scan, plan, embed through the servers, checkpoint, finalize. */
@@ -45,10 +50,12 @@ async function runLocked(
   prepareOutputDir(config.outputDir);
   // Stores a killed run left: a resumed run sends texts.
   removeTokenStores(config.outputDir);
-  const corpus = await scanInput(config.inputFile, {
+  const whole = await scanInput(config.inputFile, {
     maxTextChars: config.maxTextChars,
     skipInvalid: config.skipInvalid,
   });
+  const corpus = config.shard ? shardCorpus(whole, shardRange(config.shard, whole.rows)) : whole;
+  if (corpus.shard) progress.note(describeRange(corpus.shard));
   if (corpus.skipped.length > 0) {
     progress.note(`skipped ${corpus.skipped.length} invalid lines (listed in the metadata)`);
   }
@@ -58,6 +65,7 @@ async function runLocked(
   const state: RunState = { config, ledger, reader, corpus, progress, signal: ctx.signal };
   let pool: ServerPool | null = null;
   let failure: unknown = null;
+  const membership: Membership[] = [];
   try {
     const unfinished = models.filter((m) => !m.status.finalized);
     if (unfinished.length === 0) {
@@ -69,7 +77,7 @@ async function runLocked(
     // Matrices first: a lost one puts its batches back to work, which needs servers.
     for (const m of unfinished) if (m.stored) openMatrix(m, corpus.rows, ledger, progress);
     if (models.some((m) => needsServers(m.status))) {
-      pool = await startPool(config, progress, ctx.signal, ctx.onEmbeddedServer);
+      pool = await startPool(config, progress, ctx.signal, ctx.onEmbeddedServer, ctx.resolve);
       const { ready } = pool;
       await planWithServers(state, models, ready);
     }
@@ -89,10 +97,11 @@ async function runLocked(
       const aliases = items.map((item) => item.alias);
       const probed = await probePool(pool, aliases, ledger, settings, progress);
       const servers = { ...probed, reference };
-      await embed(state, unfinished, items, servers);
+      const fleet = { resolve: ctx.resolve ?? systemResolve, changes: membership };
+      await embed(state, unfinished, items, servers, fleet);
     }
     await finalizeAll(state, unfinished, (Date.now() - startedAt) / 1000, checkLock);
-    return summarize(models, config, resumed);
+    return { ...summarize(models, config, resumed), membership };
   } catch (err) {
     failure = err;
     // A model whose batches are all done gets its outputs even when another stops the run;

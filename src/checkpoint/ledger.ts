@@ -296,6 +296,22 @@ export class Ledger extends LedgerReader {
     );
   }
 
+  /** A free-form setting of the checkpoint (e.g. the shard it holds), or null. */
+  metaValue(key: string): string | null {
+    const row = this.db.prepare("SELECT value FROM meta WHERE key = ?").get(key) as
+      | { value: string }
+      | undefined;
+    return row ? row.value : null;
+  }
+
+  setMetaValue(key: string, value: string): void {
+    this.db
+      .prepare(
+        "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+      )
+      .run(key, value);
+  }
+
   addProcessingTime(seconds: number): void {
     this.write.addTime.run(seconds);
   }

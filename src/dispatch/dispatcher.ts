@@ -143,12 +143,19 @@ export class Dispatcher {
   }
 
   /** Rows each server has embedded this run, and its state. */
-  serverShares(): { target: string; state: ServerState; rows: number; detail: string }[] {
+  serverShares(): {
+    target: string;
+    state: ServerState;
+    rows: number;
+    detail: string;
+    inFlight: number;
+  }[] {
     return this.slots.map((s) => ({
       target: s.target,
       state: s.state,
       rows: s.rowsDone,
       detail: s.lastError,
+      inFlight: s.inFlight.size,
     }));
   }
 

@@ -71,6 +71,27 @@ export interface ModelMetadata {
   tool_version: string;
   /** sha256 and size of every output file but the metadata, by file name. */
   files: Record<string, FileDigest>;
+  /** A shard's run: which rows of the input it holds, and how the input was scanned (for the merge). */
+  shard?: ShardMetadata;
+  /** A merge's output: the shards it was made from. */
+  merged_from?: MergedFrom;
+}
+
+export interface ShardMetadata {
+  index: number;
+  count: number;
+  first_row: number;
+  rows: number;
+  total_rows: number;
+  skip_invalid: boolean;
+  max_text_chars: number;
+}
+
+export interface MergedFrom {
+  shards: number;
+  folders: string[];
+  /** Where int8/uint8 ranges came from: "all shards" (computed at the merge) or a file. */
+  ranges_from: string | null;
 }
 
 export type BackendRecord =
@@ -160,6 +181,19 @@ export function buildMetadata(x: MetadataInputs): MetadataBody {
     finished_at: new Date().toISOString(),
     tool: "embed-multi",
     tool_version: x.config.toolVersion,
+    ...(x.corpus.shard
+      ? {
+          shard: {
+            index: x.corpus.shard.index,
+            count: x.corpus.shard.count,
+            first_row: x.corpus.shard.firstRow,
+            rows: x.corpus.shard.rows,
+            total_rows: x.corpus.shard.totalRows,
+            skip_invalid: x.config.skipInvalid,
+            max_text_chars: x.config.maxTextChars,
+          },
+        }
+      : {}),
   };
 }
 
@@ -173,7 +207,7 @@ const RULES: Record<OutputDtype, string | null> = {
   ubinary: "numpy.packbits(x > 0): 8 dimensions per byte, the first in the high bit",
 };
 
-function quantization(dtype: OutputDtype, ranges: Ranges | null): QuantizationInfo | null {
+export function quantization(dtype: OutputDtype, ranges: Ranges | null): QuantizationInfo | null {
   const rule = RULES[dtype];
   if (rule === null) return null;
   return {

@@ -5,6 +5,7 @@ import { buildMetadata } from "../output/metadata.js";
 import { paddingEfficiency } from "../plan/planner.js";
 import { checkCoverage } from "./coverage.js";
 import { activeSeconds, allBatchesDone, type ModelRun, refresh, storedModel } from "./model-run.js";
+import type { Membership } from "./resolve-loop.js";
 import type { RunState } from "./state.js";
 
 export interface ModelSummary {
@@ -22,6 +23,8 @@ export interface RunSummary {
   readonly models: ModelSummary[];
   readonly resumed: boolean;
   readonly nothingToDo: boolean;
+  /** Servers that joined or left during the run (re-resolved dns:/// names). */
+  readonly membership?: readonly Membership[];
 }
 
 /** Writes the final files of every model whose batches are all done, then marks it finalized. */

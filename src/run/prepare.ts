@@ -19,6 +19,7 @@ import { ensureWritableDir } from "../output/output-dir.js";
 import { restartFiles } from "../output/own-files.js";
 import { tokenStorePaths } from "../plan/tokens.js";
 import type { Progress } from "../progress.js";
+import { checkShardCheckpoint } from "../shard/shard.js";
 import { allBatchesDone, type ModelRun, refresh, storedModel } from "./model-run.js";
 
 export const CHECKPOINT_FILE = "embed-multi.checkpoint.sqlite";
@@ -54,6 +55,8 @@ export function openCheckpoint(
   const ledger = Ledger.open(checkpointPath);
   try {
     const stored = ledger.input();
+    // Before the input check: a shard's rows differ from the whole input's, and that is the news.
+    checkShardCheckpoint(ledger, corpus.shard, stored !== null);
     if (stored) {
       checkSameInput(stored, corpus);
       checkSameModels(ledger.models(), config.models);
