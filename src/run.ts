@@ -12,6 +12,7 @@ import { planWithServers } from "./run/plan.js";
 import { type ServerPool, startPool, stopPool } from "./run/pool.js";
 import { openCheckpoint, openMatrix, prepareOutputDir } from "./run/prepare.js";
 import { probePool } from "./run/probe.js";
+import { copyReusedRows } from "./run/reuse.js";
 import type { EmbeddedServer } from "./server/embedded.js";
 
 export type { ModelSummary, RunSummary } from "./run/finalize.js";
@@ -68,6 +69,7 @@ async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary
     const items = pendingWork(unfinished, ledger);
     const resumed = noteResume(models, existed, progress);
     for (const m of unfinished) progress.addModel(m.model.alias, m.status.rows, m.status.doneRows);
+    copyReusedRows(unfinished, ledger, config, progress);
     if (items.length > 0) {
       const reference = pool?.ready[0]?.models;
       if (!pool || !reference) throw new Error("batches left but no server was started");

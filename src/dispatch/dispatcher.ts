@@ -18,6 +18,8 @@ export interface WorkItem {
   readonly rows: Uint32Array;
   /** Failed attempts in earlier runs (the dispatcher counts this run's). */
   readonly priorAttempts: number;
+  /** Rows that take the vectors of rows of the batch: uint32 pairs (row, index in rows). */
+  readonly followers?: Uint32Array;
 }
 
 /** One server's stream of batches (EmbedStream; a fake in tests). */

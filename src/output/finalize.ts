@@ -19,6 +19,8 @@ export interface OutputPaths {
   readonly jsonl: string;
   readonly parquet: string;
   readonly metadata: string;
+  /** Each row's content hash (src/reuse/hashes.ts): what a later run reuses rows by. */
+  readonly hashes: string;
   /** Where the float32 matrix lives while it is being filled (the checkpoint's copy). */
   readonly workingNpy: string;
 }
@@ -33,6 +35,7 @@ export function outputPaths(outputDir: string, model: RunModel): OutputPaths {
     jsonl: `${base}.jsonl`,
     parquet: `${base}.parquet`,
     metadata: `${base}.metadata.json`,
+    hashes: `${base}.hashes`,
     workingNpy: partialPath(`${base}.npy`),
   };
 }
@@ -53,7 +56,7 @@ export function finalFiles(paths: OutputPaths, spec: OutputSpec): string[] {
 
 /** Every file a model may leave in the output folder, finished or not (for --restart). */
 export function allFiles(paths: OutputPaths): string[] {
-  const finals = [paths.npy, paths.jsonl, paths.parquet, paths.metadata];
+  const finals = [paths.npy, paths.jsonl, paths.parquet, paths.hashes, paths.metadata];
   return [...finals, ...finals.map(partialPath), compactTemp(paths)];
 }
 
@@ -103,6 +106,8 @@ export async function finalizeModel(
   reader: RowReader,
   alias: string,
   metadata: (outputs: FinalizedOutputs) => MetadataBody,
+  /** Files written beside the vectors before this call (the row hashes): listed and hashed too. */
+  extraFiles: readonly string[] = [],
 ): Promise<void> {
   try {
     const dtype = spec.outputDtype;
@@ -144,7 +149,7 @@ export async function finalizeModel(
       files.push(entry("npy"));
     }
     files.sort((a, b) => formats.indexOf(a.format) - formats.indexOf(b.format));
-    const outputs = finalFiles(paths, spec);
+    const outputs = [...finalFiles(paths, spec), ...extraFiles];
     // Hashed under their final names, so the digests are of what stays.
     const complete: ModelMetadata = {
       ...metadata({ outputs, files, ranges, jsonlSeconds }),

@@ -72,6 +72,7 @@ export function openCheckpoint(
         matrix: null,
         window: null,
         rowsThisRun: 0,
+        rowsCopiedThisRun: 0,
         store: null,
       }),
     );
