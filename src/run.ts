@@ -110,9 +110,13 @@ async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary
 
 /** Says how far a resumed run had come; whether it is one. */
 function noteResume(models: readonly ModelRun[], existed: boolean, progress: Progress): boolean {
-  const done = models.reduce((n, m) => n + m.status.doneBatches, 0);
-  if (!existed || done === 0) return false;
-  const total = models.reduce((n, m) => n + m.status.batches, 0);
-  progress.note(`resuming: ${done} of ${total} batches done`);
+  const sum = (f: (m: ModelRun) => number) => models.reduce((n, m) => n + f(m), 0);
+  const done = sum((m) => m.status.doneBatches);
+  const copied = sum((m) => m.status.doneCopies);
+  if (!existed || done + copied === 0) return false;
+  const total = sum((m) => m.status.batches);
+  const copies = sum((m) => m.status.copies);
+  const jobs = copies > 0 ? ` and ${copied} of ${copies} copy jobs` : "";
+  progress.note(`resuming: ${done} of ${total} batches${jobs} done`);
   return true;
 }

@@ -23,7 +23,7 @@ export interface ReuseDecision {
 export function decideRows(
   model: RunModel,
   identity: ModelIdentity,
-  config: Pick<RunConfig, "reuse" | "dedupe" | "outputDir">,
+  config: Pick<RunConfig, "reuse" | "dedupe" | "outputDir" | "checkpointInterval">,
   reader: RowReader,
   rows: number,
   progress: Progress,
@@ -40,6 +40,8 @@ export function decideRows(
     hashes,
     config.dedupe,
     used.map((s) => s.hashes),
+    // A job is marked done at once: jobs of the checkpoint interval keep its promise.
+    config.checkpointInterval,
   );
   const sources = used.map((s, sourceNo) => ({
     sourceNo,

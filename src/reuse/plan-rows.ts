@@ -4,7 +4,7 @@ import type { PlannedBatch } from "../plan/planner.js";
 import { HashIndex } from "./hash-index.js";
 import { HASH_BYTES } from "./hashes.js";
 
-/** Rows per copy job: one fsync and one ledger mark per job at most. */
+/** Most rows per copy job (fewer with a shorter checkpoint interval): one ledger row each. */
 export const COPY_ROWS = 4096;
 /** Source hashes read at a time: the sources are streamed, never held. */
 const SOURCE_CHUNK_ROWS = 65_536;
@@ -33,7 +33,10 @@ export function planRows(
   hashes: Buffer,
   dedupe: boolean,
   sourceHashFiles: readonly string[],
+  /** Rows per copy job, at most COPY_ROWS. */
+  jobRows = COPY_ROWS,
 ): RowPlan {
+  const perJob = Math.max(1, Math.min(COPY_ROWS, jobRows));
   const rows = hashes.length / HASH_BYTES;
   const index = new HashIndex(hashes);
   // The first row of each hash, whatever `dedupe` says: a source matches a hash.
@@ -75,8 +78,8 @@ export function planRows(
   }
   const copies: CopyJob[] = [];
   copyRows.forEach((targets, no) => {
-    for (let at = 0; at < targets.length; at += COPY_ROWS) {
-      const part = Uint32Array.from(targets.slice(at, at + COPY_ROWS));
+    for (let at = 0; at < targets.length; at += perJob) {
+      const part = Uint32Array.from(targets.slice(at, at + perJob));
       const from = part.map((r) => sourceRow[first[r] ?? r] ?? 0);
       copies.push({ copyNo: copies.length, sourceNo: no, rows: part, sourceRows: from });
     }
