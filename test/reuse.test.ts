@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { LedgerReader } from "../src/checkpoint/ledger.js";
@@ -210,6 +210,18 @@ test("kill -9 during a reusing, deduplicating run, then resume: byte-identical",
     assert.equal(killed.signal, "SIGKILL", `${what}: the run ended before the kill`);
     const at = progressAt(out);
     assert.ok(at.copies + at.batches < at.ofCopies + at.ofBatches, `${what}: work was left`);
+    if (what === "copies") {
+      // The source gone when its rows are still to copy: one line; restored: it resumes.
+      const npy = join(a.out, `${MODEL}.npy`);
+      renameSync(npy, `${npy}.away`);
+      const stopped = await runCli(args);
+      renameSync(`${npy}.away`, npy);
+      assert.equal(stopped.code, 1, stopped.stderr);
+      assert.match(
+        onlyErrorLine(stopped.stderr),
+        new RegExp(`--reuse source ${npy} changed during the run \\(it is missing\\)`),
+      );
+    }
     const resumed = await runCli(args);
     assert.equal(resumed.code, 0, resumed.stderr);
     assert.match(resumed.stderr, /resuming/);
