@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { ServerConnection } from "../src/dispatch/client.js";
+import { ServerConnection } from "../src/backend/grpc/client.js";
 import { cliArgs } from "./cli-args.js";
 import { inputDir, readNpy, runCli, withServer } from "./helpers.js";
 import { corpusVersions } from "./reuse-corpus.js";

@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import { readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
+import { ServerConnection } from "../src/backend/grpc/client.js";
 import { LedgerReader } from "../src/checkpoint/ledger.js";
-import { ServerConnection } from "../src/dispatch/client.js";
 import { CHECKPOINT_FILE } from "../src/run/prepare.js";
 import { cliArgs } from "./cli-args.js";
 import {

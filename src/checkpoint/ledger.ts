@@ -1,4 +1,5 @@
 import Database from "better-sqlite3";
+import type { Matrix } from "../checks/vectors.js";
 import { CheckpointError } from "../errors.js";
 import type {
   CopyJob,
@@ -9,7 +10,6 @@ import type {
   RunRecord,
 } from "../model/records.js";
 import type { PlannedBatch } from "../plan/planner.js";
-import type { Matrix } from "../verify/vectors.js";
 import { createSchema, migrate, SCHEMA_VERSION } from "./schema.js";
 
 export type { CopyJob, LedgerModel, ModelTotals, PlanLimitsUsed, ReuseSourceRecord, RunRecord };

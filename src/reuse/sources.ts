@@ -8,11 +8,11 @@ import {
   statSync,
 } from "node:fs";
 import { join, resolve } from "node:path";
+import { readStoredMetadata } from "../checks/metadata.js";
 import { ExitError } from "../errors.js";
 import { identityDifferences, type ModelIdentity } from "../model/identity.js";
 import { hashFile } from "../output/checksum.js";
-import { readNpyLayout } from "../verify/npy-layout.js";
-import { readStoredMetadata } from "../verify/stored-metadata.js";
+import { readNpyLayout } from "../output/npy.js";
 import { HASH_BYTES } from "./hashes.js";
 
 /** The file beside `<stem>.npy` that holds each row's content hash (src/reuse/hashes.ts). */

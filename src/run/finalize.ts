@@ -1,8 +1,9 @@
 import type { Ledger } from "../checkpoint/ledger.js";
+import { isComplete } from "../checks/complete.js";
 import type { RunConfig } from "../config.js";
 import type { RowReader } from "../input/rows.js";
 import type { CorpusIndex } from "../input/scan.js";
-import { finalizeModel, isComplete } from "../output/finalize.js";
+import { finalizeModel } from "../output/finalize.js";
 import { buildMetadata } from "../output/metadata.js";
 import { paddingEfficiency } from "../plan/planner.js";
 import type { Progress } from "../progress.js";

@@ -1,10 +1,13 @@
 import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
+import { createBackends } from "../backend/select.js";
+import type { Backend } from "../backend/types.js";
+import { readStoredMetadata, type StoredMetadata } from "../checks/metadata.js";
 import type { EmbeddedServerConfig } from "../config.js";
-import { ServerConnection } from "../dispatch/client.js";
 import { waitHealthy } from "../dispatch/servers.js";
 import { ExitError } from "../errors.js";
 import { hashFile } from "../output/checksum.js";
+import { formatOf, OUTPUT_FORMATS, type OutputFormat } from "../output/formats.js";
 import { EmbeddedServer } from "../server/embedded.js";
 import { jsonlChecker } from "./checkers/jsonl.js";
 import { npyChecker } from "./checkers/npy.js";
@@ -13,13 +16,13 @@ import type { CheckContext, FileChecker } from "./context.js";
 import { discoverModels, type FoundModel } from "./discover.js";
 import { VerifyInput } from "./input.js";
 import { checkSample, modelOf, type SampleSettings } from "./sample.js";
-import { readStoredMetadata, type StoredMetadata } from "./stored-metadata.js";
 
-/**
- * The checkers of output files, in order: a .npy first, so that the others
- * compare their vectors with it. A new output kind is one more entry.
- */
-export const CHECKERS: readonly FileChecker[] = [npyChecker, jsonlChecker, parquetChecker];
+/** One checker per output format (src/output/formats.ts): the compiler asks for a new one's. */
+const CHECKERS: Readonly<Record<OutputFormat, FileChecker>> = {
+  npy: npyChecker,
+  jsonl: jsonlChecker,
+  parquet: parquetChecker,
+};
 
 export interface VerifyOptions {
   readonly outputDir: string;
@@ -111,21 +114,22 @@ async function verifyModel(
 
   const ctx: CheckContext = { dir, metadata, input: expected, reference: null };
   try {
-    for (const checker of CHECKERS) {
+    // In the formats' order: a .npy first, so that the others compare their vectors with it.
+    for (const format of OUTPUT_FORMATS) {
       for (const name of files) {
-        if (!checker.accepts(name) || !existsSync(join(dir, name))) continue;
-        const result = await checker.check(name, ctx);
+        if (formatOf(name) !== format || !existsSync(join(dir, name))) continue;
+        const result = await CHECKERS[format].check(name, ctx);
         problems.push(...result.problems);
         if (result.checked) checked.push(result.checked);
       }
     }
-    const unread = files.filter((f) => !CHECKERS.some((c) => c.accepts(f)));
+    const unread = files.filter((f) => formatOf(f) === null);
     if (unread.length > 0) checked.push(`${unread.join(", ")} by checksum only`);
     // Re-embedding is only meaningful against sound files of this very input.
     if (sample && expected && problems.length > 0) {
       checked.push("no sample: the files have problems");
     } else if (sample && expected) {
-      const jsonl = files.find((f) => f.endsWith(".jsonl") && existsSync(join(dir, f))) ?? null;
+      const jsonl = files.find((f) => formatOf(f) === "jsonl" && existsSync(join(dir, f))) ?? null;
       for (const connection of await servers.connections()) {
         try {
           const result = await checkSample(
@@ -189,7 +193,7 @@ function checkDigests(dir: string, metadata: StoredMetadata, files: readonly str
 
 /** The servers to embed the sample on, connected on first use; the embedded one if none were given. */
 class ServerPool {
-  private opened: ServerConnection[] | null = null;
+  private opened: Backend[] | null = null;
   private embedded: EmbeddedServer | null = null;
 
   constructor(
@@ -198,7 +202,7 @@ class ServerPool {
     private readonly dir: string,
   ) {}
 
-  async connections(): Promise<ServerConnection[]> {
+  async connections(): Promise<Backend[]> {
     if (this.opened) return this.opened;
     let targets = this.options.servers;
     if (targets.length === 0) {
@@ -208,13 +212,11 @@ class ServerPool {
       );
       targets = [this.embedded.target];
     }
-    this.opened = targets.map(
-      (t) =>
-        new ServerConnection(t, {
-          ...this.options.connection,
-          maxMessageBytes: 256 * 1024 * 1024,
-        }),
-    );
+    // Chosen from --servers as the run chooses them.
+    this.opened = await createBackends(targets, {
+      ...this.options.connection,
+      maxMessageBytes: 256 * 1024 * 1024,
+    });
     for (const connection of this.opened) {
       await waitHealthy(connection, this.options.serverTimeoutMs);
     }
