@@ -47,10 +47,10 @@ function cosine(a: Float32Array, b: Float32Array): number {
   return dot / Math.sqrt(na * nb);
 }
 
-// The real model on a real server (CPU): v1 = 300 paragraphs, v2 = 30 edited,
-// 30 deleted, 60 new, shuffled (bench/reuse.ts runs the 3,000-paragraph version).
+// The real model on a real server (CPU): v1 = 200 paragraphs, v2 = 20 edited,
+// 20 deleted, 40 new, shuffled (bench/reuse.ts runs the 3,000-paragraph version).
 test("real model: v2 reusing v1 sends only the new and changed texts; reused rows are the source's bytes, all rows match a full run", async () => {
-  const { v1, v2, changed } = corpusVersions(300, 30, 30, 60);
+  const { v1, v2, changed } = corpusVersions(200, 20, 20, 40);
   const a = inputDir("reuse-real-v1", v1);
   const b = inputDir("reuse-real-v2", v2);
   const full = join(b.dir, "full");

@@ -137,6 +137,10 @@ test("v2 with --reuse of v1 sends only the 900 new or changed texts and equals a
   assert.ok(Object.keys(meta.files as object).includes(`${MODEL}.hashes`));
   const verified = await runVerify(["--output_dir", b.out, "--input_file", b.input]);
   assert.equal(verified.code, 0, verified.stderr);
+  assert.match(
+    verified.stdout,
+    new RegExp(`${MODEL}.hashes 3300 rows, each the hash of its input`),
+  );
 });
 
 test("a source made with other settings is named and ignored, and the run embeds those rows", async () => {
