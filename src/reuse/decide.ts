@@ -35,7 +35,8 @@ export function decideRows(
     if (verdict.ok) used.push(verdict.source);
     else progress.note(`--reuse ${dir}: not used for ${model.alias} (${verdict.why})`);
   }
-  const hashes = rowHashes(reader, rows, identity.prefix);
+  // The prefix the checkpoint stores, as finalize hashes it into <alias>.hashes.
+  const hashes = rowHashes(reader, rows, model.prefix);
   const plan = planRows(
     hashes,
     config.dedupe,
