@@ -317,7 +317,7 @@ test("JSONL-only outputs verify and sample against the JSONL; a normalizing mode
   assert.equal(ok.code, 0, ok.stdout + ok.stderr);
   assert.match(
     ok.stdout,
-    /^ok {4}bge-small-en-v1\.5: checksums; bge-small-en-v1\.5\.jsonl 40 lines, in input order; sample on \S+: 5 rows \(seed 2\), worst cosine 1\.000000$/m,
+    /^ok {4}bge-small-en-v1\.5: checksums; bge-small-en-v1\.5\.jsonl 40 lines, in input order; bge-small-en-v1\.5\.hashes 40 rows, each the hash of its input; sample on \S+: 5 rows \(seed 2\), worst cosine 1\.000000$/m,
   );
 
   // The same model as .npy: its rows are normalized, and a row that is not is named.
