@@ -80,8 +80,8 @@ test("the metadata records the sha256 and size of every output file", () => {
   const meta = JSON.parse(readFileSync(join(clean, "dbg.metadata.json"), "utf8")) as {
     files: Record<string, { sha256: string; bytes: number }>;
   };
-  assert.deepEqual(Object.keys(meta.files).sort(), ["dbg.jsonl", "dbg.npy"]);
-  for (const name of ["dbg.npy", "dbg.jsonl"]) {
+  assert.deepEqual(Object.keys(meta.files).sort(), ["dbg.hashes", "dbg.jsonl", "dbg.npy"]);
+  for (const name of ["dbg.npy", "dbg.jsonl", "dbg.hashes"]) {
     assert.deepEqual(meta.files[name], hashFile(join(clean, name)));
   }
 });
@@ -96,7 +96,7 @@ test("clean outputs pass, with and without the input: one verdict line per model
   for (const [i, stem] of ["dbg", "other"].entries()) {
     assert.equal(
       lines[i],
-      `ok    ${stem}: checksums; ${stem}.npy (${ROWS}, ${DIM}) float32; ${stem}.jsonl ${ROWS} lines, equal to the .npy, in input order`,
+      `ok    ${stem}: checksums; ${stem}.npy (${ROWS}, ${DIM}) float32; ${stem}.jsonl ${ROWS} lines, equal to the .npy, in input order; ${stem}.hashes ${ROWS} rows, each the hash of its input`,
     );
   }
   assert.match(lines[2] ?? "", /verified 2 models in .*: all ok/);
