@@ -109,6 +109,17 @@ const described = yargs(hideBin(process.argv))
     type: "boolean",
     describe: "Skip invalid input lines (listed in the metadata) instead of stopping",
   })
+  .option("reuse", {
+    type: "string",
+    array: true,
+    describe:
+      "Finished --output_dir of an earlier run (repeatable): rows whose model input it embedded with the same model settings take its vectors, copied, instead of being sent to the servers",
+  })
+  .option("dedupe", {
+    type: "boolean",
+    describe:
+      "Embed each distinct model input once and copy its vector to every row that has it; --no-dedupe sends every row [default: true]",
+  })
   .option("max_text_chars", {
     alias: "max-text-chars",
     ...numeric("max_text_chars"),

@@ -107,6 +107,10 @@ export interface RunConfig {
   readonly outputDtype: OutputDtype;
   readonly restart: boolean;
   readonly skipInvalid: boolean;
+  /** Finished output folders of earlier runs whose vectors may be copied (--reuse). */
+  readonly reuse: readonly string[];
+  /** Identical model inputs are embedded once and copied to every row that has them. */
+  readonly dedupe: boolean;
   readonly maxTextChars: number;
   readonly batchTimeoutMs: number;
   readonly serverTimeoutMs: number;
@@ -146,6 +150,8 @@ export interface CliArgs {
   output_dtype?: string;
   restart?: boolean;
   skip_invalid?: boolean;
+  reuse?: string[];
+  dedupe?: boolean;
   max_text_chars?: number;
   batch_timeout?: number;
   server_timeout?: number;
@@ -276,6 +282,9 @@ export function buildRunConfig(args: CliArgs, env: NodeJS.ProcessEnv): RunConfig
     outputDtype,
     restart: pick("restart", false),
     skipInvalid: pick("skip_invalid", false),
+    // Not split at commas: a folder name may hold one.
+    reuse: [pick<string[] | string>("reuse", [])].flat().map((dir) => resolve(String(dir))),
+    dedupe: pick("dedupe", true),
     maxTextChars: positiveInt("max_text_chars", pick("max_text_chars", DEFAULTS.max_text_chars)),
     batchTimeoutMs: secondsFlag("batch_timeout", pick("batch_timeout", DEFAULTS.batch_timeout)),
     serverTimeoutMs: secondsFlag("server_timeout", pick("server_timeout", DEFAULTS.server_timeout)),
@@ -414,7 +423,7 @@ export function secondsFlag(flag: string, value: unknown): number {
   return 1000 * positiveNumber(flag, value);
 }
 
-const LIST_FLAGS = new Set(["models", "servers"]);
+const LIST_FLAGS = new Set(["models", "servers", "reuse"]);
 
 function resolveModels(names: string[], registry: Map<string, ModelSpec>): RunModel[] {
   const seenAlias = new Set<string>();

@@ -113,17 +113,38 @@ function printSummary(config: RunConfig, summary: RunSummary): void {
     m.alias,
     String(m.rows),
     String(m.rowsThisRun),
+    String(m.reused),
+    String(m.deduplicated),
     m.seconds.toFixed(1),
     m.seconds > 0 ? (m.rowsThisRun / m.seconds).toFixed(0) : "-",
     String(m.truncated),
     m.paddingEfficiency.toFixed(3),
   ]);
-  const header = ["model", "rows", "embedded", "seconds", "rows/s", "truncated", "padding eff."];
+  const header = [
+    "model",
+    "rows",
+    "embedded",
+    "reused",
+    "deduplicated",
+    "seconds",
+    "rows/s",
+    "truncated",
+    "padding eff.",
+  ];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ");
   const fleet = (summary.membership ?? []).map(
     (m) => `server ${m.target} ${m.change} after ${m.at} s`,
   );
-  const out = [line(header), ...rows.map(line), ...fleet, `outputs in ${config.outputDir}`];
+  const from = summary.models.flatMap((m) =>
+    m.reusedFrom.map((s) => `${m.alias}: ${s.rows} rows reused from ${s.dir}`),
+  );
+  const out = [
+    line(header),
+    ...rows.map(line),
+    ...from,
+    ...fleet,
+    `outputs in ${config.outputDir}`,
+  ];
   process.stdout.write(`${out.join("\n")}\n`);
 }

@@ -16,6 +16,7 @@ import { type ServerPool, startPool, stopPool } from "./run/pool.js";
 import { openCheckpoint, openMatrix, prepareOutputDir, runPaths } from "./run/prepare.js";
 import { probePool } from "./run/probe.js";
 import type { Membership } from "./run/resolve-loop.js";
+import { copyReusedRows } from "./run/reuse.js";
 import type { RunState } from "./run/state.js";
 import type { EmbeddedServer } from "./server/embedded.js";
 import { describeRange, shardCorpus, shardRange } from "./shard/shard.js";
@@ -86,6 +87,7 @@ async function runLocked(
     const items = pendingWork(unfinished, ledger);
     const resumed = noteResume(models, existed, progress);
     for (const m of unfinished) progress.addModel(m.model.alias, m.status.rows, m.status.doneRows);
+    copyReusedRows(unfinished, ledger, config, progress);
     if (items.length > 0) {
       const reference = pool?.ready[0]?.models;
       if (!pool || !reference) throw new Error("batches left but no server was started");
@@ -145,9 +147,13 @@ async function finalizeFinished(
 
 /** Says how far a resumed run had come; whether it is one. */
 function noteResume(models: readonly ModelRun[], existed: boolean, progress: Progress): boolean {
-  const done = models.reduce((n, m) => n + m.status.doneBatches, 0);
-  if (!existed || done === 0) return false;
-  const total = models.reduce((n, m) => n + m.status.batches, 0);
-  progress.note(`resuming: ${done} of ${total} batches done`);
+  const sum = (f: (m: ModelRun) => number) => models.reduce((n, m) => n + f(m), 0);
+  const done = sum((m) => m.status.doneBatches);
+  const copied = sum((m) => m.status.doneCopies);
+  if (!existed || done + copied === 0) return false;
+  const total = sum((m) => m.status.batches);
+  const copies = sum((m) => m.status.copies);
+  const jobs = copies > 0 ? ` and ${copied} of ${copies} copy jobs` : "";
+  progress.note(`resuming: ${done} of ${total} batches${jobs} done`);
   return true;
 }

@@ -140,11 +140,19 @@ function versionOneCheckpoint(path: string): void {
     ALTER TABLE models DROP COLUMN plan_batch_size;
     ALTER TABLE models DROP COLUMN plan_max_batch_tokens;`);
   undoProbeStep(db);
+  undoReuseStep(db);
   db.prepare("UPDATE meta SET value = '1' WHERE key = 'schema_version'").run();
   db.close();
 }
 
 /** Takes back the probes step (issue 12): what a checkpoint made before it looks like. */
+/** Takes back the reuse step (issue 20): copies, their sources, batches' followers. */
+function undoReuseStep(db: Database.Database): void {
+  db.exec("DROP TABLE copies");
+  db.exec("DROP TABLE reuse_sources");
+  db.exec("ALTER TABLE batches DROP COLUMN followers");
+}
+
 function undoProbeStep(db: Database.Database): void {
   db.exec("DROP TABLE probes");
   db.exec("ALTER TABLE models DROP COLUMN retried_batches");

@@ -11,6 +11,8 @@ export interface WorkItem {
   readonly rows: Uint32Array;
   /** Failed attempts in earlier runs (the dispatcher counts this run's). */
   readonly priorAttempts: number;
+  /** Rows that take the vectors of rows of the batch: uint32 pairs (row, index in rows). */
+  readonly followers?: Uint32Array;
 }
 
 /** Time as the dispatcher sees it: real timers, or a fake clock in tests. */

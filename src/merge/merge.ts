@@ -11,6 +11,7 @@ import { OUTPUT_FORMATS, type OutputFormat } from "../output/formats.js";
 import { withFolderLock } from "../output/lock.js";
 import { type MetadataBody, type ModelMetadata, quantization } from "../output/metadata.js";
 import { NpyMatrixFile } from "../output/npy.js";
+import { writeRowHashes } from "../reuse/hashes.js";
 import { checkShardNpy, type FoundShard, findShards, type ShardModel } from "./shards.js";
 
 export interface MergeOptions {
@@ -118,10 +119,20 @@ async function mergeModel(
       }
     }
     matrix.sync();
-    await finalizeModel(paths, spec, matrix, reader, first.metadata.alias, (outputs) => {
-      reader.verifyUnchanged();
-      return mergedMetadata(parts, shards, spec, outputs, toolVersion);
-    });
+    // So that the merged output can be a --reuse source of a later run, like any run's.
+    writeRowHashes(paths.hashes, reader, corpus.rows, first.metadata.prefix);
+    await finalizeModel(
+      paths,
+      spec,
+      matrix,
+      reader,
+      first.metadata.alias,
+      (outputs) => {
+        reader.verifyUnchanged();
+        return mergedMetadata(parts, shards, spec, outputs, toolVersion);
+      },
+      [paths.hashes],
+    );
   } finally {
     matrix.close();
     reader.close();
@@ -159,6 +170,10 @@ function mergedMetadata(
     quantization: quantization(spec.outputDtype, outputs.ranges),
     jsonl_export_time: outputs.jsonlSeconds === null ? null : round(outputs.jsonlSeconds),
     resumed_count: sum((m) => m.resumed_count),
+    embedded_rows: sum((m) => m.embedded_rows),
+    reused_rows: sum((m) => m.reused_rows),
+    reused_from: reusedFrom(metas),
+    deduplicated_rows: sum((m) => m.deduplicated_rows),
     retried_batches: sum((m) => m.retried_batches),
     created_at: metas.map((m) => m.created_at).sort()[0] ?? base.created_at,
     finished_at: new Date().toISOString(),
@@ -169,6 +184,14 @@ function mergedMetadata(
       ranges_from: outputs.ranges ? "all shards (computed at the merge)" : null,
     },
   };
+}
+
+/** Rows reused per source folder, over every shard. */
+function reusedFrom(metas: readonly ModelMetadata[]): ModelMetadata["reused_from"] {
+  const rows = new Map<string, number>();
+  for (const m of metas)
+    for (const s of m.reused_from) rows.set(s.dir, (rows.get(s.dir) ?? 0) + s.rows);
+  return [...rows].map(([dir, n]) => ({ dir, rows: n }));
 }
 
 /** The stems every shard has; refuses shards of different model lists. */
@@ -269,6 +292,7 @@ function mergedPaths(dir: string, stem: string): OutputPaths {
     jsonl: `${base}.jsonl`,
     parquet: `${base}.parquet`,
     metadata: `${base}.metadata.json`,
+    hashes: `${base}.hashes`,
     workingNpy: partialPath(`${base}.npy`),
   };
 }
@@ -291,7 +315,7 @@ function claimFolder(dir: string, stems: readonly string[], shards: readonly Fou
   const marker = join(dir, MERGE_MARKER);
   if (!existsSync(marker)) {
     const theirs = stems.flatMap((stem) =>
-      [".npy", ".jsonl", ".parquet", ".metadata.json"]
+      [".npy", ".jsonl", ".parquet", ".hashes", ".metadata.json"]
         .map((ext) => `${stem}${ext}`)
         .filter((name) => existsSync(join(dir, name))),
     );

@@ -65,6 +65,15 @@ export interface ModelMetadata {
   resumed_count: number;
   /** Batches whose vectors failed the per-batch checks (NaN, Inf, zero or off-norm rows) and were sent again. */
   retried_batches: number;
+  /** Rows whose vectors the servers computed (the rest were copied: reused or duplicates). */
+  embedded_rows: number;
+  /** Rows copied byte for byte from the float32 .npy of earlier outputs (--reuse), by folder. */
+  reused_rows: number;
+  reused_from: { dir: string; rows: number }[];
+  /** Rows whose model input equals an earlier row's of this input: embedded once, copied. */
+  deduplicated_rows: number;
+  /** The file of per-row content hashes, and how each is made. */
+  row_hashes: { file: string; rule: string };
   created_at: string;
   finished_at: string;
   tool: string;
@@ -177,6 +186,14 @@ export function buildMetadata(x: MetadataInputs): MetadataBody {
     jsonl_export_time: x.jsonlSeconds === null ? null : round(x.jsonlSeconds),
     resumed_count: Math.max(0, x.run.attempts - 1),
     retried_batches: x.totals.retriedBatches,
+    embedded_rows: x.corpus.rows - x.totals.reusedRows - x.totals.deduplicatedRows,
+    reused_rows: x.totals.reusedRows,
+    reused_from: x.totals.reusedFrom.map((s) => ({ ...s })),
+    deduplicated_rows: x.totals.deduplicatedRows,
+    row_hashes: {
+      file: `${x.model.fileStem}.hashes`,
+      rule: "16 bytes a row, row i at byte 16 * i: the first 16 bytes of sha256 of the UTF-8 model input (prefix + text)",
+    },
     created_at: x.run.createdAt,
     finished_at: new Date().toISOString(),
     tool: "embed-multi",

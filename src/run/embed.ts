@@ -71,6 +71,7 @@ export function pendingWork(runs: readonly ModelRun[], ledger: Ledger): WorkItem
       batchNo: b.batchNo,
       rows: b.rows,
       priorAttempts: b.attempts,
+      ...(b.followers ? { followers: b.followers } : {}),
     })),
   );
 }
@@ -139,7 +140,7 @@ export async function embed(
           if (run.window) run.window.last = Date.now();
         }
         if (manyServers) progress.servers(dispatcher.serverShares());
-        progress.advance(item.alias, item.rows.length);
+        progress.advance(item.alias, item.rows.length + (item.followers?.length ?? 0) / 2);
       },
       describe: (item, row) =>
         row === undefined ? describeBatch(item, corpus) : describeRow(item, row, corpus),

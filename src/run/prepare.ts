@@ -78,6 +78,7 @@ export function openCheckpoint(
         matrix: null,
         window: null,
         rowsThisRun: 0,
+        rowsCopiedThisRun: 0,
         store: null,
       }),
     );
@@ -177,7 +178,7 @@ export function openMatrix(run: ModelRun, rows: number, ledger: Ledger, progress
     run.matrix = reopened;
     return;
   }
-  if (run.status.doneBatches > 0) {
+  if (run.status.doneBatches > 0 || run.status.doneCopies > 0) {
     progress.note(`${paths.workingNpy} is missing or damaged: embedding ${run.model.alias} again`);
     ledger.resetModel(run.model.alias);
     refresh(run, ledger);

@@ -9,6 +9,7 @@ import { waitHealthy } from "../dispatch/servers.js";
 import { ExitError } from "../errors.js";
 import { hashFile } from "../output/checksum.js";
 import { formatOf, OUTPUT_FORMATS, type OutputFormat } from "../output/formats.js";
+import { checkRowHashes } from "../reuse/check-hashes.js";
 import { EmbeddedServer } from "../server/embedded.js";
 import { jsonlChecker } from "./checkers/jsonl.js";
 import { npyChecker } from "./checkers/npy.js";
@@ -130,7 +131,13 @@ async function verifyModel(
         if (result.checked) checked.push(result.checked);
       }
     }
-    const unread = files.filter((f) => formatOf(f) === null);
+    const hashes = files.find((f) => f === `${model.stem}.hashes` && existsSync(join(dir, f)));
+    if (hashes && expected) {
+      const problem = checkRowHashes(join(dir, hashes), expected, metadata.prefix);
+      if (problem) problems.push(problem);
+      else checked.push(`${hashes} ${expected.count} rows, each the hash of its input`);
+    }
+    const unread = files.filter((f) => formatOf(f) === null && !(f === hashes && expected));
     if (unread.length > 0) checked.push(`${unread.join(", ")} by checksum only`);
     // Re-embedding is only meaningful against sound files of this very input.
     if (sample && expected && problems.length > 0) {
