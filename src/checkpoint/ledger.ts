@@ -94,6 +94,10 @@ function statements(db: Database.Database) {
       `SELECT copy_no, source_no, rows, source_rows FROM copies
        WHERE alias = ? AND status = 'pending' ORDER BY copy_no`,
     ),
+    doneCopies: db.prepare(
+      `SELECT copy_no, source_no, rows, source_rows FROM copies
+       WHERE alias = ? AND status = 'done' ORDER BY copy_no`,
+    ),
     retried: db.prepare("SELECT retried_batches FROM models WHERE alias = ?"),
     probes: db.prepare("SELECT probe_set, dim, vectors, server FROM probes WHERE alias = ?"),
     servers: db.prepare(
@@ -233,12 +237,12 @@ export class LedgerReader {
   }
 
   pendingCopies(alias: string): CopyJob[] {
-    return (this.read.pendingCopies.all(alias) as Row[]).map((r) => ({
-      copyNo: Number(r.copy_no),
-      sourceNo: Number(r.source_no),
-      rows: blobToRows(r.rows as Buffer),
-      sourceRows: blobToRows(r.source_rows as Buffer),
-    }));
+    return (this.read.pendingCopies.all(alias) as Row[]).map(copyJobOf);
+  }
+
+  /** Copy jobs whose rows are durable: with the done batches, they cover the model's rows. */
+  doneCopies(alias: string): CopyJob[] {
+    return (this.read.doneCopies.all(alias) as Row[]).map(copyJobOf);
   }
 
   /** The probe vectors stored for a model, or null before its first server embedded them. */
@@ -647,6 +651,15 @@ function batchFromRow(r: Row): StoredBatch {
 
 function rowsToBlob(rows: Uint32Array): Buffer {
   return Buffer.from(rows.buffer, rows.byteOffset, rows.byteLength);
+}
+
+function copyJobOf(r: Row): CopyJob {
+  return {
+    copyNo: Number(r.copy_no),
+    sourceNo: Number(r.source_no),
+    rows: blobToRows(r.rows as Buffer),
+    sourceRows: blobToRows(r.source_rows as Buffer),
+  };
 }
 
 function blobToRows(blob: Buffer): Uint32Array {
