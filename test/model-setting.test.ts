@@ -103,6 +103,11 @@ test("a new model setting flows through the checkpoint, resume refusal and metad
         paddedTokens: 0,
         servers: [],
         retriedBatches: 0,
+        copies: 0,
+        doneCopies: 0,
+        reusedRows: 0,
+        reusedFrom: [],
+        deduplicatedRows: 0,
       },
       run: { attempts: 1, processingSeconds: 0, createdAt: "t" },
       corpus: {
