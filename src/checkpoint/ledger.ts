@@ -11,6 +11,7 @@ import type {
   RunRecord,
 } from "../model/records.js";
 import type { PlannedBatch } from "../plan/planner.js";
+import { modelColumns, modelFromRow, modelToRow } from "./model-row.js";
 import { createSchema, migrate, SCHEMA_VERSION } from "./schema.js";
 
 export type { CopyJob, LedgerModel, ModelTotals, PlanLimitsUsed, ReuseSourceRecord, RunRecord };
@@ -273,11 +274,12 @@ function writeStatements(db: Database.Database) {
        ON CONFLICT(id) DO UPDATE SET attempts = attempts + 1, input_path = excluded.input_path`,
     ),
     addTime: db.prepare("UPDATE run SET processing_seconds = processing_seconds + ? WHERE id = 1"),
+    // The identity's columns come from its one definition (src/model/identity.ts).
     insertModel: db.prepare(
-      `INSERT INTO models (alias, position, model_id, requested_revision, revision, dim, prefix,
-         normalize, requested_max_length, requested_dtype, max_length, dtype, pooling, file_stem,
-         truncate_dim, plan_batch_size, plan_max_batch_tokens)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO models (${modelColumns().join(", ")})
+       VALUES (${modelColumns()
+         .map((c) => `@${c}`)
+         .join(", ")})`,
     ),
     insertBatch: db.prepare(
       `INSERT INTO batches (alias, batch_no, rows, row_count, padded_tokens, real_tokens, status,
@@ -403,25 +405,7 @@ export class Ledger extends LedgerReader {
     },
   ): void {
     this.db.transaction(() => {
-      this.write.insertModel.run(
-        model.alias,
-        model.position,
-        model.modelId,
-        model.requestedRevision,
-        model.revision,
-        model.dim,
-        model.prefix,
-        model.normalize ? 1 : 0,
-        model.requestedMaxLength,
-        model.requestedDtype,
-        model.maxLength,
-        model.dtype,
-        model.pooling,
-        model.fileStem,
-        model.truncateDim,
-        model.plannedWith?.batchSize ?? null,
-        model.plannedWith?.maxBatchTokens ?? null,
-      );
+      this.write.insertModel.run(modelToRow(model));
       for (const b of batches) {
         const followers = b.followers && b.followers.length > 0 ? b.followers : null;
         this.write.insertBatch.run(
@@ -606,32 +590,6 @@ function checkVersion(db: Database.Database, path: string, writable: boolean): v
     }
     db.transaction(() => migrate(db, version))();
   }
-}
-
-function modelFromRow(r: Row): LedgerModel {
-  return {
-    alias: String(r.alias),
-    position: Number(r.position),
-    modelId: String(r.model_id),
-    requestedRevision: String(r.requested_revision),
-    revision: String(r.revision),
-    dim: Number(r.dim),
-    prefix: String(r.prefix),
-    normalize: Number(r.normalize) === 1,
-    requestedMaxLength: Number(r.requested_max_length),
-    requestedDtype: String(r.requested_dtype),
-    maxLength: Number(r.max_length),
-    dtype: String(r.dtype),
-    pooling: String(r.pooling),
-    fileStem: String(r.file_stem),
-    truncateDim: Number(r.truncate_dim),
-    plannedWith: plannedWithOf(r),
-  };
-}
-
-function plannedWithOf(r: Row): PlanLimitsUsed | null {
-  if (r.plan_batch_size === null || r.plan_max_batch_tokens === null) return null;
-  return { batchSize: Number(r.plan_batch_size), maxBatchTokens: Number(r.plan_max_batch_tokens) };
 }
 
 function batchFromRow(r: Row): StoredBatch {
