@@ -115,9 +115,16 @@ standin_label() {
 }
 
 ensure_standins() {
-  local recipe
-  recipe="$(cat "$root/deploy/standins/"*.Dockerfile "$0" | sha256sum | cut -c1-16)"
-  local rootfs="embed-multi-standin/bookworm:$recipe"
+  # Each stand-in's recipe: its Dockerfile and what it is built from. Changing one
+  # rebuilds that stand-in (on top of the layer cache); nothing else does.
+  local debootstrap_args="--variant=minbase bookworm"
+  local torch_recipe node_recipe rootfs_id
+  torch_recipe="$(cat "$root/deploy/standins/pytorch.Dockerfile" |
+    cat - <(echo "$debootstrap_args torch=$torch_version") | sha256sum | cut -c1-16)"
+  node_recipe="$(cat "$root/deploy/standins/node.Dockerfile" |
+    cat - <(echo "$debootstrap_args node=$node_version npm=$npm_version") | sha256sum | cut -c1-16)"
+  rootfs_id="$(echo "$debootstrap_args" | sha256sum | cut -c1-16)"
+  local rootfs="embed-multi-standin/bookworm:$rootfs_id"
   local torch_base node_base
   torch_base="$(base_of Dockerfile.inference)"
   node_base="$(base_of Dockerfile.orchestrator)"
@@ -127,13 +134,14 @@ ensure_standins() {
   # Built when missing or built from an older recipe; an image under the real name
   # without our label ("") is the real one (or the user's own) and is used as it is.
   local need=()
-  [ "$torch_label" = none ] || { [ -n "$torch_label" ] && [ "$torch_label" != "$recipe" ]; } && need+=(torch)
-  [ "$node_label" = none ] || { [ -n "$node_label" ] && [ "$node_label" != "$recipe" ]; } && need+=(node)
+  [ "$torch_label" = none ] || { [ -n "$torch_label" ] && [ "$torch_label" != "$torch_recipe" ]; } && need+=(torch)
+  [ "$node_label" = none ] || { [ -n "$node_label" ] && [ "$node_label" != "$node_recipe" ]; } && need+=(node)
   [ ${#need[@]} -gt 0 ] || return 0
   [ "$torch_label" = "" ] && log "using the existing $torch_base"
   [ "$node_label" = "" ] && log "using the existing $node_base"
 
   if ! docker image inspect "$rootfs" >/dev/null 2>&1; then
+    [ "$(id -u)" = 0 ] || notrun "the stand-in base images need root to build (debootstrap); or provide $torch_base and $node_base"
     if ! command -v debootstrap >/dev/null 2>&1; then
       may_install || notrun "debootstrap is missing to build the stand-in base images (apt-get install debootstrap)"
       apt_install debootstrap
@@ -141,7 +149,8 @@ ensure_standins() {
     log "debootstrap bookworm (minbase) for the stand-in bases"
     local fs="$cache/rootfs.partial"
     rm -rf "$fs"
-    nice -n 10 debootstrap --variant=minbase bookworm "$fs" http://deb.debian.org/debian \
+    # shellcheck disable=SC2086
+    nice -n 10 debootstrap $debootstrap_args "$fs" http://deb.debian.org/debian \
       >"$cache/debootstrap.log" 2>&1 || {
       tail -n 20 "$cache/debootstrap.log" >&2
       notrun "debootstrap failed (log: $cache/debootstrap.log)"
@@ -160,7 +169,7 @@ ensure_standins() {
       cp "$root/deploy/standins/pytorch.Dockerfile" "$ctx/Dockerfile"
       nice -n 10 docker build --network "${EMBED_BUILD_NETWORK:-host}" -q \
         --build-arg "ROOTFS=$rootfs" --build-arg "TORCH_VERSION=$torch_version" \
-        --label "embed-multi.standin=$recipe" -t "$torch_base" "$ctx" >"$cache/standin-torch.log" 2>&1 || {
+        --label "embed-multi.standin=$torch_recipe" -t "$torch_base" "$ctx" >"$cache/standin-torch.log" 2>&1 || {
         tail -n 20 "$cache/standin-torch.log" >&2
         notrun "building the stand-in $torch_base failed"
       }
@@ -173,7 +182,7 @@ ensure_standins() {
       cp "$root/deploy/standins/node.Dockerfile" "$ctx/Dockerfile"
       nice -n 10 docker build --network "${EMBED_BUILD_NETWORK:-host}" -q \
         --build-arg "ROOTFS=$rootfs" \
-        --label "embed-multi.standin=$recipe" -t "$node_base" "$ctx" >"$cache/standin-node.log" 2>&1 || {
+        --label "embed-multi.standin=$node_recipe" -t "$node_base" "$ctx" >"$cache/standin-node.log" 2>&1 || {
         tail -n 20 "$cache/standin-node.log" >&2
         notrun "building the stand-in $node_base failed"
       }

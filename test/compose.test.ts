@@ -143,6 +143,8 @@ test("docker compose (CPU): both images, the stack embeds examples/ as a local r
         image,
         "--host",
         "0.0.0.0",
+        "--port",
+        "50051",
         "--device",
         "cpu",
       ],
