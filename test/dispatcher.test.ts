@@ -1,9 +1,14 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { status } from "@grpc/grpc-js";
-import { RpcError, ServerConnection } from "../src/dispatch/client.js";
 import {
+  type BackendBatch,
+  BackendError,
+  type BatchOutcome,
   type BatchStream,
+  type FailureKind,
+  type LoadedModel,
+} from "../src/backend/types.js";
+import {
   type Clock,
   Dispatcher,
   type DispatchHooks,
@@ -11,48 +16,43 @@ import {
   type WorkItem,
 } from "../src/dispatch/dispatcher.js";
 import type { ServerSession } from "../src/dispatch/servers.js";
-import type { EmbedBatch, EmbedResult, ModelInfo } from "../src/gen/embedmulti/v1/inference.js";
+import { MEMORY_DESCRIPTION, MemoryBackend } from "./memory-backend.js";
 import { MODEL_INFO } from "./phase-helpers.js";
 
-// The dispatcher with fake streams and a fake clock: no servers, no Python, no real time.
+// The dispatcher on in-memory backends with fake streams and a fake clock:
+// no servers, no Python, no gRPC, no real time.
 
 const MODEL = MODEL_INFO;
 
-const connections: ServerConnection[] = [];
-function session(target: string, model: ModelInfo = MODEL): ServerSession {
-  // Never dialled: the fake streams below stand in for it.
-  const connection = new ServerConnection(target, {
-    tls: null,
-    authToken: "",
-    maxMessageBytes: 1 << 20,
+/** Where the streams a backend opens go: the list of the harness that uses it. */
+const home = new WeakMap<MemoryBackend, FakeStream[]>();
+
+function session(target: string, model: LoadedModel = MODEL): ServerSession {
+  const backend: MemoryBackend = new MemoryBackend(target, (onBroken) => {
+    const stream = new FakeStream(target, onBroken);
+    const streams = home.get(backend);
+    if (!streams) throw new Error(`${target}: a session no harness knows`);
+    streams.push(stream);
+    return stream;
   });
-  connections.push(connection);
-  return {
-    target,
-    connection,
-    info: { serverVersion: "", device: "", dtype: "", engine: "", models: [], limits: undefined },
-    models: new Map([["m", model]]),
-  };
+  return { target, backend, info: MEMORY_DESCRIPTION, models: new Map([["m", model]]) };
 }
-test.after(() => {
-  for (const c of connections) c.close();
-});
 
 interface Sent {
-  batch: EmbedBatch;
-  resolve(result: EmbedResult): void;
+  batch: BackendBatch;
+  resolve(result: BatchOutcome): void;
 }
 
 /** A stream per server: the test answers, fails or breaks what was sent. */
 class FakeStream implements BatchStream {
   readonly sent: Sent[] = [];
   closed = false;
-  private readonly rejects: ((err: RpcError) => void)[] = [];
+  private readonly rejects: ((err: BackendError) => void)[] = [];
   constructor(
     readonly target: string,
-    private readonly onBroken: (err: RpcError) => void,
+    private readonly onBroken: (err: BackendError) => void,
   ) {}
-  send(batch: EmbedBatch): Promise<EmbedResult> {
+  send(batch: BackendBatch): Promise<BatchOutcome> {
     return new Promise((resolve, reject) => {
       this.sent.push({ batch, resolve });
       this.rejects.push(reject);
@@ -62,30 +62,29 @@ class FakeStream implements BatchStream {
     this.closed = true;
   }
   /** The stream breaks: every batch on it fails, the owner is told once. */
-  break(code = status.UNAVAILABLE): void {
-    const err = new RpcError(this.target, code, "broken");
+  break(code = "UNAVAILABLE", kind: FailureKind = "server"): void {
+    const err = new BackendError(this.target, kind, code, "broken");
     for (const r of this.rejects) r(err);
     this.onBroken(err);
   }
 }
 
-function ok(batch: EmbedBatch): EmbedResult {
+function ok(batch: BackendBatch): BatchOutcome {
   const rows = batch.texts.length;
   return {
-    batchId: batch.batchId,
-    embeddings: {
+    ok: true,
+    vectors: {
       rows,
       dim: MODEL.dim,
       data: Buffer.alloc(rows * MODEL.dim * 4),
       tokenCounts: [],
       truncated: [],
     },
-    error: undefined,
   };
 }
 
-function failed(batch: EmbedBatch, code: status): EmbedResult {
-  return { batchId: batch.batchId, embeddings: undefined, error: { code, message: "bad batch" } };
+function failed(target: string, kind: FailureKind, code = "INVALID_ARGUMENT"): BatchOutcome {
+  return { ok: false, error: new BackendError(target, kind, code, "bad batch") };
 }
 
 /** Timers that fire only when the test advances time. */
@@ -151,6 +150,8 @@ function harness(
   check: DispatchHooks["check"] = () => null,
 ): Harness {
   const streams: FakeStream[] = [];
+  const adopt = (s: ServerSession) => home.set(s.backend as MemoryBackend, streams);
+  for (const s of [...ready, ...waiting]) adopt(s);
   const clock = new FakeClock();
   const h: Omit<Harness, "dispatcher"> = {
     streams,
@@ -175,21 +176,18 @@ function harness(
       describe: (item) => `batch ${item.batchNo}`,
       attemptFailed: (item, attempts) => h.attempts.push({ batchNo: item.batchNo, attempts }),
       serverChanged: (target, state) => h.changes.push(`${target} ${state}`),
-      reopen,
+      reopen: async (s) => {
+        const fresh = await reopen(s);
+        adopt(fresh);
+        return fresh;
+      },
       check,
       retried: (item, server, problem) =>
         h.retried.push({ batchNo: item.batchNo, server, problem }),
     },
     MODEL_MAP,
     waiting,
-    {
-      openStream: (s, onBroken) => {
-        const stream = new FakeStream(s.target, onBroken);
-        streams.push(stream);
-        return stream;
-      },
-      clock,
-    },
+    { clock },
   );
   return { ...h, dispatcher };
 }
@@ -235,7 +233,7 @@ test("a batch that fails --max_attempts times stops the run, counting earlier ru
   for (let i = 0; i < 2; i++) {
     const s = a.sent.shift();
     assert.ok(s, `attempt ${i + 2} sent`);
-    s.resolve(failed(s.batch, status.INVALID_ARGUMENT));
+    s.resolve(failed("a:1", "batch"));
     await settle();
   }
   await assert.rejects(done, /batch 0 failed 3 times, last: INVALID_ARGUMENT: bad batch/);
@@ -326,7 +324,7 @@ test("a result that arrives after its stream broke is ignored: the batch is embe
   const late = a.sent[0];
   assert.ok(late);
   // A missed deadline breaks a's stream; batch 0 goes to b after b's own.
-  a.break(status.DEADLINE_EXCEEDED);
+  a.break("DEADLINE_EXCEEDED");
   await settle();
   answerAll(b);
   await settle();
@@ -339,9 +337,9 @@ test("a result that arrives after its stream broke is ignored: the batch is embe
 });
 
 /** An answer whose vectors the fake check below rejects (its first byte marks it). */
-function nan(batch: EmbedBatch): EmbedResult {
+function nan(batch: BackendBatch): BatchOutcome {
   const result = ok(batch);
-  if (result.embeddings) result.embeddings.data[0] = 0xff;
+  if (result.ok) result.vectors.data[0] = 0xff;
   return result;
 }
 const markedNan: DispatchHooks["check"] = (_item, e) =>
@@ -450,4 +448,64 @@ test("a server refused on rejoining (its probes differ) is kept out; with none l
     assert.equal(err.message, `no server is left to embed with: ${refusal}`);
     return true;
   });
+});
+
+test("a batch the server says is not its fault goes elsewhere at no cost; a fatal error stops the run", async () => {
+  const h = harness([session("a:1"), session("b:1")], { maxWorkers: 1 });
+  const done = h.dispatcher.run(items(2), new AbortController().signal);
+  await settle();
+  const [a, b] = h.streams;
+  assert.ok(a && b);
+  const onA = a.sent.shift();
+  assert.ok(onA);
+  onA.resolve(failed("a:1", "server", "HTTP 503"));
+  await settle();
+  answerAll(b);
+  await settle();
+  answerAll(b);
+  await done;
+  assert.deepEqual(h.attempts, [], "a server's fault costs no attempt");
+  assert.deepEqual(h.changes, ["a:1 down"]);
+  assert.ok(h.accepted.every((x) => x.server === "b:1" && x.attempts === 1));
+
+  const f = harness([session("c:1"), session("d:1")], { maxWorkers: 1 });
+  const stopped = f.dispatcher.run(items(2), new AbortController().signal);
+  stopped.catch(() => {});
+  await settle();
+  f.streams[0]?.sent[0]?.resolve(failed("c:1", "fatal", "UNAUTHENTICATED"));
+  await assert.rejects(
+    stopped,
+    /^ServerError: server c:1: UNAUTHENTICATED: bad batch; the checkpoint is intact/,
+  );
+  assert.deepEqual(f.attempts, []);
+});
+
+test("a server added during the run is reopened and takes work; a removed one is drained at no cost", async () => {
+  const reopened: string[] = [];
+  const h = harness([session("a:1")], { maxWorkers: 2 }, async (s) => {
+    reopened.push(s.target);
+    return session(s.target);
+  });
+  const done = h.dispatcher.run(items(4), new AbortController().signal);
+  await settle();
+  h.dispatcher.addServer(session("b:1"));
+  await settle();
+  assert.deepEqual(reopened, ["b:1"], "checked (health, models, probes) before any work");
+  const [a, b] = h.streams;
+  assert.ok(a && b);
+  assert.equal(a.sent.length, 2);
+  assert.equal(b.sent.length, 2);
+  h.dispatcher.removeServer("a:1");
+  await settle();
+  assert.equal(a.closed, true);
+  // a's answers after it was drained are ignored; its batches went to b.
+  answerAll(a);
+  answerAll(b);
+  await settle();
+  answerAll(b);
+  await done;
+  assert.deepEqual(h.attempts, [], "draining costs no attempt");
+  assert.deepEqual(h.accepted.map((x) => x.batchNo).sort(), [0, 1, 2, 3]);
+  assert.ok(h.accepted.every((x) => x.server === "b:1" && x.attempts === 1));
+  assert.deepEqual(h.changes, ["b:1 up", "a:1 removed"]);
 });

@@ -13,8 +13,8 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { after, before } from "node:test";
 import { fileURLToPath } from "node:url";
+import { GrpcBackend } from "../src/backend/grpc/backend.js";
 import { LedgerReader } from "../src/checkpoint/ledger.js";
-import { ServerConnection } from "../src/dispatch/client.js";
 import { waitHealthy } from "../src/dispatch/servers.js";
 import { readNpyShape } from "../src/output/npy.js";
 import { CHECKPOINT_FILE } from "../src/run/prepare.js";
@@ -169,7 +169,7 @@ export function startServer(
     const resolveReady = (server: RunningServer) => {
       // A TLS server (self-signed in the tests) is checked over TLS with its own certificate.
       const cert = args.indexOf("--tls-cert");
-      const connection = new ServerConnection(server.target, {
+      const connection = new GrpcBackend(server.target, {
         tls: cert >= 0 ? { caFile: args[cert + 1] ?? "" } : null,
         authToken: "",
         maxMessageBytes: 1 << 20,

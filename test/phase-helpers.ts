@@ -1,14 +1,15 @@
 import { join } from "node:path";
+import type { Backend, LoadedModel } from "../src/backend/types.js";
 import { ledgerModelOf } from "../src/checkpoint/model-row.js";
 import { buildRunConfig, type RunConfig } from "../src/config.js";
 import type { ServerSession } from "../src/dispatch/servers.js";
-import type { ModelInfo } from "../src/gen/embedmulti/v1/inference.js";
 import { type CorpusIndex, scanInput } from "../src/input/scan.js";
 import { planBatches } from "../src/plan/planner.js";
 import type { Progress } from "../src/progress.js";
 import type { ModelRun } from "../src/run/model-run.js";
 import { openCheckpoint, type Prepared, prepareOutputDir } from "../src/run/prepare.js";
 import { corpusSlice, writeLines } from "./helpers.js";
+import { MEMORY_DESCRIPTION } from "./memory-backend.js";
 
 /** A Progress that keeps its notes, for the phases' unit tests. */
 export function recordingProgress(): Progress & { notes: string[] } {
@@ -38,7 +39,7 @@ export async function phaseSetup(
   return { config, corpus };
 }
 
-export const MODEL_INFO: ModelInfo = {
+export const MODEL_INFO: LoadedModel = {
   modelKey: "k1",
   modelId: "org/m",
   revision: "r1",
@@ -49,27 +50,19 @@ export const MODEL_INFO: ModelInfo = {
   prefix: "",
   dtype: "float32",
   device: "cpu",
-  tokenizedRows: 0,
   truncateDim: 0,
 };
 
-/** A session as a server that loaded `org/m` would give; its connection is never used. */
+/** A session as a server that loaded `org/m` would give. */
 export function fakeSession(
-  connection: ServerSession["connection"],
-  info: ModelInfo = MODEL_INFO,
+  backend: Backend,
+  info: LoadedModel = MODEL_INFO,
   alias = "org/m",
 ): ServerSession {
   return {
-    target: connection.target,
-    connection,
-    info: {
-      serverVersion: "",
-      device: "cpu",
-      dtype: "float32",
-      engine: "debug",
-      models: [info],
-      limits: { maxBatchSize: 16, maxBatchTokens: 0, maxMessageBytes: 1 << 20, maxTextChars: 0 },
-    },
+    target: backend.target,
+    backend,
+    info: MEMORY_DESCRIPTION,
     models: new Map([[alias, info]]),
   };
 }

@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { ServerConnection } from "../src/dispatch/client.js";
+import type { TokenCounter } from "../src/backend/types.js";
 import { RowReader } from "../src/input/rows.js";
 import { batchLimits } from "../src/plan/limits.js";
-import type { TokenCounter } from "../src/plan/measure.js";
 import { planModels, storedPlanNote } from "../src/run/plan.js";
 import { openCheckpoint, prepareOutputDir } from "../src/run/prepare.js";
 import { tempDir } from "./helpers.js";
+import { MemoryBackend } from "./memory-backend.js";
 import { fakeSession, MODEL_INFO, phaseSetup, recordingProgress } from "./phase-helpers.js";
 
 test("batch limits: the smallest of the user's, the server's and one answer message's", () => {
@@ -48,11 +48,7 @@ async function unplanned(name: string, rows: number) {
   const { config, corpus } = await phaseSetup(tempDir(name), rows);
   prepareOutputDir(config.outputDir);
   const { ledger, models } = openCheckpoint(config, corpus, recordingProgress());
-  const connection = new ServerConnection("127.0.0.1:9", {
-    tls: null,
-    authToken: "",
-    maxMessageBytes: 1 << 20,
-  });
+  const connection = new MemoryBackend("127.0.0.1:9");
   const reader = new RowReader(corpus);
   const close = () => {
     reader.close();

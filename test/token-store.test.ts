@@ -14,7 +14,7 @@ function tokenIds(rows: number[][], truncated: boolean[], misalign = false) {
   return { ids, lengths: rows.map((r) => r.length), truncated };
 }
 
-function rowsOf(ids: Buffer, lengths: number[]): number[][] {
+function rowsOf(ids: Uint8Array, lengths: readonly number[]): number[][] {
   const flat = new Uint32Array(ids.buffer.slice(ids.byteOffset, ids.byteOffset + ids.byteLength));
   let at = 0;
   return lengths.map((n) => {

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { ServerConnection } from "../src/dispatch/client.js";
+import { ServerConnection } from "../src/backend/grpc/client.js";
 import { PROBE_TEXTS } from "../src/verify/probe-texts.js";
 import { cliArgs } from "./cli-args.js";
 import {

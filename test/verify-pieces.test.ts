@@ -3,6 +3,7 @@ import { createHash } from "node:crypto";
 import { closeSync, openSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
+import type { Matrix } from "../src/checks/vectors.js";
 import { digestFiles, hashFile } from "../src/output/checksum.js";
 import { npyHeader } from "../src/output/npy.js";
 import { checkBatch, NORM_TOLERANCE } from "../src/verify/batch-check.js";
@@ -11,7 +12,6 @@ import { readNpyLayout } from "../src/verify/npy-layout.js";
 import { compareProbes, DEFAULT_PROBE_TOLERANCE, probeRefusal } from "../src/verify/probe.js";
 import { PROBE_SET_ID, PROBE_TEXTS } from "../src/verify/probe-texts.js";
 import { sampleRows } from "../src/verify/sample.js";
-import type { Matrix } from "../src/verify/vectors.js";
 import { tempDir } from "./helpers.js";
 
 /** Rows of a seeded pseudo-random matrix, each normalized to norm 1 when asked. */

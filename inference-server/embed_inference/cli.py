@@ -22,6 +22,7 @@ from .config import (
     ENGINES,
     ENV_AUTH_TOKEN,
     ENV_FAST_PATH,
+    ENV_LOG_LEVEL,
     ENV_MODEL_DIR,
     ENV_TEST_NAN,
     ENV_TEST_OOM_ABOVE,
@@ -140,10 +141,25 @@ def build_parser() -> argparse.ArgumentParser:
         "started by another process (with stdin a pipe) then never outlives it",
     )
     add(
+        "--max-streams",
+        "--max_streams",
+        type=int,
+        default=ServerConfig.max_streams,
+        help="most Embed streams open at once; one more is refused with RESOURCE_EXHAUSTED "
+        "(default: %(default)s)",
+    )
+    add(
+        "--max-stream-bytes",
+        type=int,
+        default=ServerConfig.max_stream_bytes,
+        help="per Embed stream, most bytes of batches received and not yet answered "
+        "(requests plus their results); past it the server reads no more of that stream "
+        "until the client reads results (default: %(default)s = 32 MiB)",
+    )
+    add(
         "--log-level",
-        default="INFO",
-        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-        help="stderr log level (default: %(default)s)",
+        help="stderr log level: debug, info, warning or error; debug adds a line per batch "
+        f"(rows, tokens, seconds, model) (default: ${ENV_LOG_LEVEL}, else info)",
     )
     return parser
 

@@ -30,6 +30,8 @@ ENV_TEST_PERTURB = "EMBED_TEST_PERTURB"
 ENV_TEST_NAN = "EMBED_TEST_NAN"
 ENV_TEST_HANG_LOAD = "EMBED_TEST_HANG_LOAD"
 ENV_FAST_PATH = "EMBED_FAST_PATH"
+ENV_LOG_LEVEL = "EMBED_LOG_LEVEL"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,12 @@ class ServerConfig:
     test_nan: str | None = None
     # Test hook: LoadModel never answers (a server stuck reading weights).
     test_hang_load: bool = False
+    # DEBUG adds a line per answered batch (server.log_batch).
     log_level: str = "INFO"
+    # Embed streams open at once; one more is refused (RESOURCE_EXHAUSTED).
+    max_streams: int = 32
+    # Per stream: bytes of batches received and not yet answered (streams.StreamWindow).
+    max_stream_bytes: int = 32 * MiB
     # The packed BERT forward (encoders/fast_bert.py): auto = on CUDA only; on and off force
     # it (still checked against the reference path at load, which it falls back to).
     fast_path: str = "auto"
@@ -105,6 +112,8 @@ class ServerConfig:
             ("--max-batch-tokens", args.max_batch_tokens),
             ("--max-message-bytes", args.max_message_bytes),
             ("--max-text-chars", args.max_text_chars),
+            ("--max-streams", args.max_streams),
+            ("--max-stream-bytes", args.max_stream_bytes),
         ):
             if not 0 < value < 2**32:  # uint32 in the Info reply
                 raise ConfigError(f"{flag} must be in 1..{2**32 - 1}, got {value}")
@@ -119,6 +128,12 @@ class ServerConfig:
         tls_key = _existing_file("--tls-key", args.tls_key)
         oom_above = _oom_hook(env.get(ENV_TEST_OOM_ABOVE))
         perturb = _perturb_hook(env.get(ENV_TEST_PERTURB))
+        log_level = (args.log_level or env.get(ENV_LOG_LEVEL) or "INFO").strip().upper()
+        if log_level not in LOG_LEVELS:
+            raise ConfigError(
+                f"--log-level (or {ENV_LOG_LEVEL}) must be one of {', '.join(LOG_LEVELS)} "
+                f"(any case), got {log_level.lower()!r}"
+            )
         fast_flag = getattr(args, "fast_path", None)
         fast_path = (fast_flag or env.get(ENV_FAST_PATH) or "auto").strip().lower()
         if fast_path not in FAST_PATH_MODES:
@@ -155,7 +170,9 @@ class ServerConfig:
             test_perturb=perturb,
             test_nan=env.get(ENV_TEST_NAN) or None,
             test_hang_load=env.get(ENV_TEST_HANG_LOAD) == "1",
-            log_level=args.log_level,
+            log_level=log_level,
+            max_streams=args.max_streams,
+            max_stream_bytes=args.max_stream_bytes,
             exit_on_stdin_eof=args.exit_on_stdin_eof,
             fast_path=fast_path,
         )

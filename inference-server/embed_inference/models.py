@@ -24,8 +24,9 @@ from .errors import InvalidArgument, NotFound
 log = logging.getLogger("embed_inference.models")
 
 # Each component of a model id; with at most two components and no "..", an id
-# cannot name anything outside the model directory.
-_COMPONENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# cannot name anything outside the model directory. Matched whole (fullmatch): with
+# re.match, "$" also matches before a trailing newline, and "ok-model\n" passed.
+_COMPONENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 # Alternative back-ends' exports, never loaded by torch.
 _SKIPPED_DIRS = {"onnx", "openvino"}
@@ -82,7 +83,7 @@ def validate_model_id(model_id: str) -> None:
         raise InvalidArgument("model_id is empty")
     parts = model_id.split("/")
     shown = repr(model_id if len(model_id) <= _SHOWN_ID_CHARS else model_id[:_SHOWN_ID_CHARS] + "…")
-    if len(parts) > 2 or ".." in model_id or not all(_COMPONENT_RE.match(p) for p in parts):
+    if len(parts) > 2 or ".." in model_id or not all(_COMPONENT_RE.fullmatch(p) for p in parts):
         raise InvalidArgument(
             f"bad model_id {shown}: expected NAME or ORG/NAME made of letters, digits, "
             "'.', '_' and '-'"

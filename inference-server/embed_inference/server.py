@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from importlib import metadata
 from typing import Any
@@ -25,6 +26,7 @@ from .encoders.base import Backend
 from .interceptors import AuthInterceptor, ErrorInterceptor
 from .models import LoadRequest, ModelInfo, ModelRegistry
 from .pipeline import EmbedStream, StagePools, check_text_lengths, token_ids_pb
+from .streams import Admitted, StreamLimits
 
 log = logging.getLogger("embed_inference.server")
 
@@ -63,6 +65,7 @@ class Runtime:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.pools = StagePools()
+        self.streams = StreamLimits(config.max_streams, config.max_stream_bytes)
         self.registry: ModelRegistry | None = None
         self._ready = asyncio.Event()
 
@@ -137,18 +140,51 @@ class InferenceService(pb_grpc.InferenceServicer):
     async def Embed(
         self, request_iterator: AsyncIterator[pb.EmbedBatch], context: Any
     ) -> AsyncIterator[pb.EmbedResult]:
-        registry = await self._rt.models()
-        config = self._rt.config
-        stream = EmbedStream(
-            registry,
-            config.limits,
-            self._rt.pools,
-            poison=config.test_poison,
-            perturb=config.test_perturb,
-            nan_marker=config.test_nan,
+        with self._rt.streams.open() as window:
+            registry = await self._rt.models()
+            config = self._rt.config
+            stream = EmbedStream(
+                registry,
+                config.limits,
+                self._rt.pools,
+                poison=config.test_poison,
+                perturb=config.test_perturb,
+                nan_marker=config.test_nan,
+            )
+            peer = context.peer()
+            async for result in stream.run(window.admit(request_iterator, registry)):
+                yield result
+                entry = window.answered(result.batch_id)
+                if entry is not None and log.isEnabledFor(logging.DEBUG):
+                    log_batch(peer, result, entry)
+
+
+def log_batch(peer: str, result: pb.EmbedResult, entry: Admitted) -> None:
+    """EMBED_LOG_LEVEL=debug: one line per answered batch. The client's address, the
+    model and counts only: never texts, tokens' ids or metadata (which holds the token)."""
+    seconds = time.monotonic() - entry.started
+    model = f"{entry.model_id or '?'} ({entry.model_key[:16] or 'no key'})"
+    if result.WhichOneof("outcome") == "error":
+        log.debug(
+            "batch %d from %s: model %s failed after %.3f s: code %d: %s",
+            result.batch_id,
+            peer,
+            model,
+            seconds,
+            result.error.code,
+            result.error.message,
         )
-        async for result in stream.run(request_iterator):
-            yield result
+        return
+    embeddings = result.embeddings
+    log.debug(
+        "batch %d from %s: model %s rows %d tokens %d in %.3f s",
+        result.batch_id,
+        peer,
+        model,
+        embeddings.rows,
+        sum(embeddings.token_counts),
+        seconds,
+    )
 
 
 def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:

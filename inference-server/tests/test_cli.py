@@ -99,6 +99,9 @@ def test_sigint_stops_cleanly() -> None:
         ["--max-batch-size", "0"],
         ["--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"],
         ["--engine", "debug", "--dtype", "float16"],
+        ["--engine", "debug", "--max-streams", "0"],
+        ["--engine", "debug", "--max-stream-bytes", "-1"],
+        ["--engine", "debug", "--log-level", "chatty"],
     ],
 )
 def test_bad_flags_give_one_line_and_exit_2(args: list[str]) -> None:
@@ -203,3 +206,51 @@ def test_hang_load_hook_holds_load_model_until_cancelled() -> None:
     finally:
         code, _, err = stop(proc)
     assert code == 0, err
+
+
+BATCH_LINE = re.compile(
+    r"batch (\d+) from \S+: model (\S+) \(([0-9a-f]+)\) rows (\d+) tokens (\d+) in ([\d.]+) s"
+)
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [([], {"EMBED_LOG_LEVEL": "debug"}), (["--log-level", "debug"], {})],
+)
+def test_debug_logs_each_batch_without_secrets(args: list[str], env: dict[str, str]) -> None:
+    token = "tok-never-logged-7f3a"
+    proc = start(["--engine", "debug", *args], {"EMBED_AUTH_TOKEN": token, **env})
+    port = LISTENING.search(first_line(proc)).group(2)  # type: ignore[union-attr]
+    secret_text = "the text of row one stays private"
+    good = [("authorization", f"Bearer {token}")]
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.InferenceStub(channel)
+        key = stub.LoadModel(pb.LoadModelRequest(model_id="org/m"), metadata=good).model_key
+        batches = [
+            pb.EmbedBatch(batch_id=7, model_key=key, texts=[secret_text, "two words"]),
+            pb.EmbedBatch(batch_id=8, model_key=key, texts=["x"] * 5),
+            pb.EmbedBatch(batch_id=9, model_key="no-such-key", texts=["y"]),
+        ]
+        results = list(stub.Embed(iter(batches), metadata=good, timeout=30))
+    assert len(results) == 3
+    code, _, err = stop(proc)
+    assert code == 0, err
+    found = {int(m.group(1)): m.groups()[1:] for m in BATCH_LINE.finditer(err)}
+    # Debug engine tokens: words + 2 per text.
+    assert found[7][:4] == ("org/m", key, "2", str(7 + 2 + 2 + 2))
+    assert found[8][:4] == ("org/m", key, "5", str(5 * 3))
+    assert float(found[7][4]) >= 0
+    assert re.search(r"batch 9 from \S+: model \? \(no-such-key\) failed after", err), err
+    assert token not in err and secret_text not in err
+
+
+def test_info_level_logs_no_batch_lines() -> None:
+    proc = start(["--engine", "debug"])
+    port = LISTENING.search(first_line(proc)).group(2)  # type: ignore[union-attr]
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.InferenceStub(channel)
+        key = stub.LoadModel(pb.LoadModelRequest(model_id="m")).model_key
+        batch = pb.EmbedBatch(batch_id=1, model_key=key, texts=["a"])
+        assert len(list(stub.Embed(iter([batch]), timeout=30))) == 1
+    code, _, err = stop(proc)
+    assert code == 0 and not BATCH_LINE.search(err), err

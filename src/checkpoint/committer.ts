@@ -1,5 +1,5 @@
+import type { Vectors } from "../backend/types.js";
 import { describeFsError, ExitError } from "../errors.js";
-import type { Embeddings } from "../gen/embedmulti/v1/inference.js";
 import { asDiskFull } from "../output/diskfull.js";
 import type { NpyMatrixFile } from "../output/npy.js";
 import type { FinishedBatch, Ledger } from "./ledger.js";
@@ -38,7 +38,7 @@ export class Committer {
 
   private rowsWritten = 0;
 
-  accept(batch: CommitBatch, embeddings: Embeddings, server: string): void {
+  accept(batch: CommitBatch, embeddings: Vectors, server: string): void {
     if (this.failure) throw this.failure;
     const matrix = this.matrices.get(batch.alias);
     if (!matrix) throw new Error(`no output matrix for ${batch.alias}`);

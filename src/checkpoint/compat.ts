@@ -1,6 +1,6 @@
+import type { LoadedModel } from "../backend/types.js";
 import type { RunModel } from "../config.js";
 import { CheckpointError } from "../errors.js";
-import type { ModelInfo } from "../gen/embedmulti/v1/inference.js";
 import type { CorpusIndex } from "../input/scan.js";
 import {
   identityDifferences,
@@ -58,7 +58,7 @@ export function checkSameModels(stored: readonly LedgerModel[], models: readonly
 }
 
 /** Refuses servers whose copy of a model computes different numbers than the checkpoint's. */
-export function checkSameWeights(stored: LedgerModel, loaded: ModelInfo): void {
+export function checkSameWeights(stored: LedgerModel, loaded: LoadedModel): void {
   const changes = identityDifferences(stored, identityOf(loaded));
   if (changes.length > 0) {
     throw new CheckpointError(

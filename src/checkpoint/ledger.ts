@@ -1,8 +1,8 @@
 import Database from "better-sqlite3";
+import type { Matrix } from "../checks/vectors.js";
 import { CheckpointError } from "../errors.js";
 import type { LedgerModel, ModelTotals, PlanLimitsUsed, RunRecord } from "../model/records.js";
 import type { PlannedBatch } from "../plan/planner.js";
-import type { Matrix } from "../verify/vectors.js";
 import { createSchema, migrate, SCHEMA_VERSION } from "./schema.js";
 
 export type { LedgerModel, ModelTotals, PlanLimitsUsed, RunRecord };

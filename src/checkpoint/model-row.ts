@@ -1,5 +1,5 @@
+import type { LoadedModel } from "../backend/types.js";
 import type { RunModel } from "../config.js";
-import type { ModelInfo } from "../gen/embedmulti/v1/inference.js";
 import { identityOf, type ModelRequest } from "../model/identity.js";
 import type { LedgerModel, PlanLimitsUsed } from "./ledger.js";
 
@@ -9,7 +9,7 @@ import type { LedgerModel, PlanLimitsUsed } from "./ledger.js";
  */
 export function ledgerModelOf(
   model: RunModel,
-  info: ModelInfo,
+  info: LoadedModel,
   position: number,
   plannedWith: PlanLimitsUsed,
 ): LedgerModel {

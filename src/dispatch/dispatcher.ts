@@ -1,13 +1,6 @@
-import { status } from "@grpc/grpc-js";
+import type { BackendError, BatchStream, LoadedModel, Vectors } from "../backend/types.js";
 import { ExitError, ServerError } from "../errors.js";
-import type {
-  EmbedBatch,
-  Embeddings,
-  EmbedResult,
-  ModelInfo,
-} from "../gen/embedmulti/v1/inference.js";
 import { identityDifferences, identityOf } from "../model/identity.js";
-import { RpcError } from "./client.js";
 import type { BatchPayload } from "./payload.js";
 import { type ServerSession, sleep } from "./servers.js";
 
@@ -18,13 +11,6 @@ export interface WorkItem {
   readonly rows: Uint32Array;
   /** Failed attempts in earlier runs (the dispatcher counts this run's). */
   readonly priorAttempts: number;
-}
-
-/** One server's stream of batches (EmbedStream; a fake in tests). */
-export interface BatchStream {
-  /** Resolves with the batch's result; rejects when the stream broke. */
-  send(batch: EmbedBatch, timeoutMs: number): Promise<EmbedResult>;
-  close(): void;
 }
 
 /** Time as the dispatcher sees it: real timers, or a fake clock in tests. */
@@ -42,10 +28,8 @@ export const realClock: Clock = {
   sleep,
 };
 
-/** What the dispatcher is given to reach servers and to tell time. */
+/** What the dispatcher is given to tell time (servers are reached through their backends). */
 export interface DispatchEnvironment {
-  /** Opens a stream to a server; `onBroken` is called once if it breaks. */
-  openStream(session: ServerSession, onBroken: (err: RpcError) => void): BatchStream;
   readonly clock?: Clock;
 }
 
@@ -59,13 +43,14 @@ export interface DispatchOptions {
   readonly maxAttempts: number;
 }
 
-export type ServerState = "up" | "down" | "retired";
+/** "removed": drained by removeServer(), gets no more work. */
+export type ServerState = "up" | "down" | "retired" | "removed";
 
 export interface DispatchHooks {
   /** What the batch carries: its texts, or their token ids. */
   payload(item: WorkItem): BatchPayload;
   /** Writes a result; `attempts` counts this one. Synchronous; throwing stops the run. */
-  accept(item: WorkItem, embeddings: Embeddings, server: string, attempts: number): void;
+  accept(item: WorkItem, embeddings: Vectors, server: string, attempts: number): void;
   /** Where a batch's rows are, for messages. */
   describe(item: WorkItem): string;
   /** A failed attempt, with the failed attempts so far across runs. */
@@ -78,7 +63,7 @@ export interface DispatchHooks {
    */
   reopen(session: ServerSession): Promise<ServerSession>;
   /** What is wrong with a batch's vectors (NaN, Inf, zero or off-norm rows), or null. */
-  check(item: WorkItem, embeddings: Embeddings): string | null;
+  check(item: WorkItem, embeddings: Vectors): string | null;
   /** A batch whose vectors failed the check is sent again (to another server when there is one). */
   retried(item: WorkItem, server: string, problem: string): void;
 }
@@ -143,9 +128,9 @@ export class Dispatcher {
     sessions: readonly ServerSession[],
     private readonly options: DispatchOptions,
     private readonly hooks: DispatchHooks,
-    private readonly reference: ReadonlyMap<string, ModelInfo>,
+    private readonly reference: ReadonlyMap<string, LoadedModel>,
     waiting: readonly ServerSession[],
-    private readonly env: DispatchEnvironment,
+    env: DispatchEnvironment = {},
   ) {
     this.clock = env.clock ?? realClock;
     this.slots = sessions.map((s) => new ServerSlot(s));
@@ -165,6 +150,42 @@ export class Dispatcher {
       rows: s.rowsDone,
       detail: s.lastError,
     }));
+  }
+
+  /**
+   * A server that joins during the run (e.g. a new address of a DNS name): it
+   * is opened, checked and probed by the reopen hook like a server that comes
+   * back, and then takes work. Before run() it simply waits for the start.
+   */
+  addServer(session: ServerSession): void {
+    if (this.slots.some((s) => s.target === session.target && s.state !== "removed")) return;
+    const slot = new ServerSlot(session);
+    slot.state = "down";
+    slot.lastError = "joining";
+    this.slots.push(slot);
+    if (this.settle && !this.finished) void this.revive(slot, 0);
+  }
+
+  /**
+   * Drains a server (e.g. an address a DNS name no longer has): it gets no
+   * more work, its batches in flight go back to the queue at no cost to their
+   * attempts (a late answer is ignored), and its stream is closed.
+   */
+  removeServer(target: string): void {
+    const slot = this.slots.find((s) => s.target === target && s.state !== "removed");
+    if (!slot) return;
+    const wasUp = slot.state === "up";
+    slot.state = "removed";
+    slot.lastError = "removed";
+    const orphans = [...slot.inFlight];
+    slot.inFlight.clear();
+    slot.stream?.close();
+    slot.stream = null;
+    this.hooks.serverChanged(slot.target, "removed", "");
+    if (this.finished || !this.settle) return;
+    for (const item of orphans.reverse()) this.queue.unshift(item);
+    if (wasUp) this.watchAllDown();
+    this.pump();
   }
 
   run(items: readonly WorkItem[], signal: AbortSignal): Promise<void> {
@@ -196,7 +217,7 @@ export class Dispatcher {
   }
 
   private openStream(slot: ServerSlot): BatchStream {
-    const stream = this.env.openStream(slot.session, (err) => {
+    const stream = slot.session.backend.openStream((err) => {
       if (slot.stream === stream) this.serverFailed(slot, err);
     });
     return stream;
@@ -243,14 +264,10 @@ export class Dispatcher {
     }
     const batchId = this.nextBatchId++;
     stream.send({ batchId, modelKey, ...payload }, this.options.batchTimeoutMs).then(
-      (result) => {
+      (outcome) => {
         if (this.finished || !slot.inFlight.delete(item)) return;
-        if (result.embeddings) {
-          this.completed(slot, item, result.embeddings);
-        } else {
-          const err = result.error ?? { code: status.INTERNAL, message: "empty result" };
-          this.batchFailed(slot, item, new RpcError(slot.target, err.code, err.message));
-        }
+        if (outcome.ok) this.completed(slot, item, outcome.vectors);
+        else this.batchFailed(slot, item, outcome.error);
       },
       () => {
         // The stream broke: serverFailed() requeues everything that was on it.
@@ -258,7 +275,7 @@ export class Dispatcher {
     );
   }
 
-  private completed(slot: ServerSlot, item: WorkItem, embeddings: Embeddings): void {
+  private completed(slot: ServerSlot, item: WorkItem, embeddings: Vectors): void {
     let problem: string | null;
     try {
       problem = this.hooks.check(item, embeddings);
@@ -312,10 +329,14 @@ export class Dispatcher {
     this.pump();
   }
 
-  /** The server answered this batch with an error: the batch may be at fault. */
-  private batchFailed(slot: ServerSlot, item: WorkItem, err: RpcError): void {
-    if (err.code === status.NOT_FOUND || err.code === status.UNAVAILABLE) {
-      // The server lost its models (restarted) or is going away: its fault, not the batch's.
+  /** The server answered this batch with an error: whose fault it is, the backend says. */
+  private batchFailed(slot: ServerSlot, item: WorkItem, err: BackendError): void {
+    if (err.kind === "fatal") {
+      this.settle?.(fatalError(slot, err));
+      return;
+    }
+    if (err.kind === "server") {
+      // Lost its models, overloaded, going away: the batch goes elsewhere at no cost.
       this.serverFailed(slot, err);
       this.requeue(item, false, err);
       return;
@@ -324,7 +345,7 @@ export class Dispatcher {
     this.pump();
   }
 
-  private requeue(item: WorkItem, counts: boolean, err: RpcError): void {
+  private requeue(item: WorkItem, counts: boolean, err: BackendError): void {
     if (counts) {
       const attempts = (this.attempts.get(item) ?? 0) + 1;
       this.attempts.set(item, attempts);
@@ -332,7 +353,7 @@ export class Dispatcher {
       if (attempts >= this.options.maxAttempts) {
         this.settle?.(
           new ExitError(
-            `${this.hooks.describe(item)} failed ${attempts} times, last: ${status[err.code]}: ${err.details}; the checkpoint is intact, fix the input or the servers and run again`,
+            `${this.hooks.describe(item)} failed ${attempts} times, last: ${err.code}: ${err.details}; the checkpoint is intact, fix the input or the servers and run again`,
           ),
         );
         return;
@@ -341,10 +362,19 @@ export class Dispatcher {
     this.queue.unshift(item);
   }
 
-  private serverFailed(slot: ServerSlot, err: RpcError): void {
+  /**
+   * The server failed (its stream broke, or it said a batch was not its to
+   * take): it is taken out and retried with backoff. The batches that were on
+   * a broken stream cost an attempt, since one of them may have broken it.
+   */
+  private serverFailed(slot: ServerSlot, err: BackendError): void {
     if (slot.state !== "up" || this.finished) return;
+    if (err.kind === "fatal") {
+      this.settle?.(fatalError(slot, err));
+      return;
+    }
     slot.state = "down";
-    slot.lastError = `${status[err.code] ?? err.code}: ${err.details}`;
+    slot.lastError = `${err.code}: ${err.details}`;
     const orphans = [...slot.inFlight];
     slot.inFlight.clear();
     slot.stream?.close();
@@ -371,14 +401,14 @@ export class Dispatcher {
   }
 
   /** Retries a failed server with exponential backoff until it is healthy again. */
-  private async revive(slot: ServerSlot): Promise<void> {
-    let delay = BACKOFF_START_MS;
-    while (!this.finished) {
-      await this.clock.sleep(delay);
-      if (this.finished) return;
+  private async revive(slot: ServerSlot, firstDelay = BACKOFF_START_MS): Promise<void> {
+    let delay = firstDelay;
+    while (!this.finished && slot.state === "down") {
+      if (delay > 0) await this.clock.sleep(delay);
+      if (this.finished || slot.state !== "down") return;
       try {
         const fresh = await this.hooks.reopen(slot.session);
-        if (this.finished) return;
+        if (this.finished || slot.state !== "down") return;
         const mismatch = compareModels(this.reference, fresh.models);
         if (mismatch) {
           this.retire(slot, `came back with a different model: ${mismatch}`);
@@ -396,13 +426,13 @@ export class Dispatcher {
         this.pump();
         return;
       } catch (err) {
-        if (this.finished) return;
+        if (this.finished || slot.state !== "down") return;
         if (err instanceof ServerRefusedError) {
           this.retire(slot, err.message);
           return;
         }
         slot.lastError = err instanceof Error ? err.message : String(err);
-        delay = Math.min(BACKOFF_MAX_MS, delay * 2);
+        delay = Math.min(BACKOFF_MAX_MS, Math.max(BACKOFF_START_MS, delay * 2));
       }
     }
   }
@@ -412,16 +442,26 @@ export class Dispatcher {
     slot.state = "retired";
     slot.lastError = why;
     this.hooks.serverChanged(slot.target, "retired", why);
-    if (this.slots.every((s) => s.state === "retired")) {
-      const reasons = this.slots.map((s) => s.lastError).join("; ");
+    if (this.slots.every((s) => s.state === "retired" || s.state === "removed")) {
+      const reasons = this.slots
+        .filter((s) => s.state === "retired")
+        .map((s) => s.lastError)
+        .join("; ");
       this.settle?.(new ServerError(`no server is left to embed with: ${reasons}`));
     }
   }
 }
 
+/** A refused key or the like: no server of the run would do better. */
+function fatalError(slot: ServerSlot, err: BackendError): ServerError {
+  return new ServerError(
+    `server ${slot.target}: ${err.code}: ${err.details}; the checkpoint is intact, fix this and run the same command again`,
+  );
+}
+
 function compareModels(
-  before: ReadonlyMap<string, ModelInfo>,
-  after: ReadonlyMap<string, ModelInfo>,
+  before: ReadonlyMap<string, LoadedModel>,
+  after: ReadonlyMap<string, LoadedModel>,
 ): string | null {
   for (const [alias, info] of before) {
     const now = after.get(alias);

@@ -1,9 +1,9 @@
-import type { EmbedBatch } from "../gen/embedmulti/v1/inference.js";
+import type { BackendBatch } from "../backend/types.js";
 import type { RowReader } from "../input/rows.js";
 import type { TokenStore } from "../plan/tokens.js";
 
 /** What an EmbedBatch carries besides its id and model: texts, or their token ids. */
-export type BatchPayload = Pick<EmbedBatch, "texts" | "tokens">;
+export type BatchPayload = Pick<BackendBatch, "texts" | "tokens">;
 
 /**
  * The ids the measuring pass kept, when this run measured the model (the

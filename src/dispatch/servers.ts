@@ -1,15 +1,8 @@
-import { status } from "@grpc/grpc-js";
+import type { Backend, HealthReport, LoadedModel, ServerDescription } from "../backend/types.js";
 import type { RunModel } from "../config.js";
 import { ServerError } from "../errors.js";
-import type { InfoResponse, LoadModelRequest, ModelInfo } from "../gen/embedmulti/v1/inference.js";
 import { identityDifferences, identityOf } from "../model/identity.js";
 import { abortableSleep } from "./abort.js";
-import {
-  type ConnectionOptions,
-  type HealthReport,
-  RpcError,
-  type ServerConnection,
-} from "./client.js";
 
 /** Loading a model can mean reading gigabytes from disk or the hub. */
 const LOAD_MODEL_TIMEOUT_MS = 15 * 60 * 1000;
@@ -18,23 +11,11 @@ const HEALTH_POLL_MS = 250;
 /** What a server said about itself and about each model of the run. */
 export interface ServerSession {
   readonly target: string;
-  readonly connection: ServerConnection;
-  readonly info: InfoResponse;
+  readonly backend: Backend;
+  /** Null until the server answered (a server not reachable yet). */
+  readonly info: ServerDescription | null;
   /** Alias → the model as this server loaded it. */
-  readonly models: Map<string, ModelInfo>;
-}
-
-export function loadRequest(model: RunModel, device: string): LoadModelRequest {
-  return {
-    modelId: model.modelId,
-    revision: model.revision,
-    device,
-    dtype: model.dtype,
-    maxLength: model.maxLength,
-    prefix: model.prefix,
-    normalize: model.normalize,
-    truncateDim: model.truncateDim,
-  };
+  readonly models: ReadonlyMap<string, LoadedModel>;
 }
 
 /** A server that did not answer (as opposed to one that answered no). */
@@ -42,7 +23,7 @@ export class ServerUnreachableError extends ServerError {}
 
 /** Waits until the server reports SERVING, or throws after timeoutMs. */
 export async function waitHealthy(
-  connection: ServerConnection,
+  connection: Pick<Backend, "target" | "usesTls" | "checkHealth">,
   timeoutMs: number,
   signal?: AbortSignal,
 ): Promise<void> {
@@ -67,36 +48,33 @@ export async function waitHealthy(
 
 /** Health, Info and LoadModel for every model: a server fit to take this run's batches. */
 export async function openSession(
-  connection: ServerConnection,
+  backend: Backend,
   models: readonly RunModel[],
   device: string,
   healthTimeoutMs: number,
   signal?: AbortSignal,
 ): Promise<ServerSession> {
-  await waitHealthy(connection, healthTimeoutMs, signal);
-  const info = await connection.info(10_000, signal).catch((err) => {
-    if (signal?.aborted) throw err;
-    throw explain(connection.target, "Info", err);
-  });
-  const loaded = new Map<string, ModelInfo>();
+  await waitHealthy(backend, healthTimeoutMs, signal);
+  const info = await backend.describe(10_000, signal);
+  const loaded = new Map<string, LoadedModel>();
   for (const model of models) {
-    const modelInfo = await connection
-      .loadModel(loadRequest(model, device), LOAD_MODEL_TIMEOUT_MS, signal)
-      .catch((err) => {
-        if (signal?.aborted) throw err;
-        throw explain(connection.target, `loading model "${model.alias}" (${model.modelId})`, err);
-      });
-    checkTruncation(connection.target, model, modelInfo);
+    const modelInfo = await backend.loadModel(model, device, LOAD_MODEL_TIMEOUT_MS, signal);
+    checkTruncation(backend.target, model, modelInfo);
     loaded.set(model.alias, modelInfo);
   }
-  return { target: connection.target, connection, info, models: loaded };
+  return { target: backend.target, backend, info, models: loaded };
+}
+
+/** A server not reachable yet: no description, no models; the dispatcher reopens it. */
+export function notYetSession(backend: Backend): ServerSession {
+  return { target: backend.target, backend, info: null, models: new Map() };
 }
 
 /**
  * A server that predates truncate_dim ignores the field (proto3) and returns
  * whole vectors: refuse it rather than store vectors of another size.
  */
-export function checkTruncation(target: string, model: RunModel, info: ModelInfo): void {
+export function checkTruncation(target: string, model: RunModel, info: LoadedModel): void {
   const cut = model.truncateDim;
   if (info.truncateDim === cut && (cut === 0 || info.dim === cut)) return;
   throw new ServerError(
@@ -126,25 +104,6 @@ export function checkAgreement(
   }
 }
 
-/** A gRPC failure at start-up, in words a user can act on. */
-export function explain(target: string, what: string, err: unknown): ServerError {
-  const rpc = RpcError.from(target, err);
-  switch (rpc.code) {
-    case status.NOT_FOUND:
-      return new ServerError(`server ${target}: ${what}: not found (${rpc.details})`);
-    case status.UNAUTHENTICATED:
-      return new ServerError(
-        `server ${target}: UNAUTHENTICATED: ${rpc.details} (set EMBED_AUTH_TOKEN to the server's token)`,
-      );
-    case status.UNAVAILABLE:
-      return new ServerError(`server ${target}: unreachable during ${what} (${rpc.details})`);
-    default:
-      return new ServerError(
-        `server ${target}: ${what} failed: ${status[rpc.code]}: ${rpc.details}`,
-      );
-  }
-}
-
 /** grpc-js's connection failures end in an empty "Resolution note" and carry a timestamp. */
 function tidy(detail: string): string {
   return detail.replace(/\s*Resolution note:\s*$/, "").replace(/\s*\(\d{4}-\d\d-\d\dT[^)]*\)/, "");
@@ -153,5 +112,3 @@ function tidy(detail: string): string {
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
-
-export type { ConnectionOptions };

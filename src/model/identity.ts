@@ -1,5 +1,4 @@
 import type { ModelSpec, RunModel } from "../config.js";
-import type { ModelInfo } from "../gen/embedmulti/v1/inference.js";
 
 /**
  * What makes two models' vectors the same. Servers must agree on it, a
@@ -52,8 +51,8 @@ const REQUEST_LABELS: Readonly<Record<keyof ModelRequest, string>> = {
   truncateDim: "truncate_dim",
 };
 
-/** The identity a server reports for a model it loaded. */
-export function identityOf(info: ModelInfo): ModelIdentity {
+/** The identity alone, of a model a server loaded (or of a stored one). */
+export function identityOf(info: ModelIdentity): ModelIdentity {
   const { modelId, revision, dim, dtype, maxLength, pooling, prefix, normalize, truncateDim } =
     info;
   return { modelId, revision, dim, dtype, maxLength, pooling, prefix, normalize, truncateDim };

@@ -1,4 +1,4 @@
-import type { TokenIds } from "../gen/embedmulti/v1/inference.js";
+import type { TokenCounter } from "../backend/types.js";
 import type { RowReader } from "../input/rows.js";
 import { estimateTokens } from "./lengths.js";
 import type { TokenStore } from "./tokens.js";
@@ -14,20 +14,6 @@ const TEXT_OVERHEAD_BYTES = 8;
 const ROW_OVERHEAD_BYTES = 12;
 /** Beyond its UTF-8 bytes, the most tokens a text can have: special tokens, prefix. */
 const EXTRA_TOKENS = 16;
-
-/** Counts texts' tokens with a model's tokenizer: a server, or a fake in tests. */
-export interface TokenCounter {
-  /**
-   * Tokens of each text (`counts`), or with `returnIds` their ids (`tokens`) when
-   * the model allows; null when the counter cannot count at all (an older server).
-   */
-  countTokens(
-    modelKey: string,
-    texts: string[],
-    returnIds: boolean,
-    timeoutMs: number,
-  ): Promise<{ counts: number[]; tokens?: TokenIds | undefined } | null>;
-}
 
 export interface MeasureOptions {
   /** The server's max_message_bytes (Info limits). */

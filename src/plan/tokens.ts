@@ -1,8 +1,8 @@
 import { closeSync, constants, openSync, readdirSync, readSync, rmSync, writeSync } from "node:fs";
 import { endianness } from "node:os";
 import { join } from "node:path";
+import type { TokenIds } from "../backend/types.js";
 import { describeFsError } from "../errors.js";
-import type { TokenIds } from "../gen/embedmulti/v1/inference.js";
 
 const PREFIX = ".embed-multi-tokens-";
 const TRUNCATED = 1;

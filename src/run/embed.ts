@@ -1,11 +1,10 @@
+import type { LoadedModel, Vectors } from "../backend/types.js";
 import { Committer } from "../checkpoint/committer.js";
 import type { Ledger } from "../checkpoint/ledger.js";
 import type { RunConfig } from "../config.js";
 import { Dispatcher, type WorkItem } from "../dispatch/dispatcher.js";
 import { batchPayload } from "../dispatch/payload.js";
 import { openSession } from "../dispatch/servers.js";
-import { EmbedStream } from "../dispatch/stream.js";
-import type { Embeddings, ModelInfo } from "../gen/embedmulti/v1/inference.js";
 import type { RowReader } from "../input/rows.js";
 import type { CorpusIndex } from "../input/scan.js";
 import type { NpyMatrixFile } from "../output/npy.js";
@@ -28,7 +27,7 @@ export function pendingWork(runs: readonly ModelRun[], ledger: Ledger): WorkItem
 
 /** The servers that may embed, after the probe; `reference` is the models every one must hold. */
 export interface EmbedServers extends Pick<ProbedPool, "ready" | "waiting"> {
-  readonly reference: ReadonlyMap<string, ModelInfo>;
+  readonly reference: ReadonlyMap<string, LoadedModel>;
   readonly guard: ProbeGuard;
 }
 
@@ -107,7 +106,7 @@ export async function embed(
       // A server that joins or comes back embeds the probes before it gets work.
       reopen: async (session) => {
         const fresh = await openSession(
-          session.connection,
+          session.backend,
           config.models,
           config.device,
           config.serverTimeoutMs,
@@ -119,7 +118,6 @@ export async function embed(
     },
     pool.reference,
     pool.waiting,
-    { openStream: (session, onBroken) => new EmbedStream(session.connection, onBroken) },
   );
   let dispatchFailed = true;
   try {
@@ -136,7 +134,7 @@ export async function embed(
 /** What is wrong with a batch's vectors, naming the input line of the row; null when nothing. */
 export function batchProblem(
   item: WorkItem,
-  embeddings: Embeddings,
+  embeddings: Vectors,
   normalizes: boolean,
   corpus: Pick<CorpusIndex, "lineNumbers">,
 ): string | null {

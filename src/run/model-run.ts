@@ -1,6 +1,6 @@
+import type { LoadedModel } from "../backend/types.js";
 import type { Ledger, LedgerModel, ModelStatus } from "../checkpoint/ledger.js";
 import type { RunModel } from "../config.js";
-import type { ModelInfo } from "../gen/embedmulti/v1/inference.js";
 import type { OutputPaths } from "../output/finalize.js";
 import type { NpyMatrixFile } from "../output/npy.js";
 import type { TokenStore } from "../plan/tokens.js";
@@ -12,7 +12,7 @@ export interface ModelRun {
   /** The model as the checkpoint holds it; null until planned. */
   stored: LedgerModel | null;
   /** The model as the first server loaded it; null when no server was needed. */
-  server: ModelInfo | null;
+  server: LoadedModel | null;
   /** Progress as the ledger last said. */
   status: ModelStatus;
   /** The working .npy while the model is being embedded. */

@@ -1,33 +1,21 @@
-import { status } from "@grpc/grpc-js";
+import type { TokenCounter } from "../backend/types.js";
 import { checkSameWeights } from "../checkpoint/compat.js";
 import type { Ledger, PlanLimitsUsed } from "../checkpoint/ledger.js";
 import { ledgerModelOf } from "../checkpoint/model-row.js";
 import type { RunConfig } from "../config.js";
-import { RpcError, type ServerConnection } from "../dispatch/client.js";
 import { checkAgreement, type ServerSession } from "../dispatch/servers.js";
 import type { RowReader } from "../input/rows.js";
 import type { CorpusIndex } from "../input/scan.js";
 import { checkServerTextLimit } from "../input/server-limit.js";
 import { batchLimits } from "../plan/limits.js";
-import { measureTokens, type TokenCounter } from "../plan/measure.js";
+import { measureTokens } from "../plan/measure.js";
 import { paddingEfficiency, planBatches } from "../plan/planner.js";
 import { TokenStore, tokenStorePath } from "../plan/tokens.js";
 import type { Progress } from "../progress.js";
 import { type ModelRun, refresh } from "./model-run.js";
 
-/** A server's CountTokens as the planner sees it: UNIMPLEMENTED means "cannot count". */
-export function serverCounter(connection: ServerConnection, signal?: AbortSignal): TokenCounter {
-  return {
-    countTokens: (modelKey, texts, returnIds, timeoutMs) =>
-      connection.countTokens(modelKey, texts, returnIds, timeoutMs, signal).then(
-        (res) => res,
-        (err: unknown) => {
-          if (err instanceof RpcError && err.code === status.UNIMPLEMENTED) return null;
-          throw err;
-        },
-      ),
-  };
-}
+/** A counter that cannot count: the planner estimates lengths from characters, and says so. */
+const NO_COUNTER: TokenCounter = { countTokens: async () => null };
 
 /**
  * Gives each model the first server's view of it, then plans the batches of
@@ -50,7 +38,7 @@ export async function planModels(
     const info = first.models.get(run.model.alias);
     if (!info) throw new Error(`server ${first.target} did not load ${run.model.alias}`);
     run.server = info;
-    const limits = batchLimits(config, first.info.limits, info.dim);
+    const limits = batchLimits(config, first.info?.limits ?? undefined, info.dim);
     if (run.stored) {
       checkSameWeights(run.stored, info);
       const plan = run.stored.plannedWith;
@@ -130,8 +118,8 @@ export async function planWithServers(
   checkServerTextLimit(
     corpus,
     reader,
-    ready.map((s) => s.info.limits?.maxTextChars ?? 0),
+    ready.map((s) => s.info?.limits?.maxTextChars ?? 0),
   );
-  const counter = serverCounter(first.connection, signal);
+  const counter = first.backend.tokenCounter(signal) ?? NO_COUNTER;
   await planModels(runs, first, counter, ledger, config, reader, corpus, progress);
 }

@@ -1,8 +1,12 @@
+import { createBackends } from "../backend/select.js";
+import type { Backend } from "../backend/types.js";
 import type { RunConfig } from "../config.js";
-import { ServerConnection } from "../dispatch/client.js";
-import { openSession, type ServerSession, ServerUnreachableError } from "../dispatch/servers.js";
-import { resolveTargets } from "../dispatch/targets.js";
-import type { InfoResponse } from "../gen/embedmulti/v1/inference.js";
+import {
+  notYetSession,
+  openSession,
+  type ServerSession,
+  ServerUnreachableError,
+} from "../dispatch/servers.js";
 import type { Progress } from "../progress.js";
 import { EmbeddedServer } from "../server/embedded.js";
 
@@ -31,23 +35,15 @@ export async function startPool(
   }
   try {
     const targets = embedded ? [embedded.target] : config.servers;
-    const resolved = await resolveTargets(targets);
-    const options = {
+    const backends = await createBackends(targets, {
       tls: config.tls,
       authToken: config.authToken,
       maxMessageBytes: 256 * 1024 * 1024,
-    };
-    const connections = resolved.map((t) => new ServerConnection(t.address, options, t.authority));
-    const open = (c: ServerConnection) =>
-      openSession(c, config.models, config.device, config.serverTimeoutMs, signal);
-    // A session with no models yet: the dispatcher reopens it when it comes up.
-    const notYet = (c: ServerConnection): ServerSession => ({
-      target: c.target,
-      connection: c,
-      info: emptyInfo(),
-      models: new Map(),
     });
-    const { ready, waiting } = await gather(connections, open, notYet, STRAGGLER_GRACE_MS);
+    const open = (b: Backend) =>
+      openSession(b, config.models, config.device, config.serverTimeoutMs, signal);
+    // A session with no models yet: the dispatcher reopens it when it comes up.
+    const { ready, waiting } = await gather(backends, open, notYetSession, STRAGGLER_GRACE_MS);
     for (const w of waiting) {
       progress.note(
         `server ${w.target} is not reachable yet; going on without it until it comes up`,
@@ -65,7 +61,7 @@ export async function stopPool(
   pool: ServerPool,
   onEmbeddedServer?: (server: EmbeddedServer | null) => void,
 ): Promise<void> {
-  for (const session of [...pool.ready, ...pool.waiting]) session.connection.close();
+  for (const session of [...pool.ready, ...pool.waiting]) session.backend.close();
   if (pool.embedded) {
     await pool.embedded.stop();
     onEmbeddedServer?.(null);
@@ -148,8 +144,4 @@ export async function gather<C extends Connectable, S>(
     throw refusal ?? unreachable;
   }
   return { ready, waiting };
-}
-
-function emptyInfo(): InfoResponse {
-  return { serverVersion: "", device: "", dtype: "", engine: "", models: [], limits: undefined };
 }

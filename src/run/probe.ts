@@ -1,13 +1,13 @@
+import { embedTexts } from "../backend/embed-texts.js";
 import type { Ledger } from "../checkpoint/ledger.js";
+import type { Matrix } from "../checks/vectors.js";
 import { untilAborted } from "../dispatch/abort.js";
 import { ServerRefusedError } from "../dispatch/dispatcher.js";
 import type { ServerSession } from "../dispatch/servers.js";
 import { ServerError } from "../errors.js";
 import type { Progress } from "../progress.js";
-import { embedTexts } from "../verify/embed-texts.js";
 import { compareProbes, type ProbeComparison, probeRefusal } from "../verify/probe.js";
 import { PROBE_SET_ID, PROBE_TEXTS } from "../verify/probe-texts.js";
-import type { Matrix } from "../verify/vectors.js";
 
 /** What the probe check needs of the run. */
 export interface ProbeSettings {
@@ -94,13 +94,13 @@ export class ProbeGuard {
     session: ServerSession,
     modelKey: string,
   ): Promise<{ vectors: Matrix; taken: ReadonlySet<number> }> {
-    const limit = session.info.limits?.maxTextChars ?? 0;
+    const limit = session.info?.limits?.maxTextChars ?? 0;
     const taken = PROBE_TEXTS.flatMap((text, i) =>
       limit === 0 || [...text].length <= limit ? [i] : [],
     );
     const texts = taken.map((i) => PROBE_TEXTS[i] ?? "");
     const got = await untilAborted(
-      embedTexts(session.connection, modelKey, texts, this.settings.timeoutMs),
+      embedTexts(session.backend, modelKey, texts, this.settings.timeoutMs),
       this.settings.signal,
     );
     const data = new Float32Array(PROBE_TEXTS.length * got.dim);

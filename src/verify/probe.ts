@@ -1,5 +1,4 @@
-import type { Matrix } from "./vectors.js";
-import { cosineAt } from "./vectors.js";
+import { cosineAt, type Matrix } from "../checks/vectors.js";
 
 export const DEFAULT_PROBE_TOLERANCE = 0.999;
 

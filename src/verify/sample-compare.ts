@@ -1,5 +1,5 @@
+import { cosineAt, type Matrix } from "../checks/vectors.js";
 import { Encoder, type OutputDtype, type Ranges } from "../output/dtype.js";
-import { cosineAt, type Matrix } from "./vectors.js";
 
 /** How the sampled rows compare: the worst row by the dtype's measure, and whether it passes. */
 export interface SampleComparison {

@@ -1,12 +1,12 @@
 import { join } from "node:path";
+import { embedTexts, loadModelKey } from "../backend/embed-texts.js";
+import type { Backend } from "../backend/types.js";
+import type { Matrix } from "../checks/vectors.js";
 import type { RunModel } from "../config.js";
-import type { ServerConnection } from "../dispatch/client.js";
 import type { CheckContext, ExpectedRows } from "./context.js";
-import { embedTexts, loadModelKey } from "./embed-texts.js";
 import { forEachLine } from "./lines.js";
 import { compareSample } from "./sample-compare.js";
 import type { StoredMetadata } from "./stored-metadata.js";
-import type { Matrix } from "./vectors.js";
 
 export interface SampleSettings {
   readonly size: number;
@@ -85,7 +85,7 @@ async function storedVectors(
 export async function checkSample(
   ctx: CheckContext,
   input: ExpectedRows,
-  connection: ServerConnection,
+  connection: Backend,
   model: RunModel,
   settings: SampleSettings,
   jsonlName: string | null,

@@ -1,7 +1,8 @@
 import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
+import { createBackends } from "../backend/select.js";
+import type { Backend } from "../backend/types.js";
 import type { EmbeddedServerConfig } from "../config.js";
-import { ServerConnection } from "../dispatch/client.js";
 import { waitHealthy } from "../dispatch/servers.js";
 import { ExitError } from "../errors.js";
 import { hashFile } from "../output/checksum.js";
@@ -189,7 +190,7 @@ function checkDigests(dir: string, metadata: StoredMetadata, files: readonly str
 
 /** The servers to embed the sample on, connected on first use; the embedded one if none were given. */
 class ServerPool {
-  private opened: ServerConnection[] | null = null;
+  private opened: Backend[] | null = null;
   private embedded: EmbeddedServer | null = null;
 
   constructor(
@@ -198,7 +199,7 @@ class ServerPool {
     private readonly dir: string,
   ) {}
 
-  async connections(): Promise<ServerConnection[]> {
+  async connections(): Promise<Backend[]> {
     if (this.opened) return this.opened;
     let targets = this.options.servers;
     if (targets.length === 0) {
@@ -208,13 +209,11 @@ class ServerPool {
       );
       targets = [this.embedded.target];
     }
-    this.opened = targets.map(
-      (t) =>
-        new ServerConnection(t, {
-          ...this.options.connection,
-          maxMessageBytes: 256 * 1024 * 1024,
-        }),
-    );
+    // Chosen from --servers as the run chooses them.
+    this.opened = await createBackends(targets, {
+      ...this.options.connection,
+      maxMessageBytes: 256 * 1024 * 1024,
+    });
     for (const connection of this.opened) {
       await waitHealthy(connection, this.options.serverTimeoutMs);
     }

@@ -9,7 +9,7 @@ import {
   type ServiceError,
   status,
 } from "@grpc/grpc-js";
-import { ConfigError } from "../errors.js";
+import { ConfigError } from "../../errors.js";
 import {
   type CountTokensResponse,
   type EmbedBatch,
@@ -18,16 +18,12 @@ import {
   type InfoResponse,
   type LoadModelRequest,
   type ModelInfo,
-} from "../gen/embedmulti/v1/inference.js";
-import { HealthCheckResponse_ServingStatus, HealthClient } from "../gen/grpc/health/v1/health.js";
-
-/** How to reach servers: the same for every target of a run. */
-export interface ConnectionOptions {
-  readonly tls: { readonly caFile: string } | null;
-  readonly authToken: string;
-  /** Largest message accepted or sent; the embeddings of one batch must fit. */
-  readonly maxMessageBytes: number;
-}
+} from "../../gen/embedmulti/v1/inference.js";
+import {
+  HealthCheckResponse_ServingStatus,
+  HealthClient,
+} from "../../gen/grpc/health/v1/health.js";
+import type { ConnectionOptions, HealthReport } from "../types.js";
 
 /** A failed call, with its gRPC status code and the server it went to. */
 export class RpcError extends Error {
@@ -47,14 +43,6 @@ export class RpcError extends Error {
     const details = e.details || (err instanceof Error ? err.message : String(err));
     return new RpcError(target, code, firstLine(details));
   }
-}
-
-export type HealthState = "serving" | "not-serving" | "unknown";
-
-export interface HealthReport {
-  readonly state: HealthState;
-  /** Why the state is not "serving", in the server's or the transport's words. */
-  readonly detail: string;
 }
 
 /**

@@ -1,11 +1,13 @@
 import type { ClientDuplexStream } from "@grpc/grpc-js";
 import { status } from "@grpc/grpc-js";
-import type { EmbedBatch, EmbedResult } from "../gen/embedmulti/v1/inference.js";
+import type { EmbedBatch, EmbedResult } from "../../gen/embedmulti/v1/inference.js";
+import type { BackendBatch, BackendError, BatchOutcome, BatchStream } from "../types.js";
+import { classifyBatchError, classifyBroken } from "./classify.js";
 import { RpcError, type ServerConnection } from "./client.js";
 
 interface Pending {
-  resolve(result: EmbedResult): void;
-  reject(err: RpcError): void;
+  resolve(result: BatchOutcome): void;
+  reject(err: BackendError): void;
   timer: NodeJS.Timeout;
 }
 
@@ -15,15 +17,15 @@ interface Pending {
  * Every batch has a deadline; a missed deadline or a stream error breaks the
  * stream, fails every batch still on it, and the owner opens a new one.
  */
-export class EmbedStream {
+export class EmbedStream implements BatchStream {
   private readonly call: ClientDuplexStream<EmbedBatch, EmbedResult>;
   private readonly pending = new Map<number, Pending>();
-  private broken: RpcError | null = null;
+  private broken: BackendError | null = null;
   private drained: Promise<void> | null = null;
 
   constructor(
     private readonly connection: ServerConnection,
-    private readonly onBroken: (err: RpcError) => void,
+    private readonly onBroken: (err: BackendError) => void,
   ) {
     this.call = connection.openEmbedStream();
     this.call.on("data", (result: EmbedResult) => this.settle(result));
@@ -41,13 +43,13 @@ export class EmbedStream {
     return this.pending.size;
   }
 
-  /** Sends one batch; resolves with its result (which may carry a batch error). */
-  async send(batch: EmbedBatch, timeoutMs: number): Promise<EmbedResult> {
+  /** Sends one batch; resolves with its outcome (which may be a batch error). */
+  async send(batch: BackendBatch, timeoutMs: number): Promise<BatchOutcome> {
     if (this.broken) throw this.broken;
     // Back-pressure: when the HTTP/2 window is full, wait rather than buffer without bound.
     if (this.drained) await this.drained;
     if (this.broken) throw this.broken;
-    const result = new Promise<EmbedResult>((resolve, reject) => {
+    const result = new Promise<BatchOutcome>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.fail(
           new RpcError(
@@ -59,7 +61,10 @@ export class EmbedStream {
       }, timeoutMs);
       this.pending.set(batch.batchId, { resolve, reject, timer });
     });
-    const flushed = this.call.write(batch);
+    const { batchId, modelKey, texts, tokens } = batch;
+    // The wire types want mutable arrays; nothing writes to them.
+    const wire = { batchId, modelKey, texts: texts as string[], tokens: tokens && toWire(tokens) };
+    const flushed = this.call.write(wire);
     if (!flushed) {
       this.drained = new Promise((resolve) => {
         const done = () => {
@@ -78,11 +83,12 @@ export class EmbedStream {
     if (!waiting) return; // a result for a batch already given up on
     this.pending.delete(result.batchId);
     clearTimeout(waiting.timer);
-    waiting.resolve(result);
+    waiting.resolve(outcomeOf(this.connection.target, result));
   }
 
-  private fail(err: RpcError): void {
+  private fail(rpc: RpcError): void {
     if (this.broken) return;
+    const err = classifyBroken(rpc);
     this.broken = err;
     for (const waiting of this.pending.values()) {
       clearTimeout(waiting.timer);
@@ -96,7 +102,9 @@ export class EmbedStream {
   /** Half-closes the stream and drops whatever is still pending. */
   close(): void {
     if (this.broken) return;
-    this.broken = new RpcError(this.connection.target, status.CANCELLED, "stream closed");
+    this.broken = classifyBroken(
+      new RpcError(this.connection.target, status.CANCELLED, "stream closed"),
+    );
     for (const waiting of this.pending.values()) {
       clearTimeout(waiting.timer);
       waiting.reject(this.broken);
@@ -105,4 +113,20 @@ export class EmbedStream {
     this.call.end();
     this.call.cancel();
   }
+}
+
+/** The result of one batch in our types: its vectors, or its error classified. */
+function outcomeOf(target: string, result: EmbedResult): BatchOutcome {
+  if (result.embeddings) return { ok: true, vectors: result.embeddings };
+  const err = result.error ?? { code: status.INTERNAL, message: "empty result" };
+  return { ok: false, error: classifyBatchError(new RpcError(target, err.code, err.message)) };
+}
+
+function toWire(tokens: NonNullable<BackendBatch["tokens"]>): NonNullable<EmbedBatch["tokens"]> {
+  const { ids } = tokens;
+  return {
+    ids: Buffer.isBuffer(ids) ? ids : Buffer.from(ids.buffer, ids.byteOffset, ids.byteLength),
+    lengths: tokens.lengths as number[],
+    truncated: tokens.truncated as boolean[],
+  };
 }

@@ -1,24 +1,18 @@
+import type { Matrix } from "../checks/vectors.js";
 import type { RunModel } from "../config.js";
-import type { ServerConnection } from "../dispatch/client.js";
-import { explain, loadRequest } from "../dispatch/servers.js";
-import { EmbedStream } from "../dispatch/stream.js";
 import { ServerError } from "../errors.js";
-import type { Matrix } from "./vectors.js";
+import type { Backend } from "./types.js";
 
 const LOAD_TIMEOUT_MS = 15 * 60 * 1000;
 const BATCH_ROWS = 32;
 
 /** Loads the model on the server as the run did; returns its model key. */
 export async function loadModelKey(
-  connection: ServerConnection,
+  backend: Backend,
   model: RunModel,
   device: string,
 ): Promise<{ key: string; revision: string; dim: number }> {
-  const info = await connection
-    .loadModel(loadRequest(model, device), LOAD_TIMEOUT_MS)
-    .catch((err) => {
-      throw explain(connection.target, `loading model "${model.alias}" (${model.modelId})`, err);
-    });
+  const info = await backend.loadModel(model, device, LOAD_TIMEOUT_MS);
   return { key: info.modelKey, revision: info.revision, dim: info.dim };
 }
 
@@ -28,29 +22,27 @@ export async function loadModelKey(
  * error naming the server.
  */
 export async function embedTexts(
-  connection: ServerConnection,
+  backend: Backend,
   modelKey: string,
   texts: readonly string[],
   timeoutMs: number,
 ): Promise<Matrix> {
-  const stream = new EmbedStream(connection, () => {});
+  const stream = backend.openStream(() => {});
   const parts: Float32Array[] = [];
   let dim = 0;
   try {
     for (let first = 0; first < texts.length; first += BATCH_ROWS) {
       const batch = texts.slice(first, first + BATCH_ROWS);
-      const result = await stream.send(
+      const outcome = await stream.send(
         { batchId: first, modelKey, texts: batch, tokens: undefined },
         timeoutMs,
       );
-      const e = result.embeddings;
-      if (!e) {
-        throw new ServerError(
-          `server ${connection.target}: a batch failed: ${result.error?.message ?? "empty result"}`,
-        );
+      if (!outcome.ok) {
+        throw new ServerError(`server ${backend.target}: a batch failed: ${outcome.error.details}`);
       }
+      const e = outcome.vectors;
       if (e.rows !== batch.length || e.data.length !== e.rows * e.dim * 4) {
-        throw new ServerError(`server ${connection.target}: a result of the wrong size`);
+        throw new ServerError(`server ${backend.target}: a result of the wrong size`);
       }
       dim = e.dim;
       // Copied: the message's buffer need not be 4-byte aligned.

@@ -1,0 +1,44 @@
+import { GrpcBackend } from "./grpc/backend.js";
+import { resolveTargets } from "./targets.js";
+import type { Backend, ConnectionOptions } from "./types.js";
+
+/**
+ * The kinds of server a `--servers` entry can name, tried in order: the first
+ * whose `claims` accepts the entry makes its backends. Ours (gRPC, `host:port`
+ * or `dns:///name:port`) takes whatever no other kind claims. A new kind is
+ * one entry here and a folder of its own.
+ */
+export interface BackendKind {
+  readonly name: string;
+  claims(target: string): boolean;
+  /** One backend per server the entry names (a DNS name may name several). */
+  create(target: string, options: ConnectionOptions): Promise<Backend[]>;
+}
+
+const GRPC: BackendKind = {
+  name: "grpc",
+  claims: () => true,
+  create: async (target, options) =>
+    (await resolveTargets([target])).map((t) => new GrpcBackend(t.address, options, t.authority)),
+};
+
+export const BACKEND_KINDS: readonly BackendKind[] = [GRPC];
+
+/** The backends of every `--servers` entry (or the embedded server's target), in order. */
+export async function createBackends(
+  targets: readonly string[],
+  options: ConnectionOptions,
+  kinds: readonly BackendKind[] = BACKEND_KINDS,
+): Promise<Backend[]> {
+  const out: Backend[] = [];
+  try {
+    for (const target of targets) {
+      const kind = kinds.find((k) => k.claims(target)) ?? GRPC;
+      out.push(...(await kind.create(target, options)));
+    }
+  } catch (err) {
+    for (const b of out) b.close();
+    throw err;
+  }
+  return out;
+}

@@ -1,0 +1,188 @@
+import type { Vectors } from "../backend/types.js";
+import { cosineAt, type Matrix } from "./vectors.js";
+
+/**
+ * Spot checks (issue 16), the pure part: which rows of known vectors an
+ * ordinary batch carries, where they go in it, and how its answer is split
+ * and compared. A server can pass the probe and then go wrong (a failing
+ * GPU, a corrupted weight); rows whose vectors are already known, placed
+ * inside real batches like any other row, show a fault that depends on the
+ * batch and not on the text. Not yet wired into the dispatcher.
+ */
+
+/** A row whose vector is already known: a stored probe text, or a row another server embedded. */
+export interface KnownRow {
+  readonly text: string;
+  /** Its token count, so that it fits the batch it joins. */
+  readonly tokens: number;
+  /** Its vector (dim values). */
+  readonly vector: Float32Array;
+  /** Who computed it: the server whose batch it came from ("" for a stored probe). */
+  readonly server: string;
+  /** For messages: "probe 3", "input line 812". */
+  readonly label: string;
+}
+
+/**
+ * Per server: the spot rows owed for the rows it is sent, `rate` of them
+ * (0.005 = 0.5%). The fraction carries over, so a server sent batches of 32
+ * gets one spot row about every 6 batches, and none is lost to rounding.
+ */
+export class SpotCredit {
+  private credit = 0;
+
+  constructor(private readonly rate: number) {
+    if (!(rate >= 0 && rate <= 1)) throw new RangeError(`spot check rate ${rate} is not in 0..1`);
+  }
+
+  /** Spot rows for a batch of `rows` rows (at least 1 once 1/rate rows have gone by). */
+  owed(rows: number): number {
+    this.credit += rows * this.rate;
+    const whole = Math.floor(this.credit);
+    this.credit -= whole;
+    return whole;
+  }
+
+  /** Gives back rows that could not be placed (a full batch): the next batch carries them. */
+  refund(count: number): void {
+    this.credit += count;
+  }
+}
+
+/**
+ * Up to `count` known rows for a batch whose rows have about `meanTokens`
+ * tokens and that has room for `roomTokens` more: the closest in length
+ * first (batches are sorted by length; a row of another length would change
+ * the padding), never one computed by `server` itself, never one twice.
+ */
+export function pickSpots(
+  known: readonly KnownRow[],
+  count: number,
+  meanTokens: number,
+  roomTokens: number,
+  server: string,
+): KnownRow[] {
+  if (count <= 0) return [];
+  const fits = known.filter((k) => k.server !== server && k.tokens <= roomTokens);
+  fits.sort((a, b) => Math.abs(a.tokens - meanTokens) - Math.abs(b.tokens - meanTokens));
+  const picked: KnownRow[] = [];
+  let room = roomTokens;
+  for (const row of fits) {
+    if (picked.length === count) break;
+    if (row.tokens > room) continue;
+    picked.push(row);
+    room -= row.tokens;
+  }
+  return picked;
+}
+
+/** A batch with spot rows in it, and where they are. */
+export interface PlacedBatch<T> {
+  readonly rows: T[];
+  /** The positions of the spot rows in `rows`, ascending. */
+  readonly positions: number[];
+}
+
+/**
+ * Places the spot rows among the batch's own (texts, or rows of token ids)
+ * at positions drawn from `seed`, so that they are not always first or last
+ * and a rerun places them the same way.
+ */
+export function placeSpots<T>(
+  own: readonly T[],
+  spots: readonly T[],
+  seed: number,
+): PlacedBatch<T> {
+  const total = own.length + spots.length;
+  const random = mulberry32(seed);
+  const chosen = new Set<number>();
+  while (chosen.size < spots.length) chosen.add(Math.floor(random() * total));
+  const positions = [...chosen].sort((a, b) => a - b);
+  const rows: T[] = [];
+  let o = 0;
+  let s = 0;
+  for (let i = 0; i < total; i++) {
+    if (s < positions.length && positions[s] === i) rows.push(spots[s++] as T);
+    else rows.push(own[o++] as T);
+  }
+  return { rows, positions };
+}
+
+/** The answer split back: the batch's own rows, and the spot rows' vectors in placing order. */
+export function splitSpots(
+  vectors: Vectors,
+  positions: readonly number[],
+): {
+  own: Vectors;
+  spots: Matrix;
+} {
+  const { rows, dim } = vectors;
+  const rowBytes = dim * 4;
+  const spotSet = new Set(positions);
+  const own = new Uint8Array((rows - positions.length) * rowBytes);
+  const spotData = new Float32Array(positions.length * dim);
+  const ownCounts: number[] = [];
+  const ownTruncated: boolean[] = [];
+  let o = 0;
+  let s = 0;
+  for (let r = 0; r < rows; r++) {
+    const row = vectors.data.subarray(r * rowBytes, (r + 1) * rowBytes);
+    if (spotSet.has(r)) {
+      const view = new DataView(row.buffer, row.byteOffset, row.byteLength);
+      for (let d = 0; d < dim; d++) spotData[s * dim + d] = view.getFloat32(d * 4, true);
+      s++;
+    } else {
+      own.set(row, o * rowBytes);
+      ownCounts.push(vectors.tokenCounts[r] ?? 0);
+      ownTruncated.push(vectors.truncated[r] ?? false);
+      o++;
+    }
+  }
+  return {
+    own: { rows: o, dim, data: own, tokenCounts: ownCounts, truncated: ownTruncated },
+    spots: { rows: s, dim, data: spotData },
+  };
+}
+
+export interface SpotComparison {
+  readonly pass: boolean;
+  /** The lowest cosine; NaN when a vector is not finite or zero (which fails). */
+  readonly worstCosine: number;
+  /** The spot row with the lowest cosine, or -1 with none. */
+  readonly worstSpot: number;
+}
+
+/** Every spot row must lie within cosine `tolerance` (--probe_tolerance) of its known vector. */
+export function compareSpots(
+  spots: readonly KnownRow[],
+  got: Matrix,
+  tolerance: number,
+): SpotComparison {
+  let worst = Number.POSITIVE_INFINITY;
+  let worstSpot = -1;
+  for (let i = 0; i < spots.length; i++) {
+    const known = spots[i] as KnownRow;
+    if (known.vector.length !== got.dim) {
+      return { pass: false, worstCosine: Number.NaN, worstSpot: i };
+    }
+    const cos = cosineAt({ rows: 1, dim: got.dim, data: known.vector }, 0, got, i);
+    if (Number.isNaN(cos)) return { pass: false, worstCosine: cos, worstSpot: i };
+    if (cos < worst) {
+      worst = cos;
+      worstSpot = i;
+    }
+  }
+  return { pass: worstSpot === -1 || worst >= tolerance, worstCosine: worst, worstSpot };
+}
+
+/** A small seeded generator (mulberry32): the same positions for the same seed. */
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
