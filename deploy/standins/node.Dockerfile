@@ -16,7 +16,7 @@ ENV npm_config_nodedir=/usr/local
 ADD node.tgz /tmp/standin/node/
 ADD npm.tgz /tmp/standin/npm/
 RUN cp /tmp/standin/node/package/bin/node /usr/local/bin/node \
- && cp -r /tmp/standin/node/package/include /usr/local/include \
+ && cp -r /tmp/standin/node/package/include/node /usr/local/include/ \
  && mkdir -p /usr/local/lib/node_modules \
  && mv /tmp/standin/npm/package /usr/local/lib/node_modules/npm \
  && ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm \
