@@ -110,6 +110,8 @@ test("docker compose (CPU): both images, the stack embeds examples/ as a local r
     EMBED_UID: String(uid),
     EMBED_GID: String(gid),
     HF_HUB_OFFLINE: "1",
+    // The classic builder: it finds the script's builds (host network) in its cache.
+    DOCKER_BUILDKIT: process.env.DOCKER_BUILDKIT ?? "0",
   };
   const compose = (args: readonly string[]) => run("docker", ["compose", ...args], ctx, env);
   try {
