@@ -119,8 +119,6 @@ export interface RunConfig {
   readonly probeTolerance: number;
   readonly tls: TlsConfig | null;
   readonly authToken: string;
-  /** Test hook EMBED_TEST_DISK_FULL_AFTER_ROWS: .npy writes past this many rows fail with ENOSPC (0 = off). */
-  readonly testDiskFullAfterRows: number;
   readonly progress: ProgressMode;
   readonly toolVersion: string;
   /** Prometheus /metrics on this port (0 picks a free one); null = not served. */
@@ -292,7 +290,6 @@ export function buildRunConfig(args: CliArgs, env: NodeJS.ProcessEnv): RunConfig
     probeTolerance: probeTolerance(pick("probe_tolerance", DEFAULTS.probe_tolerance)),
     tls: reach.tls,
     authToken: reach.authToken,
-    testDiskFullAfterRows: Number.parseInt(env.EMBED_TEST_DISK_FULL_AFTER_ROWS ?? "", 10) || 0,
     progress: progress as ProgressMode,
     toolVersion: TOOL_VERSION,
     ...metricsSettings(pick),

@@ -8,12 +8,12 @@ import { asDiskFull, closeLedger, isDiskFull } from "../src/output/diskfull.js";
 import { cliArgs } from "./cli-args.js";
 import {
   assertSameAsReferenceRun,
+  diskFullEnv,
   errorLines,
   inputDir,
   paragraphLines,
   runCli,
   tempDir,
-  testEnv,
 } from "./helpers.js";
 
 const STEM = "all-MiniLM-L6-v2";
@@ -33,7 +33,7 @@ function args(input: string, out: string): string[] {
 
 test("disk full while embedding: one line saying so, where, and that the same command resumes; then it resumes byte-identical", async () => {
   const { dir, input, out } = inputDir("diskfull", lines(300));
-  const full = await runCli(args(input, out), testEnv({ EMBED_TEST_DISK_FULL_AFTER_ROWS: "100" }));
+  const full = await runCli(args(input, out), diskFullEnv(100));
   assert.equal(full.code, 1, full.stderr);
   const errors = errorLines(full.stderr).filter((l) => l.startsWith("embed-multi: error:"));
   assert.equal(errors.length, 1, full.stderr);

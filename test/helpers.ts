@@ -12,7 +12,7 @@ import {
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { after, before } from "node:test";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { GrpcBackend } from "../src/backend/grpc/backend.js";
 import { LedgerReader } from "../src/checkpoint/ledger.js";
 import { waitHealthy } from "../src/dispatch/servers.js";
@@ -23,6 +23,18 @@ import { cliArgs, flagArgs } from "./cli-args.js";
 /** The repository root (tests run from dist/test/). */
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const CLI = join(ROOT, "bin", "embed-multi.js");
+
+/**
+ * The environment of a run whose disk fills up after `rows` rows of .npy
+ * writes: the fault is a test-only module loaded before the CLI (test/faults/).
+ */
+export function diskFullEnv(rows: number): NodeJS.ProcessEnv {
+  const fault = join(ROOT, "dist", "test", "faults", "disk-full.js");
+  return testEnv({
+    NODE_OPTIONS: `--import=${pathToFileURL(fault).href}`,
+    EMBED_FAULT_DISK_FULL_AFTER_ROWS: String(rows),
+  });
+}
 export const PYTHON = join(process.env.EMBED_VENV ?? join(ROOT, ".venv"), "bin", "python");
 /** A slice of the unarXive corpus kept in the repository (licence beside it). */
 export const CORPUS = join(ROOT, "test", "fixtures", "unarxive-slice.jsonl");

@@ -10,13 +10,13 @@ import { cliArgs } from "./cli-args.js";
 import { debugEmbedding } from "./debug-formula.js";
 import {
   corpusSlice,
+  diskFullEnv,
   errorLines,
   readLedger,
   readNpy,
   runCli,
   runVerify,
   tempDir,
-  testEnv,
   writeLines,
 } from "./helpers.js";
 import { MODEL_INFO } from "./phase-helpers.js";
@@ -45,7 +45,7 @@ function debugArgs(
 
 /** A run stopped part way (an injected full disk): a checkpoint with batches left. */
 async function interruptedRun(args: string[]): Promise<string> {
-  const stopped = await runCli(args, testEnv({ EMBED_TEST_DISK_FULL_AFTER_ROWS: "20" }));
+  const stopped = await runCli(args, diskFullEnv(20));
   assert.equal(stopped.code, 1, stopped.stderr);
   assert.match(stopped.stderr, /disk full/);
   return stopped.stderr;

@@ -34,11 +34,7 @@ export class Committer {
     private readonly ledger: Ledger,
     private readonly matrices: ReadonlyMap<string, NpyMatrixFile>,
     private readonly interval: number,
-    /** Test hook (EMBED_TEST_DISK_FULL_AFTER_ROWS): writes past this many rows fail with ENOSPC. */
-    private readonly diskFullAfterRows = 0,
   ) {}
-
-  private rowsWritten = 0;
 
   accept(batch: CommitBatch, embeddings: Vectors, server: string): void {
     if (this.failure) throw this.failure;
@@ -55,12 +51,6 @@ export class Committer {
       );
     }
     try {
-      this.rowsWritten += batch.rows.length;
-      if (this.diskFullAfterRows > 0 && this.rowsWritten > this.diskFullAfterRows) {
-        throw Object.assign(new Error("ENOSPC: no space left on device, write"), {
-          code: "ENOSPC",
-        });
-      }
       matrix.writeRows(batch.rows, embeddings.data);
       // Duplicates get the same bytes, durable with the batch (same fsync, same mark).
       if (batch.followers) writeFollowers(matrix, batch.followers, embeddings.data);

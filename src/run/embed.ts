@@ -98,12 +98,7 @@ export async function embed(
   const byAlias = new Map(runs.map((r) => [r.model.alias, r]));
   const matrices = new Map<string, NpyMatrixFile>();
   for (const r of runs) if (r.matrix) matrices.set(r.model.alias, r.matrix);
-  const committer = new Committer(
-    ledger,
-    matrices,
-    config.checkpointInterval,
-    config.testDiskFullAfterRows,
-  );
+  const committer = new Committer(ledger, matrices, config.checkpointInterval);
   const manyServers = pool.ready.length + pool.waiting.length > 1;
   const dispatcher = new Dispatcher(
     pool.ready,
