@@ -32,6 +32,19 @@ function instructions(file) {
     });
 }
 const all = (ins, op) => ins.filter((i) => i.op === op).map((i) => i.args);
+// FROM lines with ${NAME} resolved to the defaults of the ARGs before them (the base
+// images the Dockerfiles build on unless --build-arg names another).
+const froms = (ins) => {
+  const args = new Map();
+  const out = [];
+  for (const i of ins) {
+    const arg = /^([A-Za-z_][A-Za-z0-9_]*)=(\S+)$/.exec(i.op === "ARG" ? i.args : "");
+    if (arg) args.set(arg[1], arg[2]);
+    if (i.op === "FROM")
+      out.push(i.args.replace(/\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?/g, (m, n) => args.get(n) ?? m));
+  }
+  return out;
+};
 const last = (ins, op) => all(ins, op).at(-1) ?? "";
 const execForm = (args) => {
   try {
@@ -44,7 +57,7 @@ const execForm = (args) => {
 const inference = instructions("Dockerfile.inference");
 const orchestrator = instructions("Dockerfile.orchestrator");
 
-const base = all(inference, "FROM")[0] ?? "";
+const base = froms(inference)[0] ?? "";
 check(
   /^pytorch\/pytorch:[^:@\s]*cuda[^:@\s]*$/.test(base) && !base.endsWith(":latest"),
   `Dockerfile.inference: FROM should be a pytorch/pytorch CUDA image pinned by tag, got "${base}"`,
@@ -93,7 +106,7 @@ check(
 );
 
 check(
-  all(orchestrator, "FROM").every((f) => f.startsWith("node:20-bookworm-slim")),
+  froms(orchestrator).every((f) => f.startsWith("node:20-bookworm-slim")),
   "Dockerfile.orchestrator: every stage should be FROM node:20-bookworm-slim",
 );
 check(
@@ -387,6 +400,67 @@ if (job) {
   check(
     JSON.stringify(a) === JSON.stringify(b),
     `${k8sDir}: server and Job should take EMBED_AUTH_TOKEN from the same secret (${a} vs ${b})`,
+  );
+}
+
+// ---- The sharded flow: Indexed Job of orchestrators, then the merge Job.
+const shardedDir = join(k8sDir, "sharded");
+const sharded = [];
+for (const name of readdirSync(shardedDir).sort()) {
+  if (!/\.ya?ml$/.test(name)) continue;
+  const file = join(shardedDir, name);
+  for (const doc of parseAllDocuments(readFileSync(file, "utf8"))) {
+    const value = doc.toJS();
+    if (value != null) sharded.push({ file, value });
+  }
+}
+const shardedJobs = sharded.filter((d) => d.value.kind === "Job");
+const indexed = shardedJobs.find((d) => d.value.spec?.completionMode === "Indexed");
+const mergeJob = shardedJobs.find((d) => containersOf(d)[0]?.args?.[0] === "merge");
+check(indexed !== undefined, `${shardedDir}: an Indexed Job (completionMode: Indexed) expected`);
+check(mergeJob !== undefined, `${shardedDir}: a Job running embed-multi merge expected`);
+if (indexed) {
+  const where = indexed.file;
+  const spec = indexed.value.spec;
+  const args = containersOf(indexed)[0]?.args ?? [];
+  check(
+    argAfter(args, "--num_shards") === String(spec.completions),
+    `${where}: --num_shards ${argAfter(args, "--num_shards")} should equal completions ${spec.completions}`,
+  );
+  check(Number(spec.parallelism) >= 1, `${where}: parallelism expected`);
+  check(Number(spec.backoffLimitPerIndex) >= 1, `${where}: backoffLimitPerIndex expected`);
+  check(podOf(indexed).restartPolicy === "Never", `${where}: backoffLimitPerIndex needs restartPolicy Never`);
+  if (mergeJob) {
+    const margs = containersOf(mergeJob)[0]?.args ?? [];
+    check(
+      argAfter(margs, "--output_dir") === argAfter(args, "--output_dir"),
+      `${mergeJob.file}: merge --output_dir should be the shards' --output_dir`,
+    );
+    const claim = (d) => (podOf(d).volumes ?? []).find((v) => v.persistentVolumeClaim)?.persistentVolumeClaim.claimName;
+    check(claim(mergeJob) === claim(indexed), `${mergeJob.file}: the merge should mount the shards' volume`);
+    const pvc = sharded.find((d) => d.value.kind === "PersistentVolumeClaim" && d.value.metadata.name === claim(indexed));
+    check(
+      pvc?.value.spec?.accessModes?.includes("ReadWriteMany"),
+      `${shardedDir}: the shards' volume ${claim(indexed)} must be ReadWriteMany (pods on several nodes)`,
+    );
+  }
+}
+const hpa = sharded.find((d) => d.value.kind === "HorizontalPodAutoscaler");
+check(
+  hpa?.value.spec?.scaleTargetRef?.name === deployment?.value.metadata.name,
+  `${shardedDir}: a HorizontalPodAutoscaler of the inference Deployment expected`,
+);
+if (deployment) {
+  const annotations = deployment.value.spec?.template?.metadata?.annotations ?? {};
+  const c = containersOf(deployment)[0] ?? {};
+  const metricsPort = argAfter(c.args ?? [], "--metrics_port");
+  check(
+    annotations["prometheus.io/scrape"] === "true" && annotations["prometheus.io/port"] === metricsPort,
+    `${deployment.file}: pods should be annotated prometheus.io/scrape and prometheus.io/port = --metrics_port (${metricsPort})`,
+  );
+  check(
+    (c.ports ?? []).some((p) => String(p.containerPort) === metricsPort && p.name === "metrics"),
+    `${deployment.file}: a containerPort named metrics for --metrics_port expected`,
   );
 }
 

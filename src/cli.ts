@@ -4,6 +4,7 @@ import { withHelpAndVersion } from "./cli-help.js";
 import { numeric } from "./cli-numbers.js";
 import { type CliArgs, DEFAULTS } from "./config.js";
 import { guarded, main } from "./main.js";
+import { mergeMain } from "./merge/cli.js";
 import { verifyMain } from "./verify/cli.js";
 
 // A reader that went away (`embed-multi verify ... | head -1`) ends the command quietly,
@@ -25,7 +26,8 @@ const described = yargs(hideBin(process.argv))
       "each model, through gRPC inference servers (a local one is started when --servers is\n" +
       "not given). Writes <model>.npy, <model>.jsonl and <model>.metadata.json per model.\n" +
       "Progress is checkpointed: run the same command again to resume after a crash.\n\n" +
-      "$0 verify --output_dir DIR [...] checks finished outputs (see $0 verify --help).",
+      "$0 verify --output_dir DIR [...] checks finished outputs (see $0 verify --help).\n" +
+      "$0 merge --output_dir DIR merges the shards of a --shard K/N run (see $0 merge --help).",
   )
   .option("input_file", {
     alias: "input-file",
@@ -82,7 +84,7 @@ const described = yargs(hideBin(process.argv))
     type: "string",
     array: true,
     describe:
-      "Inference servers host:port[,host:port...] or dns:///name:port (every address of the name); none = start a local one",
+      "Inference servers host:port[,host:port...] or dns:///name:port (every address of the name), or OpenAI-compatible ones openai:http(s)://host:port/v1[,...] (key in OPENAI_API_KEY or EMBED_AUTH_TOKEN); none = start a local one",
   })
   .option("config", {
     type: "string",
@@ -106,6 +108,17 @@ const described = yargs(hideBin(process.argv))
     alias: "skip-invalid",
     type: "boolean",
     describe: "Skip invalid input lines (listed in the metadata) instead of stopping",
+  })
+  .option("reuse", {
+    type: "string",
+    array: true,
+    describe:
+      "Finished --output_dir of an earlier run (repeatable): rows whose model input it embedded with the same model settings take its vectors, copied, instead of being sent to the servers",
+  })
+  .option("dedupe", {
+    type: "boolean",
+    describe:
+      "Embed each distinct model input once and copy its vector to every row that has it; --no-dedupe sends every row [default: true]",
   })
   .option("max_text_chars", {
     alias: "max-text-chars",
@@ -131,6 +144,16 @@ const described = yargs(hideBin(process.argv))
     alias: "probe-tolerance",
     ...numeric("probe_tolerance"),
     describe: `Least cosine between a server's probe vectors and the ones stored for the model; a server below it is kept out of the run [default: ${DEFAULTS.probe_tolerance}]`,
+  })
+  .option("max_request_inputs", {
+    alias: "max-request-inputs",
+    type: "number",
+    describe: `openai: servers: texts per request at most [default: ${DEFAULTS.max_request_inputs}]`,
+  })
+  .option("max_request_tokens", {
+    alias: "max-request-tokens",
+    type: "number",
+    describe: `openai: servers: tokens per request at most [default: ${DEFAULTS.max_request_tokens}]`,
   })
   .option("tls", {
     type: "boolean",
@@ -160,6 +183,38 @@ const described = yargs(hideBin(process.argv))
     type: "string",
     describe: "Model directory of the local server [default: EMBED_MODEL_DIR or ./models]",
   })
+  .option("shard", {
+    type: "string",
+    describe:
+      "K/N: embed only shard K (0 to N-1) of N contiguous row ranges, into <output_dir>/shard-0000K-of-0000N/ (then embed-multi merge)",
+  })
+  .option("num_shards", {
+    alias: "num-shards",
+    type: "number",
+    describe: "N shards, this one's index from JOB_COMPLETION_INDEX (a Kubernetes Indexed Job)",
+  })
+  .option("resolve_interval", {
+    alias: "resolve-interval",
+    type: "number",
+    describe: `Seconds between resolutions of a dns:/// name during the run: new addresses join, vanished ones are drained [default: ${DEFAULTS.resolve_interval}]`,
+  })
+  .option("metrics_port", {
+    alias: "metrics-port",
+    type: "number",
+    describe:
+      "Serve Prometheus metrics at /metrics on this port; 0 picks a free one [default: off]",
+  })
+  .option("metrics_host", {
+    alias: "metrics-host",
+    type: "string",
+    describe: "Address the metrics are served on (0.0.0.0 in a pod) [default: 127.0.0.1]",
+  })
+  .option("metrics_linger", {
+    alias: "metrics-linger",
+    type: "number",
+    describe:
+      "Seconds to keep serving the metrics after the run (final counts; SIGTERM ends it) [default: 0]",
+  })
   .option("progress", {
     type: "string",
     describe: "auto (bars on a terminal, log lines otherwise), bar, log or none",
@@ -183,6 +238,8 @@ const parser = withHelpAndVersion(described).fail((message, err) => {
 const argv = hideBin(process.argv);
 if (argv[0] === "verify") {
   process.exitCode = await guarded("embed-multi verify", () => verifyMain(argv.slice(1)));
+} else if (argv[0] === "merge") {
+  process.exitCode = await guarded("embed-multi merge", () => mergeMain(argv.slice(1)));
 } else {
   const args = (await parser.parseAsync()) as unknown as CliArgs;
   process.exitCode = await main(args);

@@ -303,7 +303,7 @@ export function runVerify(
   return spawnBare(["verify", ...args], env).done;
 }
 
-function spawnBare(args: readonly string[], env: NodeJS.ProcessEnv) {
+export function spawnBare(args: readonly string[], env: NodeJS.ProcessEnv) {
   const child = spawn(process.execPath, [CLI, ...args], { env });
   let stdout = "";
   let stderr = "";

@@ -16,18 +16,24 @@ const model: LedgerModel = {
   alias: "m",
   position: 0,
   modelId: "org/m",
-  requestedRevision: "",
   revision: "abc",
   dim: 4,
   prefix: "",
   normalize: false,
-  requestedMaxLength: 0,
-  requestedDtype: "",
   maxLength: 128,
   dtype: "float32",
   pooling: "mean",
   fileStem: "m",
   truncateDim: 0,
+  requested: {
+    modelId: "org/m",
+    revision: "",
+    prefix: "",
+    normalize: false,
+    maxLength: 0,
+    dtype: "",
+    truncateDim: 0,
+  },
   plannedWith: { batchSize: 8, maxBatchTokens: 0 },
 };
 
@@ -140,11 +146,19 @@ function versionOneCheckpoint(path: string): void {
     ALTER TABLE models DROP COLUMN plan_batch_size;
     ALTER TABLE models DROP COLUMN plan_max_batch_tokens;`);
   undoProbeStep(db);
+  undoReuseStep(db);
   db.prepare("UPDATE meta SET value = '1' WHERE key = 'schema_version'").run();
   db.close();
 }
 
 /** Takes back the probes step (issue 12): what a checkpoint made before it looks like. */
+/** Takes back the reuse step (issue 20): copies, their sources, batches' followers. */
+function undoReuseStep(db: Database.Database): void {
+  db.exec("DROP TABLE copies");
+  db.exec("DROP TABLE reuse_sources");
+  db.exec("ALTER TABLE batches DROP COLUMN followers");
+}
+
 function undoProbeStep(db: Database.Database): void {
   db.exec("DROP TABLE probes");
   db.exec("ALTER TABLE models DROP COLUMN retried_batches");

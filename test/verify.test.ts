@@ -80,8 +80,8 @@ test("the metadata records the sha256 and size of every output file", () => {
   const meta = JSON.parse(readFileSync(join(clean, "dbg.metadata.json"), "utf8")) as {
     files: Record<string, { sha256: string; bytes: number }>;
   };
-  assert.deepEqual(Object.keys(meta.files).sort(), ["dbg.jsonl", "dbg.npy"]);
-  for (const name of ["dbg.npy", "dbg.jsonl"]) {
+  assert.deepEqual(Object.keys(meta.files).sort(), ["dbg.hashes", "dbg.jsonl", "dbg.npy"]);
+  for (const name of ["dbg.npy", "dbg.jsonl", "dbg.hashes"]) {
     assert.deepEqual(meta.files[name], hashFile(join(clean, name)));
   }
 });
@@ -96,7 +96,7 @@ test("clean outputs pass, with and without the input: one verdict line per model
   for (const [i, stem] of ["dbg", "other"].entries()) {
     assert.equal(
       lines[i],
-      `ok    ${stem}: checksums; ${stem}.npy (${ROWS}, ${DIM}) float32; ${stem}.jsonl ${ROWS} lines, equal to the .npy, in input order`,
+      `ok    ${stem}: checksums; ${stem}.npy (${ROWS}, ${DIM}) float32; ${stem}.jsonl ${ROWS} lines, equal to the .npy, in input order; ${stem}.hashes ${ROWS} rows, each the hash of its input`,
     );
   }
   assert.match(lines[2] ?? "", /verified 2 models in .*: all ok/);
@@ -318,7 +318,7 @@ test("JSONL-only outputs verify and sample against the JSONL; a normalizing mode
   assert.equal(ok.code, 0, ok.stdout + ok.stderr);
   assert.match(
     ok.stdout,
-    /^ok {4}bge-small-en-v1\.5: checksums; bge-small-en-v1\.5\.jsonl 40 lines, in input order; sample on \S+: 5 rows \(seed 2\), worst cosine 1\.000000$/m,
+    /^ok {4}bge-small-en-v1\.5: checksums; bge-small-en-v1\.5\.jsonl 40 lines, in input order; bge-small-en-v1\.5\.hashes 40 rows, each the hash of its input; sample on \S+: 5 rows \(seed 2\), worst cosine 1\.000000$/m,
   );
 
   // The same model as .npy: its rows are normalized, and a row that is not is named.

@@ -60,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     add("--port", type=int, default=50051, help="port; 0 picks a free one (default: %(default)s)")
     add(
+        "--metrics-port",
+        "--metrics_port",
+        dest="metrics_port",
+        type=int,
+        help="serve Prometheus metrics at /metrics on this port of --host; 0 picks a free one "
+        "(default: not served)",
+    )
+    add(
         "--model-dir",
         help=f"folder of models, one sub-folder per model id, searched before the "
         f"Hugging Face cache (default: ${ENV_MODEL_DIR})",
@@ -187,6 +195,8 @@ async def serve(config: ServerConfig, make_backend: BackendFactory | None = None
     await server.start()
     _warn_if_exposed(config)
     print(f"{PROG} listening on {server.address}", flush=True)
+    if server.metrics_port is not None:
+        print(f"{PROG} metrics on {bind_metrics(config.host, server.metrics_port)}", flush=True)
     prepare = asyncio.create_task(server.prepare())
     stopping = asyncio.create_task(stop.wait())
     try:
@@ -200,6 +210,10 @@ async def serve(config: ServerConfig, make_backend: BackendFactory | None = None
         prepare.cancel()
         stopping.cancel()
         await server.stop(STOP_GRACE_SECONDS)
+
+
+def bind_metrics(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
 def is_loopback(host: str) -> bool:

@@ -73,6 +73,8 @@ class ServerConfig:
     cache_dir: Path | None = None
     # Stop when stdin reaches EOF: an embedded server never outlives its parent.
     exit_on_stdin_eof: bool = False
+    # Prometheus /metrics on this port of --host (0 picks a free one); None = not served.
+    metrics_port: int | None = None
 
     @property
     def tls(self) -> bool:
@@ -89,6 +91,9 @@ class ServerConfig:
             raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}")
         if not 0 <= args.port <= 65535:
             raise ConfigError(f"--port {args.port} is out of range 0..65535")
+        metrics_port = getattr(args, "metrics_port", None)
+        if metrics_port is not None and not 0 <= metrics_port <= 65535:
+            raise ConfigError(f"--metrics-port {metrics_port} is out of range 0..65535")
 
         model_dir_text = args.model_dir or env.get(ENV_MODEL_DIR) or None
         # Not required to exist: it is only the first place a model is looked for (the
@@ -134,6 +139,7 @@ class ServerConfig:
         return ServerConfig(
             host=args.host,
             port=args.port,
+            metrics_port=metrics_port,
             model_dir=model_dir,
             device=device,
             dtype=dtype,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import numpy as np
 
 from embedmulti.v1 import inference_pb2 as pb
 
+from . import metrics
 from .config import Limits
 from .encoders.base import Prepared, TokenBatch
 from .errors import InvalidArgument, ResourceExhausted, code_number, status_of
@@ -154,8 +156,9 @@ def token_ids_pb(tokens: TokenBatch) -> pb.TokenIds:
     )
 
 
-def error_result(batch_id: int, error: BaseException) -> pb.EmbedResult:
+def error_result(batch_id: int, error: BaseException, model: str = "") -> pb.EmbedResult:
     code, message = status_of(error)
+    metrics.batch_failed(model, code.name)
     if code == grpc.StatusCode.INTERNAL:  # a bug, not a refusal: keep the traceback
         log.error("batch %d failed", batch_id, exc_info=error)
     return pb.EmbedResult(
@@ -179,6 +182,14 @@ class EmbedStream:
         tokenized: asyncio.Queue[Any] = asyncio.Queue(_STAGE_DEPTH)
         computed: asyncio.Queue[Any] = asyncio.Queue(_STAGE_DEPTH)
         results: asyncio.Queue[Any] = asyncio.Queue(_RESULTS_DEPTH)
+        watched = metrics.LIVE.add_queues(
+            (
+                ("received", received),
+                ("tokenized", tokenized),
+                ("computed", computed),
+                ("results", results),
+            )
+        )
         tasks = [
             asyncio.create_task(self._receive(requests, received, results)),
             asyncio.create_task(
@@ -200,6 +211,7 @@ class EmbedStream:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            metrics.LIVE.remove_queues(watched)
 
     async def _receive(
         self,
@@ -239,7 +251,7 @@ class EmbedStream:
                 try:
                     done = await loop.run_in_executor(pool, work, job)
                 except Exception as error:
-                    await results.put(error_result(job.batch_id, error))
+                    await results.put(error_result(job.batch_id, error, job.model.info.model_key))
                     continue
                 await outbox.put(done)
             await inbox.put(_END)  # for the sibling workers
@@ -260,11 +272,19 @@ class EmbedStream:
     @staticmethod
     def _forward(job: Job) -> Job:
         assert job.prepared is not None
+        started = time.perf_counter()
         job.output = job.model.encoder.forward(job.prepared)
+        metrics.forward_seconds(job.model.info.model_key, time.perf_counter() - started)
         return job
 
     @staticmethod
     def _post(job: Job) -> pb.EmbedResult:
         data = job.model.encoder.post(job.output)
         job.output = None  # frees the device tensor before the bytes are built
-        return job.to_result(data)
+        result = job.to_result(data)
+        prepared = job.prepared
+        assert prepared is not None
+        metrics.batch_done(
+            job.model.info.model_key, prepared.rows, int(prepared.token_counts.sum())
+        )
+        return result

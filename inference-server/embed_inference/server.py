@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from embedmulti.v1 import inference_pb2 as pb
 from embedmulti.v1 import inference_pb2_grpc as pb_grpc
 
+from . import metrics
 from .config import ServerConfig
 from .encoders.base import Backend
 from .interceptors import AuthInterceptor, ErrorInterceptor
@@ -90,6 +91,11 @@ class Runtime:
         self.pools.shutdown()
         if self._backend is not None:
             self._backend.stop()
+
+    def loaded_model_keys(self) -> list[str]:
+        """For the metrics: no models before the engine has started."""
+        registry = self.registry
+        return [m.info.model_key for m in registry.loaded()] if registry else []
 
     async def models(self) -> ModelRegistry:
         """Calls that need the engine wait for it rather than fail during start-up."""
@@ -216,6 +222,7 @@ class InferenceServer:
         self.runtime = Runtime(config, backend_of or make_backend)
         self.health = health.aio.HealthServicer()
         self.port = 0
+        self.metrics_port: int | None = None
         interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor(SERVICE_NAME)]
         if config.auth_token:
             interceptors.insert(0, AuthInterceptor(config.auth_token, health.SERVICE_NAME))
@@ -247,6 +254,10 @@ class InferenceServer:
             raise OSError(f"cannot listen on {address}")
         self.port = port
         await self._server.start()
+        if self.config.metrics_port is not None:
+            self.metrics_port = metrics.serve(
+                self.config.host, self.config.metrics_port, self.runtime.loaded_model_keys
+            )
         return port
 
     async def prepare(self) -> None:

@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { type Stats, statSync } from "node:fs";
 import { describeFsError, ExitError, InputError } from "../errors.js";
+import type { ShardRange } from "../shard/shard.js";
 import { Growable } from "./growable.js";
 import { forEachLineBytes } from "./lines.js";
 import { checkLine } from "./validate.js";
@@ -31,6 +32,8 @@ export interface CorpusIndex {
   readonly lineNumbers: Uint32Array;
   readonly skipped: readonly SkippedLine[];
   readonly blankLines: number;
+  /** Set when these rows are one shard of the input (sizes and digests stay the whole file's). */
+  readonly shard?: ShardRange;
 }
 
 export interface ScanOptions {

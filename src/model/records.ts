@@ -1,4 +1,4 @@
-import type { ModelIdentity } from "./identity.js";
+import type { ModelIdentity, ModelRequest } from "./identity.js";
 
 // What the checkpoint stores and the outputs report, declared below both so
 // that output/ need not import checkpoint/.
@@ -12,16 +12,13 @@ export interface PlanLimitsUsed {
 
 /**
  * A model as the ledger knows it: its identity as the servers resolved it
- * (revision, max_length, dtype), plus what was asked for where that differs.
+ * (revision, max_length, dtype), plus what was asked for.
  */
 export interface LedgerModel extends ModelIdentity {
   readonly alias: string;
   readonly position: number;
-  /** The revision asked for ("" = any). */
-  readonly requestedRevision: string;
-  /** max_length and dtype as asked for (0 / "" = the model's own). */
-  readonly requestedMaxLength: number;
-  readonly requestedDtype: string;
+  /** The settings asked for (revision "" = any, max_length 0 / dtype "" = the model's own). */
+  readonly requested: ModelRequest;
   readonly fileStem: string;
   /** null: planned by an embed-multi that did not record it (checkpoint schema < 3). */
   readonly plannedWith: PlanLimitsUsed | null;
@@ -39,6 +36,31 @@ export interface ModelTotals {
   readonly servers: string[];
   /** Batches whose vectors failed the per-batch checks and were sent again (all runs). */
   readonly retriedBatches: number;
+  /** Copy jobs of rows reused from earlier outputs, and how many are done. */
+  readonly copies: number;
+  readonly doneCopies: number;
+  /** Rows copied from earlier outputs, by source folder (in `rows` too). */
+  readonly reusedRows: number;
+  readonly reusedFrom: readonly { dir: string; rows: number }[];
+  /** Rows that took the vector of an identical model input of this run (in `rows` too). */
+  readonly deduplicatedRows: number;
+}
+
+/** An earlier run's float32 matrix that rows of this run are copied from. */
+export interface ReuseSourceRecord {
+  readonly sourceNo: number;
+  readonly dir: string;
+  readonly npy: string;
+  readonly npySha256: string;
+  readonly npyBytes: number;
+}
+
+/** Rows copied from one source: `rows[i]` takes the source's row `sourceRows[i]`. */
+export interface CopyJob {
+  readonly copyNo: number;
+  readonly sourceNo: number;
+  readonly rows: Uint32Array;
+  readonly sourceRows: Uint32Array;
 }
 
 export interface RunRecord {

@@ -1,5 +1,7 @@
+import type { LoadedModel } from "../backend/types.js";
 import type { RunConfig, RunModel } from "../config.js";
 import type { CorpusIndex } from "../input/scan.js";
+import { type IdentityMetadata, identityMetadata } from "../model/identity.js";
 import type { LedgerModel, ModelTotals, RunRecord } from "../model/records.js";
 import type { FileDigest } from "./checksum.js";
 import type { OutputDtype, Ranges } from "./dtype.js";
@@ -24,24 +26,18 @@ export interface QuantizationInfo {
   rule: string;
 }
 
-/** `<alias>.metadata.json`: the fields of the specification, then everything needed to reproduce. */
-export interface ModelMetadata {
-  model_name: string;
-  /** Of the stored vectors: truncate_dim when set. */
-  embedding_dim: number;
+/**
+ * `<alias>.metadata.json`: the fields of the specification, then everything
+ * needed to reproduce. The model's identity (model_name, embedding_dim,
+ * revision, dtype, normalize, prefix, max_length, pooling, truncate_dim...)
+ * comes from its one definition (src/model/identity.ts).
+ */
+export interface ModelMetadata extends IdentityMetadata {
   num_paragraphs: number;
   processing_time: number;
   /** The batch limits the plan was cut with (after the servers' caps), also when resumed with others. */
   batch_size: number;
   alias: string;
-  revision: string;
-  dtype: string;
-  normalize: boolean;
-  prefix: string;
-  max_length: number;
-  pooling: string;
-  /** Matryoshka: the first N dimensions kept, before normalizing; 0 = not cut. */
-  truncate_dim: number;
   truncated_count: number;
   total_tokens: number;
   padding_efficiency: number;
@@ -52,6 +48,8 @@ export interface ModelMetadata {
   skipped_lines: { line: number; problem: string }[];
   blank_lines: number;
   servers: string[];
+  /** Which kind of server made the vectors, and for one not ours, how it served them. */
+  backend: BackendRecord;
   outputs: string[];
   /** The dtype of the vectors in the output files. */
   output_dtype: OutputDtype;
@@ -62,12 +60,71 @@ export interface ModelMetadata {
   resumed_count: number;
   /** Batches whose vectors failed the per-batch checks (NaN, Inf, zero or off-norm rows) and were sent again. */
   retried_batches: number;
+  /** Rows whose vectors the servers computed (the rest were copied: reused or duplicates). */
+  embedded_rows: number;
+  /** Rows copied byte for byte from the float32 .npy of earlier outputs (--reuse), by folder. */
+  reused_rows: number;
+  reused_from: { dir: string; rows: number }[];
+  /** Rows whose model input equals an earlier row's of this input: embedded once, copied. */
+  deduplicated_rows: number;
+  /** The file of per-row content hashes, and how each is made. */
+  row_hashes: { file: string; rule: string };
   created_at: string;
   finished_at: string;
   tool: string;
   tool_version: string;
   /** sha256 and size of every output file but the metadata, by file name. */
   files: Record<string, FileDigest>;
+  /** A shard's run: which rows of the input it holds, and how the input was scanned (for the merge). */
+  shard?: ShardMetadata;
+  /** A merge's output: the shards it was made from. */
+  merged_from?: MergedFrom;
+}
+
+export interface ShardMetadata {
+  index: number;
+  count: number;
+  first_row: number;
+  rows: number;
+  total_rows: number;
+  skip_invalid: boolean;
+  max_text_chars: number;
+}
+
+export interface MergedFrom {
+  shards: number;
+  folders: string[];
+  /** Where int8/uint8 ranges came from: "all shards" (computed at the merge) or a file. */
+  ranges_from: string | null;
+}
+
+export type BackendRecord =
+  | { kind: "grpc" }
+  | {
+      kind: "openai";
+      served_model_name: string;
+      encoding_format: string;
+      /** Who cut to truncate_dim: the server (`dimensions`), embed-multi (`local`), or "none". */
+      matryoshka: string;
+      normalized_by_server: boolean;
+      token_counts: string;
+    }
+  /** An OpenAI-compatible run finished without reconnecting (nothing was left to embed). */
+  | { kind: "openai" };
+
+function backendRecord(config: RunConfig, server: LoadedModel | undefined): BackendRecord {
+  const s = server?.servedAs;
+  if (s) {
+    return {
+      kind: "openai",
+      served_model_name: s.servedModelName,
+      encoding_format: s.encodingFormat,
+      matryoshka: s.matryoshka,
+      normalized_by_server: s.normalizedByServer,
+      token_counts: s.tokenCounts,
+    };
+  }
+  return config.openai ? { kind: "openai" } : { kind: "grpc" };
 }
 
 /** The metadata as the run describes it; finalize adds the digests of the files it wrote. */
@@ -84,24 +141,27 @@ export interface MetadataInputs {
   readonly files: OutputFileEntry[];
   readonly ranges: Ranges | null;
   readonly jsonlSeconds: number | null;
+  /** The first server's view of the model, when this run connected to one. */
+  readonly server?: LoadedModel | undefined;
 }
 
 export function buildMetadata(x: MetadataInputs): MetadataBody {
-  return {
-    model_name: x.ledgerModel.modelId,
-    embedding_dim: x.ledgerModel.dim,
+  const identity = identityMetadata(x.ledgerModel);
+  // The specification's fields first; model_name and embedding_dim keep their places
+  // (a key set again by the spread below keeps its place), the other settings follow
+  // alias in the definition's order.
+  const head = {
+    model_name: identity.model_name,
+    embedding_dim: identity.embedding_dim,
     num_paragraphs: x.corpus.rows,
     processing_time: round(x.run.processingSeconds),
     // A checkpoint planned before the limits were recorded: the flags, as it always said.
     batch_size: x.ledgerModel.plannedWith?.batchSize ?? x.config.batchSize,
     alias: x.model.alias,
-    revision: x.ledgerModel.revision,
-    dtype: x.ledgerModel.dtype,
-    normalize: x.ledgerModel.normalize,
-    prefix: x.ledgerModel.prefix,
-    max_length: x.ledgerModel.maxLength,
-    pooling: x.ledgerModel.pooling,
-    truncate_dim: x.ledgerModel.truncateDim,
+  };
+  return {
+    ...head,
+    ...identity,
     truncated_count: x.totals.truncated,
     total_tokens: x.totals.tokens,
     padding_efficiency: round(
@@ -114,6 +174,7 @@ export function buildMetadata(x: MetadataInputs): MetadataBody {
     skipped_lines: [...x.corpus.skipped],
     blank_lines: x.corpus.blankLines,
     servers: x.totals.servers,
+    backend: backendRecord(x.config, x.server),
     outputs: x.outputs,
     output_dtype: x.config.outputDtype,
     output_files: x.files,
@@ -121,10 +182,31 @@ export function buildMetadata(x: MetadataInputs): MetadataBody {
     jsonl_export_time: x.jsonlSeconds === null ? null : round(x.jsonlSeconds),
     resumed_count: Math.max(0, x.run.attempts - 1),
     retried_batches: x.totals.retriedBatches,
+    embedded_rows: x.corpus.rows - x.totals.reusedRows - x.totals.deduplicatedRows,
+    reused_rows: x.totals.reusedRows,
+    reused_from: x.totals.reusedFrom.map((s) => ({ ...s })),
+    deduplicated_rows: x.totals.deduplicatedRows,
+    row_hashes: {
+      file: `${x.model.fileStem}.hashes`,
+      rule: "16 bytes a row, row i at byte 16 * i: the first 16 bytes of sha256 of the UTF-8 model input (prefix + text)",
+    },
     created_at: x.run.createdAt,
     finished_at: new Date().toISOString(),
     tool: "embed-multi",
     tool_version: x.config.toolVersion,
+    ...(x.corpus.shard
+      ? {
+          shard: {
+            index: x.corpus.shard.index,
+            count: x.corpus.shard.count,
+            first_row: x.corpus.shard.firstRow,
+            rows: x.corpus.shard.rows,
+            total_rows: x.corpus.shard.totalRows,
+            skip_invalid: x.config.skipInvalid,
+            max_text_chars: x.config.maxTextChars,
+          },
+        }
+      : {}),
   };
 }
 
@@ -138,7 +220,7 @@ const RULES: Record<OutputDtype, string | null> = {
   ubinary: "numpy.packbits(x > 0): 8 dimensions per byte, the first in the high bit",
 };
 
-function quantization(dtype: OutputDtype, ranges: Ranges | null): QuantizationInfo | null {
+export function quantization(dtype: OutputDtype, ranges: Ranges | null): QuantizationInfo | null {
   const rule = RULES[dtype];
   if (rule === null) return null;
   return {

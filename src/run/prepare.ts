@@ -19,6 +19,7 @@ import { ensureWritableDir } from "../output/output-dir.js";
 import { restartFiles } from "../output/own-files.js";
 import { tokenStorePaths } from "../plan/tokens.js";
 import type { Progress } from "../progress.js";
+import { checkShardCheckpoint } from "../shard/shard.js";
 import { allBatchesDone, type ModelRun, refresh, storedModel } from "./model-run.js";
 
 export const CHECKPOINT_FILE = "embed-multi.checkpoint.sqlite";
@@ -54,6 +55,8 @@ export function openCheckpoint(
   const ledger = Ledger.open(checkpointPath);
   try {
     const stored = ledger.input();
+    // Before the input check: a shard's rows differ from the whole input's, and that is the news.
+    checkShardCheckpoint(ledger, corpus.shard, stored !== null);
     if (stored) {
       checkSameInput(stored, corpus);
       checkSameModels(ledger.models(), config.models);
@@ -75,6 +78,7 @@ export function openCheckpoint(
         matrix: null,
         window: null,
         rowsThisRun: 0,
+        rowsCopiedThisRun: 0,
         store: null,
       }),
     );
@@ -174,7 +178,7 @@ export function openMatrix(run: ModelRun, rows: number, ledger: Ledger, progress
     run.matrix = reopened;
     return;
   }
-  if (run.status.doneBatches > 0) {
+  if (run.status.doneBatches > 0 || run.status.doneCopies > 0) {
     progress.note(`${paths.workingNpy} is missing or damaged: embedding ${run.model.alias} again`);
     ledger.resetModel(run.model.alias);
     refresh(run, ledger);

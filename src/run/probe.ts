@@ -7,6 +7,7 @@ import { untilAborted } from "../dispatch/abort.js";
 import { ServerRefusedError } from "../dispatch/dispatcher.js";
 import type { ServerSession } from "../dispatch/servers.js";
 import { CheckpointError, ServerError } from "../errors.js";
+import { RUN_METRICS } from "../metrics/run-metrics.js";
 import type { Progress } from "../progress.js";
 
 /** What the probe check needs of the run. */
@@ -164,10 +165,12 @@ export async function probeServers(
     const err = outcomes[i];
     if (err === null || err === undefined) probed.ready.push(session);
     else if (err instanceof ServerRefusedError) {
+      RUN_METRICS.probeFailures.inc({ server: session.target, outcome: "refused" });
       probed.refusals.push(err.message);
       progress.note(err.message);
     } else {
       const why = err instanceof Error ? err.message : String(err);
+      RUN_METRICS.probeFailures.inc({ server: session.target, outcome: "retry" });
       progress.note(
         `server ${session.target} could not embed the probes (${why}); trying it again later`,
       );

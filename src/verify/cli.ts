@@ -1,6 +1,7 @@
 import { randomInt } from "node:crypto";
 import { resolve } from "node:path";
 import yargs from "yargs";
+import { DEFAULT_OPENAI_OPTIONS } from "../backend/openai/backend.js";
 import { DEFAULT_PROBE_TOLERANCE } from "../checks/probe.js";
 import { withHelpAndVersion } from "../cli-help.js";
 import { numeric } from "../cli-numbers.js";
@@ -9,6 +10,8 @@ import { ConfigError } from "../errors.js";
 import { type ModelVerdict, type VerifyOptions, verify } from "./verify.js";
 
 interface VerifyArgs {
+  max_request_inputs?: number;
+  max_request_tokens?: number;
   output_dir?: string;
   input_file?: string;
   sample?: number;
@@ -156,7 +159,12 @@ function buildOptions(args: VerifyArgs, env: NodeJS.ProcessEnv): VerifyOptions {
     servers: reach.servers,
     embedded: reach.embedded,
     engineGiven: args.engine !== undefined,
-    connection: { tls: reach.tls, authToken: reach.authToken },
+    connection: {
+      tls: reach.tls,
+      authToken: reach.authToken,
+      // The key and caps of the run's flags; model ids as the served names.
+      openai: reach.openai ? { ...DEFAULT_OPENAI_OPTIONS, ...reach.openai } : undefined,
+    },
     serverTimeoutMs: secondsFlag(
       "server_timeout",
       last(args.server_timeout) ?? DEFAULTS.server_timeout,
