@@ -9,8 +9,10 @@ import { PROBE_SET_ID, PROBE_TEXTS } from "../src/checks/probe-texts.js";
 import type { Matrix } from "../src/checks/vectors.js";
 import { forEachLine } from "../src/input/lines.js";
 import { digestFiles, hashFile } from "../src/output/checksum.js";
+import { Encoder } from "../src/output/dtype.js";
 import { npyHeader, readNpyLayout } from "../src/output/npy.js";
 import { sampleRows } from "../src/verify/sample.js";
+import { compareSample } from "../src/verify/sample-compare.js";
 import { tempDir } from "./helpers.js";
 
 /** Rows of a seeded pseudo-random matrix, each normalized to norm 1 when asked. */
@@ -231,4 +233,21 @@ test("forEachLine numbers lines across chunks and notices a missing final newlin
     bytes: 8,
     endsWithNewline: true,
   });
+});
+
+test("compareSample passes int8/uint8 rows whose dimensions have a zero range (a 1-row corpus)", () => {
+  const dim = 4;
+  const vector = new Float32Array([0.8, -0.6, 0, 0]);
+  // One row: every dimension's min equals its max, so every step is zero.
+  const ranges = { min: vector.slice(), max: vector.slice() };
+  for (const dtype of ["int8", "uint8"] as const) {
+    const encoder = new Encoder(dtype, dim, ranges);
+    const bytes = encoder.encode(vector, 1, new Uint8Array(encoder.rowBytes));
+    const values = dtype === "int8" ? new Int8Array(bytes.buffer) : bytes;
+    const stored: Matrix = { rows: 1, dim, data: Float32Array.from(values) };
+    const fresh: Matrix = { rows: 1, dim, data: vector };
+    const result = compareSample({ dtype, dim, ranges, stored, fresh, tolerance: 0.999 });
+    assert.equal(result.ok, true, `${dtype}: ${result.summary}`);
+    assert.match(result.summary, /worst cosine 1\.000000/);
+  }
 });

@@ -251,9 +251,21 @@ export class LedgerReader {
     const row = this.read.probes.get(alias) as Row | undefined;
     if (!row) return null;
     const blob = row.vectors as Buffer;
+    const dim = Number(row.dim);
+    // A damaged blob is the checkpoint's fault, not the server's it is compared with.
+    const corrupt = (why: string) =>
+      new CheckpointError(
+        `the checkpoint ${this.path} holds corrupt probe vectors for model "${alias}" (${why}); run again with --restart to start over`,
+      );
+    if (!Number.isInteger(dim) || dim <= 0) throw corrupt(`dim ${String(row.dim)}`);
+    if (!Buffer.isBuffer(blob) || blob.length % (4 * dim) !== 0) {
+      throw corrupt(
+        `${Buffer.isBuffer(blob) ? blob.length : "no"} bytes, not rows of ${dim} float32`,
+      );
+    }
     // Copied: the blob's bytes need not be 4-byte aligned.
     const data = new Float32Array(new Uint8Array(blob).buffer);
-    const dim = Number(row.dim);
+    if (!data.every(Number.isFinite)) throw corrupt("a value is NaN or infinite");
     return {
       probeSet: String(row.probe_set),
       server: String(row.server),

@@ -1,12 +1,12 @@
 import { embedTexts } from "../backend/embed-texts.js";
-import type { Ledger } from "../checkpoint/ledger.js";
+import type { Ledger, StoredProbes } from "../checkpoint/ledger.js";
 import { compareCommon, probeRefusal } from "../checks/probe.js";
 import { PROBE_SET_ID, PROBE_TEXTS } from "../checks/probe-texts.js";
 import type { Matrix } from "../checks/vectors.js";
 import { untilAborted } from "../dispatch/abort.js";
 import { ServerRefusedError } from "../dispatch/dispatcher.js";
 import type { ServerSession } from "../dispatch/servers.js";
-import { ServerError } from "../errors.js";
+import { CheckpointError, ServerError } from "../errors.js";
 import { RUN_METRICS } from "../metrics/run-metrics.js";
 import type { Progress } from "../progress.js";
 
@@ -52,7 +52,7 @@ export class ProbeGuard {
       if (!modelKey) throw new Error(`server ${session.target} has no model ${alias}`);
       let reference = this.references.get(alias);
       if (!reference) {
-        const stored = this.ledger.probes(alias);
+        const stored = this.stored(alias);
         if (stored && stored.probeSet === PROBE_SET_ID) {
           // Stored by an earlier run, maybe on other hosts: this server is checked against them.
           reference = Promise.resolve(stored.vectors);
@@ -85,6 +85,21 @@ export class ProbeGuard {
         );
       }
     }
+  }
+
+  /**
+   * The probe vectors the checkpoint holds for a model; a CheckpointError when
+   * they are damaged (the ledger checks the blob, this the row count), so the
+   * run stops at once instead of blaming the server compared with them.
+   */
+  stored(alias: string): StoredProbes | null {
+    const stored = this.ledger.probes(alias);
+    if (stored && stored.probeSet === PROBE_SET_ID && stored.vectors.rows !== PROBE_TEXTS.length) {
+      throw new CheckpointError(
+        `the checkpoint ${this.ledger.path} holds corrupt probe vectors for model "${alias}" (${stored.vectors.rows} rows, not ${PROBE_TEXTS.length}); run again with --restart to start over`,
+      );
+    }
+    return stored;
   }
 
   /**
@@ -142,6 +157,9 @@ export async function probeServers(
   const outcomes = first ? [await outcome(first), ...(await Promise.all(rest.map(outcome)))] : [];
   // A stopped run is not a server that could not embed the probes.
   if (signal?.aborted) throw signal.reason;
+  // The checkpoint's fault, not the server's: no server would do better.
+  const broken = outcomes.find((err) => err instanceof CheckpointError);
+  if (broken) throw broken;
   const probed: ProbedPool = { ready: [], waiting: [...waiting], refusals: [] };
   ready.forEach((session, i) => {
     const err = outcomes[i];
@@ -178,6 +196,8 @@ export async function probePool(
   progress: Progress,
 ): Promise<ProbedPool & { guard: ProbeGuard }> {
   const guard = new ProbeGuard(ledger, { ...settings, aliases: [...new Set(aliases)] }, progress);
+  // Damaged stored probes stop the run here, before any server is probed or waited for.
+  for (const alias of new Set(aliases)) guard.stored(alias);
   const probed = await probeServers(guard, pool.ready, pool.waiting, progress, settings.signal);
   return { ...probed, guard };
 }

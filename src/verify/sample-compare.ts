@@ -89,12 +89,15 @@ function quantized({ dtype, dim, ranges, stored, fresh, tolerance }: SamplePair)
     const step = Math.fround(
       Math.fround((ranges.max[d] as number) - (ranges.min[d] as number)) / 255,
     );
-    steps[d] = step === 0 ? 1 : step;
+    steps[d] = step;
   }
   const centres = new Float32Array(stored.rows * dim);
   for (let i = 0; i < stored.rows * dim; i++) {
     const d = i % dim;
     const q = (stored.data[i] as number) + offset;
+    // A dimension with a zero range (every row equal, as in a 1-row corpus) has
+    // one value, its min: the encoder's stand-in step of 1 only keeps its
+    // division finite, and a bucket centre half a step up would be wrong.
     centres[i] = (ranges.min[d] as number) + (q + 0.5) * (steps[d] as number);
   }
   // The fresh rows as the run would have stored them.
