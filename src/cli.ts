@@ -2,7 +2,7 @@ import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
 import { withHelpAndVersion } from "./cli-help.js";
 import { type CliArgs, DEFAULTS } from "./config.js";
-import { main } from "./main.js";
+import { guarded, main } from "./main.js";
 import { verifyMain } from "./verify/cli.js";
 
 /** Only declares the flags; everything else happens in main() and run(). */
@@ -170,7 +170,7 @@ const parser = withHelpAndVersion(described).fail((message, err) => {
 
 const argv = hideBin(process.argv);
 if (argv[0] === "verify") {
-  process.exitCode = await verifyMain(argv.slice(1));
+  process.exitCode = await guarded("embed-multi verify", () => verifyMain(argv.slice(1)));
 } else {
   const args = (await parser.parseAsync()) as unknown as CliArgs;
   process.exitCode = await main(args);

@@ -1,6 +1,8 @@
 import { existsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { targetProblem } from "./backend/targets.js";
+import { DEFAULT_PROBE_TOLERANCE } from "./checks/probe.js";
 import { loadConfigFile } from "./config/file.js";
 import {
   BUILTIN_MODELS,
@@ -14,13 +16,12 @@ import {
 import { readAuthToken } from "./config/token.js";
 import { ConfigError } from "./errors.js";
 import { isOutputDtype, OUTPUT_DTYPES, type OutputDtype } from "./output/dtype.js";
-import { DEFAULT_PROBE_TOLERANCE } from "./verify/probe.js";
+import { OUTPUT_FORMATS, type OutputFormat } from "./output/formats.js";
 
 export type { ModelSpec } from "./config/registry.js";
 
 /** The files a model's vectors are written to; `both` on the command line means npy,jsonl. */
-export type OutputFormat = "npy" | "jsonl" | "parquet";
-export const OUTPUT_FORMATS: readonly OutputFormat[] = ["npy", "jsonl", "parquet"];
+export type { OutputFormat } from "./output/formats.js";
 export type ProgressMode = "auto" | "bar" | "log" | "none";
 
 /** A model of this run: its registry settings plus the file stem of its outputs. */
@@ -170,16 +171,11 @@ export function buildRunConfig(args: CliArgs, env: NodeJS.ProcessEnv): RunConfig
       `--output_dtype must be one of ${OUTPUT_DTYPES.join(", ")} (got "${outputDtype}")`,
     );
   }
-  const engine = pick<string>("engine", DEFAULTS.engine);
-  if (engine !== "sentence-transformers" && engine !== "debug") {
-    throw new ConfigError(`--engine must be sentence-transformers or debug (got "${engine}")`);
-  }
   const progress = pick<string>("progress", DEFAULTS.progress);
   if (!["auto", "bar", "log", "none"].includes(progress)) {
     throw new ConfigError(`--progress must be auto, bar, log or none (got "${progress}")`);
   }
-  const servers = flattenList(pick<string[] | string>("servers", [])).map(validateServer);
-  const tlsWanted = pick("tls", false) || Boolean(args.tls_ca ?? fileDefaults.tls_ca);
+  const reach = serverFlags(pick, env);
 
   return {
     inputFile: resolve(inputFile),
@@ -200,27 +196,19 @@ export function buildRunConfig(args: CliArgs, env: NodeJS.ProcessEnv): RunConfig
     ),
     device: pick("device", ""),
     dtype,
-    servers,
-    embedded: {
-      command: env.EMBED_INFERENCE_SERVER ?? defaultServerCommand(env),
-      modelDir: resolve(pick("model_dir", env.EMBED_MODEL_DIR ?? join(PACKAGE_ROOT, "models"))),
-      engine,
-      debugDim: positiveInt("debug_dim", pick("debug_dim", DEFAULTS.debug_dim)),
-      threads: nonNegativeInt("threads", pick("threads", DEFAULTS.threads)),
-    },
+    servers: reach.servers,
+    embedded: reach.embedded,
     outputFormat,
     outputDtype,
     restart: pick("restart", false),
     skipInvalid: pick("skip_invalid", false),
     maxTextChars: positiveInt("max_text_chars", pick("max_text_chars", DEFAULTS.max_text_chars)),
-    batchTimeoutMs:
-      1000 * positiveNumber("batch_timeout", pick("batch_timeout", DEFAULTS.batch_timeout)),
-    serverTimeoutMs:
-      1000 * positiveNumber("server_timeout", pick("server_timeout", DEFAULTS.server_timeout)),
+    batchTimeoutMs: secondsFlag("batch_timeout", pick("batch_timeout", DEFAULTS.batch_timeout)),
+    serverTimeoutMs: secondsFlag("server_timeout", pick("server_timeout", DEFAULTS.server_timeout)),
     maxAttempts: positiveInt("max_attempts", pick("max_attempts", DEFAULTS.max_attempts)),
     probeTolerance: probeTolerance(pick("probe_tolerance", DEFAULTS.probe_tolerance)),
-    tls: tlsWanted ? { caFile: pick("tls_ca", "") } : null,
-    authToken: readAuthToken(env),
+    tls: reach.tls,
+    authToken: reach.authToken,
     testDiskFullAfterRows: Number.parseInt(env.EMBED_TEST_DISK_FULL_AFTER_ROWS ?? "", 10) || 0,
     progress: progress as ProgressMode,
     toolVersion: TOOL_VERSION,
@@ -228,6 +216,53 @@ export function buildRunConfig(args: CliArgs, env: NodeJS.ProcessEnv): RunConfig
 }
 
 export const TOOL_VERSION = "0.1.0";
+
+type ServerFlagName =
+  | "servers"
+  | "tls"
+  | "tls_ca"
+  | "engine"
+  | "model_dir"
+  | "debug_dim"
+  | "threads";
+
+/** A flag's value: the last given, else a default (of a config file, then the tool's). */
+export type FlagPicker = <T>(key: ServerFlagName, fallback: T) => T;
+
+/** How a command reaches its servers; the run and verify read these flags the same way. */
+export interface ServerFlags {
+  readonly servers: readonly string[];
+  readonly tls: TlsConfig | null;
+  readonly authToken: string;
+  readonly embedded: EmbeddedServerConfig;
+}
+
+/** --servers, --tls, --tls_ca, EMBED_AUTH_TOKEN and the embedded server's flags, checked once. */
+export function serverFlags(pick: FlagPicker, env: NodeJS.ProcessEnv): ServerFlags {
+  const engine = pick<string>("engine", DEFAULTS.engine);
+  if (engine !== "sentence-transformers" && engine !== "debug") {
+    throw new ConfigError(`--engine must be sentence-transformers or debug (got "${engine}")`);
+  }
+  const servers = flattenList(pick<string[] | string>("servers", [])).map(validateServer);
+  const tlsCa = pick<string>("tls_ca", "");
+  return {
+    servers,
+    tls: pick("tls", false) || tlsCa ? { caFile: tlsCa } : null,
+    authToken: readAuthToken(env),
+    embedded: {
+      command: env.EMBED_INFERENCE_SERVER ?? defaultServerCommand(env),
+      modelDir: resolve(pick("model_dir", env.EMBED_MODEL_DIR ?? join(PACKAGE_ROOT, "models"))),
+      engine,
+      debugDim: positiveInt("debug_dim", pick("debug_dim", DEFAULTS.debug_dim)),
+      threads: nonNegativeInt("threads", pick("threads", DEFAULTS.threads)),
+    },
+  };
+}
+
+/** A flag in seconds (> 0), as milliseconds. */
+export function secondsFlag(flag: string, value: unknown): number {
+  return 1000 * positiveNumber(flag, value);
+}
 
 const LIST_FLAGS = new Set(["models", "servers"]);
 
@@ -293,14 +328,10 @@ function flattenList(value: string[] | string): string[] {
     .filter((s) => s.length > 0);
 }
 
-/** host:port, [v6]:port or dns:///name:port. */
+/** A --servers entry in a form some backend takes (src/backend/targets.ts). */
 function validateServer(target: string): string {
-  const hostPort = target.startsWith("dns:///") ? target.slice("dns:///".length) : target;
-  const match = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(hostPort);
-  const port = match ? Number(match[2]) : 0;
-  if (!match || port < 1 || port > 65535) {
-    throw new ConfigError(`--servers: "${target}" is not host:port or dns:///name:port`);
-  }
+  const problem = targetProblem(target);
+  if (problem) throw new ConfigError(`--servers: "${target}" ${problem}`);
   return target;
 }
 

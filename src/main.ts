@@ -47,22 +47,38 @@ export async function main(args: CliArgs): Promise<number> {
   } catch (caught) {
     progress?.stop();
     // SQLite says "database or disk is full" without a file: the checkpoint is the one it writes.
-    const err = config ? asDiskFull(caught, join(config.outputDir, CHECKPOINT_FILE)) : caught;
-    if (err instanceof ExitError) {
-      process.stderr.write(`embed-multi: error: ${err.message}\n`);
-      return err.exitCode;
-    }
-    const detail = err instanceof Error ? err.message : String(err);
-    process.stderr.write(
-      `embed-multi: internal error: ${detail} (this is a bug; set EMBED_DEBUG=1 for details)\n`,
+    return report(
+      "embed-multi",
+      config ? asDiskFull(caught, join(config.outputDir, CHECKPOINT_FILE)) : caught,
     );
-    if (process.env.EMBED_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
-    return 70;
   } finally {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
     process.off("exit", onExit);
   }
+}
+
+/** Any command under the one catch: `embed-multi verify` too. */
+export async function guarded(command: string, work: () => Promise<number>): Promise<number> {
+  try {
+    return await work();
+  } catch (err) {
+    return report(command, err);
+  }
+}
+
+/** The one place an error becomes a line and an exit code. */
+function report(command: string, err: unknown): number {
+  if (err instanceof ExitError) {
+    process.stderr.write(`${command}: error: ${err.message}\n`);
+    return err.exitCode;
+  }
+  const detail = err instanceof Error ? err.message : String(err);
+  process.stderr.write(
+    `${command}: internal error: ${detail} (this is a bug; set EMBED_DEBUG=1 for details)\n`,
+  );
+  if (process.env.EMBED_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
+  return 70;
 }
 
 function printSummary(config: RunConfig, summary: RunSummary): void {

@@ -12,6 +12,7 @@ import { planWithServers } from "./run/plan.js";
 import { type ServerPool, startPool, stopPool } from "./run/pool.js";
 import { openCheckpoint, openMatrix, prepareOutputDir } from "./run/prepare.js";
 import { probePool } from "./run/probe.js";
+import type { RunState } from "./run/state.js";
 import type { EmbeddedServer } from "./server/embedded.js";
 
 export type { ModelSummary, RunSummary } from "./run/finalize.js";
@@ -46,6 +47,7 @@ async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary
   const { ledger, models, existed } = openCheckpoint(config, corpus, progress);
   const startedAt = Date.now();
   const reader = new RowReader(corpus);
+  const state: RunState = { config, ledger, reader, corpus, progress, signal: ctx.signal };
   let pool: ServerPool | null = null;
   let failure: unknown = null;
   try {
@@ -61,7 +63,7 @@ async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary
     if (models.some((m) => needsServers(m.status))) {
       pool = await startPool(config, progress, ctx.signal, ctx.onEmbeddedServer);
       const { ready } = pool;
-      await planWithServers(ready, models, ledger, config, reader, corpus, progress, ctx.signal);
+      await planWithServers(state, models, ready);
     }
     for (const m of unfinished) if (!m.matrix) openMatrix(m, corpus.rows, ledger, progress);
 
@@ -79,17 +81,9 @@ async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary
       const aliases = items.map((item) => item.alias);
       const probed = await probePool(pool, aliases, ledger, settings, progress);
       const servers = { ...probed, reference };
-      await embed(unfinished, items, servers, ledger, config, reader, corpus, progress, ctx.signal);
+      await embed(state, unfinished, items, servers);
     }
-    await finalizeAll(
-      unfinished,
-      ledger,
-      config,
-      reader,
-      corpus,
-      (Date.now() - startedAt) / 1000,
-      progress,
-    );
+    await finalizeAll(state, unfinished, (Date.now() - startedAt) / 1000);
     return summarize(models, config, resumed);
   } catch (err) {
     failure = err;

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { compareCommon } from "../src/checks/probe.js";
 import type { Matrix } from "../src/checks/vectors.js";
-import { compareCommon } from "../src/run/probe.js";
 
 const m = (rows: number[][]): Matrix => ({
   rows: rows.length,

@@ -3,8 +3,8 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { LedgerReader } from "../src/checkpoint/ledger.js";
+import { PROBE_SET_ID, PROBE_TEXTS } from "../src/checks/probe-texts.js";
 import { CHECKPOINT_FILE } from "../src/run/prepare.js";
-import { PROBE_SET_ID, PROBE_TEXTS } from "../src/verify/probe-texts.js";
 import {
   corpusSlice,
   errorLines,

@@ -17,7 +17,7 @@ test("a model is finalized only when every batch is done; then its outputs and s
       { alias: "org/m", batchNo: 0, attempts: 1, server: "a", tokens: 24, truncated: 1 },
     ]);
     await assert.rejects(
-      finalizeAll(models, ledger, config, reader, corpus, 1, progress),
+      finalizeAll({ config, ledger, reader, corpus, progress }, models, 1),
       /org\/m has 1 batches left/,
     );
     ledger.markDone([
@@ -25,7 +25,7 @@ test("a model is finalized only when every batch is done; then its outputs and s
     ]);
     run.rowsThisRun = 12;
     run.window = { first: 1000, last: 3500 };
-    await finalizeAll(models, ledger, config, reader, corpus, 1, progress);
+    await finalizeAll({ config, ledger, reader, corpus, progress }, models, 1);
     assert.equal(run.status.finalized, true);
     assert.ok(existsSync(run.paths.npy) && existsSync(run.paths.jsonl));
     const metadata = JSON.parse(readFileSync(run.paths.metadata, "utf8")) as Record<

@@ -62,9 +62,10 @@ test("new models are measured, planned and stored; stored ones are checked again
   const { config, corpus, ledger, models, connection, reader, close } = await unplanned("plan", 40);
   const session = fakeSession(connection);
   const progress = recordingProgress();
+  const state = (c: typeof config) => ({ config: c, ledger, reader, corpus, progress });
   try {
     const calls: number[] = [];
-    await planModels(models, session, wordCounter(calls), ledger, config, reader, corpus, progress);
+    await planModels(state(config), models, session, wordCounter(calls));
     const [run] = models;
     assert.ok(run?.stored);
     assert.deepEqual(calls, [40]);
@@ -81,18 +82,18 @@ test("new models are measured, planned and stored; stored ones are checked again
     assert.deepEqual(run.stored.plannedWith, { batchSize: 16, maxBatchTokens: 16384 });
 
     // Planned already: not measured again, but a server with other weights is refused.
-    await planModels(models, session, wordCounter(calls), ledger, config, reader, corpus, progress);
+    await planModels(state(config), models, session, wordCounter(calls));
     assert.deepEqual(calls, [40]);
     assert.equal(progress.notes.length, 1, "the same limits: nothing to say");
     const other = { ...config, batchSize: 4, maxBatchTokens: 0 };
-    await planModels(models, session, wordCounter(calls), ledger, other, reader, corpus, progress);
+    await planModels(state(other), models, session, wordCounter(calls));
     assert.deepEqual(progress.notes.slice(1), [
       "--batch_size 4 --max_batch_tokens 0 not used: the stored plan wins: batches of up to 16 paragraphs / 16384 tokens, from the first run; --restart to plan again",
     ]);
     assert.equal(run.status.batches, 3, "the stored plan stays");
     const changed = fakeSession(connection, { ...MODEL_INFO, revision: "r2" });
     await assert.rejects(
-      planModels(models, changed, wordCounter(calls), ledger, config, reader, corpus, progress),
+      planModels(state(config), models, changed, wordCounter(calls)),
       /model "org\/m" on the server differs from the one in the checkpoint \(revision "r1" → "r2"\)/,
     );
   } finally {
@@ -108,14 +109,10 @@ test("a server that cannot count tokens leaves the estimate from characters", as
   const progress = recordingProgress();
   try {
     await planModels(
+      { config, ledger, reader, corpus, progress },
       models,
       fakeSession(connection),
       wordCounter([], true),
-      ledger,
-      config,
-      reader,
-      corpus,
-      progress,
     );
     assert.match(progress.notes[0] ?? "", /\(lengths estimated\)$/);
     assert.equal(models[0]?.status.rows, 10);

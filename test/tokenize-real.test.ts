@@ -3,7 +3,7 @@ import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { ServerConnection } from "../src/backend/grpc/client.js";
-import { PROBE_TEXTS } from "../src/verify/probe-texts.js";
+import { PROBE_TEXTS } from "../src/checks/probe-texts.js";
 import { cliArgs } from "./cli-args.js";
 import {
   compareDirect,

@@ -3,7 +3,7 @@ import { closeSync, cpSync, openSync, readFileSync, writeFileSync, writeSync } f
 import { join } from "node:path";
 import { before, test } from "node:test";
 import { hashFile } from "../src/output/checksum.js";
-import { readNpyLayout } from "../src/verify/npy-layout.js";
+import { readNpyLayout } from "../src/output/npy.js";
 import { corpusSlice, runCli, runVerify, tempDir, writeLines } from "./helpers.js";
 
 const STEM = "all-MiniLM-L6-v2";

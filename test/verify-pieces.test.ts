@@ -3,14 +3,13 @@ import { createHash } from "node:crypto";
 import { closeSync, openSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
+import { checkBatch, NORM_TOLERANCE } from "../src/checks/batch.js";
+import { compareProbes, DEFAULT_PROBE_TOLERANCE, probeRefusal } from "../src/checks/probe.js";
+import { PROBE_SET_ID, PROBE_TEXTS } from "../src/checks/probe-texts.js";
 import type { Matrix } from "../src/checks/vectors.js";
+import { forEachLine } from "../src/input/lines.js";
 import { digestFiles, hashFile } from "../src/output/checksum.js";
-import { npyHeader } from "../src/output/npy.js";
-import { checkBatch, NORM_TOLERANCE } from "../src/verify/batch-check.js";
-import { forEachLine } from "../src/verify/lines.js";
-import { readNpyLayout } from "../src/verify/npy-layout.js";
-import { compareProbes, DEFAULT_PROBE_TOLERANCE, probeRefusal } from "../src/verify/probe.js";
-import { PROBE_SET_ID, PROBE_TEXTS } from "../src/verify/probe-texts.js";
+import { npyHeader, readNpyLayout } from "../src/output/npy.js";
 import { sampleRows } from "../src/verify/sample.js";
 import { tempDir } from "./helpers.js";
 
@@ -225,7 +224,11 @@ test("forEachLine numbers lines across chunks and notices a missing final newlin
     [2, long.length],
     [3, 5],
   ]);
-  assert.deepEqual(scan, { lines: 3, endsWithNewline: false });
+  assert.deepEqual(scan, { lines: 3, bytes: 4 + long.length + 1 + 5, endsWithNewline: false });
   writeFileSync(path, "one\ntwo\n");
-  assert.deepEqual(await forEachLine(path, () => {}), { lines: 2, endsWithNewline: true });
+  assert.deepEqual(await forEachLine(path, () => {}), {
+    lines: 2,
+    bytes: 8,
+    endsWithNewline: true,
+  });
 });

@@ -1,6 +1,19 @@
 import { lookup } from "node:dns/promises";
 import { ServerError } from "../errors.js";
 
+/**
+ * What is wrong with a --servers entry, or null: each kind of backend says
+ * which entries it takes (ours: host:port, [v6]:port or dns:///name:port).
+ * A new kind adds its form here, beside its entry in select.ts.
+ */
+export function targetProblem(target: string): string | null {
+  const hostPort = target.startsWith("dns:///") ? target.slice("dns:///".length) : target;
+  const match = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(hostPort);
+  const port = match ? Number(match[2]) : 0;
+  if (!match || port < 1 || port > 65535) return "is not host:port or dns:///name:port";
+  return null;
+}
+
 /** One server to open a connection and a stream to. */
 export interface ServerTarget {
   /** host:port to dial. */

@@ -1,7 +1,8 @@
 import { createHash } from "node:crypto";
-import { createReadStream, type Stats, statSync } from "node:fs";
+import { type Stats, statSync } from "node:fs";
 import { describeFsError, ExitError, InputError } from "../errors.js";
 import { Growable } from "./growable.js";
+import { forEachLineBytes } from "./lines.js";
 import { checkLine } from "./validate.js";
 
 export interface SkippedLine {
@@ -38,8 +39,6 @@ export interface ScanOptions {
   readonly skipInvalid: boolean;
 }
 
-const NEWLINE = 0x0a;
-
 /** Reads the input once as a stream: validates every line, hashes the bytes, indexes the rows. */
 export async function scanInput(file: string, options: ScanOptions): Promise<CorpusIndex> {
   let stat: ReturnType<typeof statSync>;
@@ -57,10 +56,8 @@ export async function scanInput(file: string, options: ScanOptions): Promise<Cor
   const lineNumbers = new Growable(Uint32Array);
   const skipped: SkippedLine[] = [];
   let blankLines = 0;
-  let lineNumber = 0;
 
-  const takeLine = (bytes: Uint8Array, offset: number): void => {
-    lineNumber++;
+  const takeLine = (bytes: Uint8Array, offset: number, lineNumber: number): void => {
     let end = bytes.length;
     if (end > 0 && bytes[end - 1] === 0x0d) end--; // CRLF files
     const body = bytes.subarray(0, end);
@@ -80,36 +77,13 @@ export async function scanInput(file: string, options: ScanOptions): Promise<Cor
     lineNumbers.push(lineNumber);
   };
 
-  let carry: Buffer = Buffer.alloc(0);
-  let carryOffset = 0;
   let position = 0;
   try {
-    for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) {
-      const buf = chunk as Buffer;
-      hash.update(buf);
-      let start = 0;
-      let nl = buf.indexOf(NEWLINE, start);
-      while (nl !== -1) {
-        if (carry.length > 0) {
-          takeLine(Buffer.concat([carry, buf.subarray(start, nl)]), carryOffset);
-          carry = Buffer.alloc(0);
-        } else {
-          takeLine(buf.subarray(start, nl), position + start);
-        }
-        start = nl + 1;
-        nl = buf.indexOf(NEWLINE, start);
-      }
-      if (start < buf.length) {
-        if (carry.length === 0) carryOffset = position + start;
-        carry = Buffer.concat([carry, buf.subarray(start)]);
-      }
-      position += buf.length;
-    }
+    position = (await forEachLineBytes(file, takeLine, (chunk) => hash.update(chunk))).bytes;
   } catch (err) {
     if (err instanceof ExitError) throw err;
     throw describeFsError(err, "read input file", file);
   }
-  if (carry.length > 0) takeLine(carry, carryOffset);
   const after = statAfterScan(file);
   if (after.size !== position || after.mtimeMs !== stat.mtimeMs || position !== stat.size) {
     throw new ExitError(

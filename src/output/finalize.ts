@@ -1,6 +1,6 @@
-import { existsSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { existsSync, renameSync, rmSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
-import type { OutputFormat, RunConfig, RunModel } from "../config.js";
+import type { RunConfig, RunModel } from "../config.js";
 import { describeFsError } from "../errors.js";
 import type { RowReader } from "../input/rows.js";
 import { commitFile, partialPath, writeAll, writeFileAtomic, writeThenCommit } from "./atomic.js";
@@ -8,16 +8,15 @@ import { digestFiles } from "./checksum.js";
 import { Encoder, encodedChunks, ROWS_PER_CHUNK, rangesFor } from "./derive.js";
 import { asDiskFull } from "./diskfull.js";
 import { npyDescr, type OutputDtype, type Ranges, storedType } from "./dtype.js";
+import { FORMAT_EXTENSIONS, OUTPUT_FORMATS, type OutputFormat } from "./formats.js";
 import { exportJsonl } from "./jsonl.js";
 import { formatThreadCount } from "./jsonl-threads.js";
 import type { MetadataBody, ModelMetadata, OutputFileEntry } from "./metadata.js";
 import { NpyMatrixFile, npyHeader } from "./npy.js";
 import { exportParquet } from "./parquet.js";
 
-export interface OutputPaths {
-  readonly npy: string;
-  readonly jsonl: string;
-  readonly parquet: string;
+/** Where each format's file of a model goes, and its metadata. */
+export interface OutputPaths extends Readonly<Record<OutputFormat, string>> {
   readonly metadata: string;
   /** Where the float32 matrix lives while it is being filled (the checkpoint's copy). */
   readonly workingNpy: string;
@@ -28,12 +27,13 @@ export type OutputSpec = Pick<RunConfig, "outputFormat" | "outputDtype">;
 
 export function outputPaths(outputDir: string, model: RunModel): OutputPaths {
   const base = join(outputDir, model.fileStem);
+  const files = Object.fromEntries(
+    OUTPUT_FORMATS.map((f) => [f, `${base}${FORMAT_EXTENSIONS[f]}`]),
+  ) as Record<OutputFormat, string>;
   return {
-    npy: `${base}.npy`,
-    jsonl: `${base}.jsonl`,
-    parquet: `${base}.parquet`,
+    ...files,
     metadata: `${base}.metadata.json`,
-    workingNpy: partialPath(`${base}.npy`),
+    workingNpy: partialPath(files.npy),
   };
 }
 
@@ -53,28 +53,8 @@ export function finalFiles(paths: OutputPaths, spec: OutputSpec): string[] {
 
 /** Every file a model may leave in the output folder, finished or not (for --restart). */
 export function allFiles(paths: OutputPaths): string[] {
-  const finals = [paths.npy, paths.jsonl, paths.parquet, paths.metadata];
+  const finals = [...OUTPUT_FORMATS.map((f) => pathOf(paths, f)), paths.metadata];
   return [...finals, ...finals.map(partialPath), compactTemp(paths)];
-}
-
-/**
- * Whether the model's outputs are complete for this spec: the metadata (written
- * last) lists these files (at least) in this dtype, and they exist.
- */
-export function isComplete(paths: OutputPaths, spec: OutputSpec): boolean {
-  let meta: Partial<ModelMetadata>;
-  try {
-    meta = JSON.parse(readFileSync(paths.metadata, "utf8")) as Partial<ModelMetadata>;
-  } catch {
-    return false;
-  }
-  const expected = finalFiles(paths, spec);
-  const listed = new Set((meta.outputs ?? []).map((f) => basename(f)));
-  // More files than asked for (an npy,jsonl run asked again for npy) is complete too.
-  return (
-    (meta.output_dtype ?? "float32") === spec.outputDtype &&
-    expected.every((f) => listed.has(basename(f)) && existsSync(f))
-  );
 }
 
 /** What finalizing hands to the metadata. */
@@ -119,30 +99,17 @@ export async function finalizeModel(
       shape,
     });
 
-    if (formats.includes("parquet")) {
-      await exportParquet(paths.parquet, encodedChunks(matrix, encoder), encoder, reader, alias);
-      files.push(entry("parquet"));
-    }
-    let jsonlSeconds: number | null = null;
-    if (formats.includes("jsonl")) {
+    const job: WriteJob = { paths, matrix, encoder, reader, alias, dtype };
+    const seconds = new Map<OutputFormat, number>();
+    // The writers that take the working matrix's place go after those that read it.
+    const order = [...formats].sort((a, b) => Number(WRITERS[a].last) - Number(WRITERS[b].last));
+    for (const format of order) {
       const started = Date.now();
-      await exportJsonl(
-        paths.jsonl,
-        encodedChunks(matrix, encoder),
-        encoder,
-        reader,
-        alias,
-        formatThreadCount(matrix.rows, ROWS_PER_CHUNK),
-      );
-      jsonlSeconds = (Date.now() - started) / 1000;
-      files.push(entry("jsonl"));
+      await WRITERS[format].write(job);
+      seconds.set(format, (Date.now() - started) / 1000);
+      files.push(entry(format));
     }
-    const keepsWorkingCopy = formats.includes("npy") && dtype === "float32";
-    if (formats.includes("npy")) {
-      if (keepsWorkingCopy) commitFile(paths.workingNpy, paths.npy);
-      else writeCompactNpy(paths, matrix, encoder, dtype);
-      files.push(entry("npy"));
-    }
+    const jsonlSeconds = seconds.get("jsonl") ?? null;
     files.sort((a, b) => formats.indexOf(a.format) - formats.indexOf(b.format));
     const outputs = finalFiles(paths, spec);
     // Hashed under their final names, so the digests are of what stays.
@@ -158,6 +125,51 @@ export async function finalizeModel(
     throw describeFsError(full, "write the outputs of", alias);
   }
 }
+
+/** What a format's writer gets: the finished float32 matrix, encoded to the run's dtype. */
+interface WriteJob {
+  readonly paths: OutputPaths;
+  readonly matrix: NpyMatrixFile;
+  readonly encoder: Encoder;
+  readonly reader: RowReader;
+  readonly alias: string;
+  readonly dtype: OutputDtype;
+}
+
+interface FormatWriter {
+  /** Written after the others: it may take the working matrix's place, which they read. */
+  readonly last: boolean;
+  write(job: WriteJob): Promise<void> | void;
+}
+
+/** One writer per output format (src/output/formats.ts): the compiler asks for a new one's. */
+const WRITERS: Readonly<Record<OutputFormat, FormatWriter>> = {
+  npy: {
+    last: true,
+    write: ({ paths, matrix, encoder, dtype }) => {
+      // A float32 .npy is the working matrix itself, renamed into place.
+      if (dtype === "float32") commitFile(paths.workingNpy, paths.npy);
+      else writeCompactNpy(paths, matrix, encoder, dtype);
+    },
+  },
+  jsonl: {
+    last: false,
+    write: ({ paths, matrix, encoder, reader, alias }) =>
+      exportJsonl(
+        paths.jsonl,
+        encodedChunks(matrix, encoder),
+        encoder,
+        reader,
+        alias,
+        formatThreadCount(matrix.rows, ROWS_PER_CHUNK),
+      ),
+  },
+  parquet: {
+    last: false,
+    write: ({ paths, matrix, encoder, reader, alias }) =>
+      exportParquet(paths.parquet, encodedChunks(matrix, encoder), encoder, reader, alias),
+  },
+};
 
 /** Deletes the float32 working copy once the outputs are complete, unless it is itself the .npy output. */
 export function discardWorkingCopy(paths: OutputPaths, spec: OutputSpec): void {

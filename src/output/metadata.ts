@@ -1,8 +1,9 @@
-import type { OutputFormat, RunConfig, RunModel } from "../config.js";
+import type { RunConfig, RunModel } from "../config.js";
 import type { CorpusIndex } from "../input/scan.js";
 import type { LedgerModel, ModelTotals, RunRecord } from "../model/records.js";
 import type { FileDigest } from "./checksum.js";
 import type { OutputDtype, Ranges } from "./dtype.js";
+import type { OutputFormat } from "./formats.js";
 
 /** One output file: what it holds and its shape, for whoever loads it. */
 export interface OutputFileEntry {

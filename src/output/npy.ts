@@ -33,16 +33,53 @@ export function npyHeader(rows: number, dim: number, descr = "<f4"): Buffer {
   return header;
 }
 
-/** Reads the shape of a float32 NPY file written by npyHeader; null if it is not one. */
-export function readNpyShape(fd: number): { rows: number; dim: number; dataOffset: number } | null {
-  const head = Buffer.alloc(256);
+/** What an NPY header says, whatever its dtype: verify reads files it did not write. */
+export interface NpyLayout {
+  readonly descr: string;
+  readonly fortranOrder: boolean;
+  readonly shape: readonly number[];
+  readonly dataOffset: number;
+}
+
+/** Parses an NPY header (versions 1, 2 and 3); a string says what is wrong with it. */
+export function readNpyLayout(fd: number): NpyLayout | string {
+  const head = Buffer.alloc(12);
   const got = readSync(fd, head, 0, head.length, 0);
-  if (got < 10 || !head.subarray(0, 6).equals(MAGIC)) return null;
-  const length = head.readUInt16LE(8);
-  const text = head.subarray(10, Math.min(got, 10 + length)).toString("latin1");
-  const match = /'descr': '<f4', 'fortran_order': False, 'shape': \((\d+), (\d+)\)/.exec(text);
-  if (!match) return null;
-  return { rows: Number(match[1]), dim: Number(match[2]), dataOffset: 10 + length };
+  if (got < 10 || !head.subarray(0, 6).equals(MAGIC)) return "not an NPY file (bad magic)";
+  const major = head[6];
+  const wide = major === 2 || major === 3;
+  if (major !== 1 && !wide) return `NPY version ${major} is not known`;
+  const length = wide ? head.readUInt32LE(8) : head.readUInt16LE(8);
+  const start = wide ? 12 : 10;
+  if (length > 1 << 20) return "NPY header is implausibly long";
+  const text = Buffer.alloc(length);
+  if (readSync(fd, text, 0, length, start) !== length) return "NPY header is cut short";
+  const dict = text.toString("latin1");
+  const descr = /'descr':\s*'([^']*)'/.exec(dict);
+  const fortran = /'fortran_order':\s*(True|False)/.exec(dict);
+  const shape = /'shape':\s*\(([^)]*)\)/.exec(dict);
+  if (!descr || !fortran || !shape) return "NPY header lacks descr, fortran_order or shape";
+  const dims = (shape[1] ?? "")
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0)
+    .map(Number);
+  if (dims.some((d) => !Number.isInteger(d) || d < 0)) return "NPY header has a bad shape";
+  return {
+    descr: descr[1] ?? "",
+    fortranOrder: fortran[1] === "True",
+    shape: dims,
+    dataOffset: start + length,
+  };
+}
+
+/** The shape of a float32 C-order matrix (as npyHeader writes); null if the file is not one. */
+export function readNpyShape(fd: number): { rows: number; dim: number; dataOffset: number } | null {
+  const layout = readNpyLayout(fd);
+  if (typeof layout === "string" || layout.descr !== "<f4" || layout.fortranOrder) return null;
+  const [rows, dim, ...more] = layout.shape;
+  if (rows === undefined || dim === undefined || more.length > 0) return null;
+  return { rows, dim, dataOffset: layout.dataOffset };
 }
 
 /**

@@ -1,17 +1,15 @@
 import type { LoadedModel, Vectors } from "../backend/types.js";
 import { Committer } from "../checkpoint/committer.js";
 import type { Ledger } from "../checkpoint/ledger.js";
-import type { RunConfig } from "../config.js";
+import { checkBatch } from "../checks/batch.js";
 import { Dispatcher, type WorkItem } from "../dispatch/dispatcher.js";
 import { batchPayload } from "../dispatch/payload.js";
 import { openSession } from "../dispatch/servers.js";
-import type { RowReader } from "../input/rows.js";
 import type { CorpusIndex } from "../input/scan.js";
 import type { NpyMatrixFile } from "../output/npy.js";
-import type { Progress } from "../progress.js";
-import { checkBatch } from "../verify/batch-check.js";
 import { type ModelRun, storedModel } from "./model-run.js";
 import type { ProbedPool, ProbeGuard } from "./probe.js";
+import type { RunState } from "./state.js";
 
 /** The pending batches of the models still to embed, in model order. */
 export function pendingWork(runs: readonly ModelRun[], ledger: Ledger): WorkItem[] {
@@ -37,16 +35,12 @@ export interface EmbedServers extends Pick<ProbedPool, "ready" | "waiting"> {
  * a signal.
  */
 export async function embed(
+  state: RunState,
   runs: readonly ModelRun[],
   items: readonly WorkItem[],
   pool: EmbedServers,
-  ledger: Ledger,
-  config: RunConfig,
-  reader: RowReader,
-  corpus: CorpusIndex,
-  progress: Progress,
-  signal: AbortSignal,
 ): Promise<void> {
+  const { ledger, config, reader, corpus, progress, signal } = state;
   const byAlias = new Map(runs.map((r) => [r.model.alias, r]));
   const matrices = new Map<string, NpyMatrixFile>();
   for (const r of runs) if (r.matrix) matrices.set(r.model.alias, r.matrix);

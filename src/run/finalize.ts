@@ -1,12 +1,10 @@
-import type { Ledger } from "../checkpoint/ledger.js";
+import { isComplete } from "../checks/complete.js";
 import type { RunConfig } from "../config.js";
-import type { RowReader } from "../input/rows.js";
-import type { CorpusIndex } from "../input/scan.js";
-import { finalizeModel, isComplete } from "../output/finalize.js";
+import { finalizeModel } from "../output/finalize.js";
 import { buildMetadata } from "../output/metadata.js";
 import { paddingEfficiency } from "../plan/planner.js";
-import type { Progress } from "../progress.js";
 import { activeSeconds, allBatchesDone, type ModelRun, refresh, storedModel } from "./model-run.js";
+import type { RunState } from "./state.js";
 
 export interface ModelSummary {
   readonly alias: string;
@@ -27,14 +25,11 @@ export interface RunSummary {
 
 /** Writes the final files of every model whose batches are all done, then marks it finalized. */
 export async function finalizeAll(
+  state: Omit<RunState, "signal">,
   runs: readonly ModelRun[],
-  ledger: Ledger,
-  config: RunConfig,
-  reader: RowReader,
-  corpus: CorpusIndex,
   processingSeconds: number,
-  progress: Progress,
 ): Promise<void> {
+  const { ledger, config, reader, corpus, progress } = state;
   for (const run of runs) {
     if (run.status.finalized) continue;
     const totals = refresh(run, ledger);

@@ -1,18 +1,16 @@
 import type { TokenCounter } from "../backend/types.js";
 import { checkSameWeights } from "../checkpoint/compat.js";
-import type { Ledger, PlanLimitsUsed } from "../checkpoint/ledger.js";
+import type { PlanLimitsUsed } from "../checkpoint/ledger.js";
 import { ledgerModelOf } from "../checkpoint/model-row.js";
 import type { RunConfig } from "../config.js";
 import { checkAgreement, type ServerSession } from "../dispatch/servers.js";
-import type { RowReader } from "../input/rows.js";
-import type { CorpusIndex } from "../input/scan.js";
 import { checkServerTextLimit } from "../input/server-limit.js";
 import { batchLimits } from "../plan/limits.js";
 import { measureTokens } from "../plan/measure.js";
 import { paddingEfficiency, planBatches } from "../plan/planner.js";
 import { TokenStore, tokenStorePath } from "../plan/tokens.js";
-import type { Progress } from "../progress.js";
 import { type ModelRun, refresh } from "./model-run.js";
+import type { RunState } from "./state.js";
 
 /** A counter that cannot count: the planner estimates lengths from characters, and says so. */
 const NO_COUNTER: TokenCounter = { countTokens: async () => null };
@@ -24,15 +22,12 @@ const NO_COUNTER: TokenCounter = { countTokens: async () => null };
  * limits would cut it otherwise, one note says so.
  */
 export async function planModels(
+  state: Omit<RunState, "signal">,
   runs: readonly ModelRun[],
   first: ServerSession,
   counter: TokenCounter,
-  ledger: Ledger,
-  config: RunConfig,
-  reader: RowReader,
-  corpus: CorpusIndex,
-  progress: Progress,
 ): Promise<void> {
+  const { ledger, config, reader, corpus, progress } = state;
   const overruled: { alias: string; plan: PlanLimitsUsed }[] = [];
   for (const [position, run] of runs.entries()) {
     const info = first.models.get(run.model.alias);
@@ -103,23 +98,18 @@ export function storedPlanNote(
  * measured on the first one and planned.
  */
 export async function planWithServers(
-  ready: readonly ServerSession[],
+  state: RunState,
   runs: readonly ModelRun[],
-  ledger: Ledger,
-  config: RunConfig,
-  reader: RowReader,
-  corpus: CorpusIndex,
-  progress: Progress,
-  signal: AbortSignal,
+  ready: readonly ServerSession[],
 ): Promise<void> {
   const [first] = ready;
   if (!first) return;
-  checkAgreement(ready, config.models);
+  checkAgreement(ready, state.config.models);
   checkServerTextLimit(
-    corpus,
-    reader,
+    state.corpus,
+    state.reader,
     ready.map((s) => s.info?.limits?.maxTextChars ?? 0),
   );
-  const counter = first.backend.tokenCounter(signal) ?? NO_COUNTER;
-  await planModels(runs, first, counter, ledger, config, reader, corpus, progress);
+  const counter = first.backend.tokenCounter(state.signal) ?? NO_COUNTER;
+  await planModels(state, runs, first, counter);
 }

@@ -2,19 +2,19 @@ import { rmSync } from "node:fs";
 import { basename, join } from "node:path";
 import { checkSameInput, checkSameModels } from "../checkpoint/compat.js";
 import { Ledger } from "../checkpoint/ledger.js";
+import { isComplete } from "../checks/complete.js";
+import { reexportSource } from "../checks/reexport.js";
 import type { RunConfig } from "../config.js";
 import { describeFsError } from "../errors.js";
 import type { CorpusIndex } from "../input/scan.js";
 import {
   allFiles,
   discardWorkingCopy,
-  isComplete,
   outputPaths,
   recoverWorkingMatrix,
 } from "../output/finalize.js";
 import { NpyMatrixFile } from "../output/npy.js";
 import { ensureWritableDir } from "../output/output-dir.js";
-import { reexportSource } from "../output/reexport.js";
 import type { Progress } from "../progress.js";
 import { allBatchesDone, type ModelRun, refresh, storedModel } from "./model-run.js";
 

@@ -1,13 +1,13 @@
 import { embedTexts } from "../backend/embed-texts.js";
 import type { Ledger } from "../checkpoint/ledger.js";
+import { compareCommon, probeRefusal } from "../checks/probe.js";
+import { PROBE_SET_ID, PROBE_TEXTS } from "../checks/probe-texts.js";
 import type { Matrix } from "../checks/vectors.js";
 import { untilAborted } from "../dispatch/abort.js";
 import { ServerRefusedError } from "../dispatch/dispatcher.js";
 import type { ServerSession } from "../dispatch/servers.js";
 import { ServerError } from "../errors.js";
 import type { Progress } from "../progress.js";
-import { compareProbes, type ProbeComparison, probeRefusal } from "../verify/probe.js";
-import { PROBE_SET_ID, PROBE_TEXTS } from "../verify/probe-texts.js";
 
 /** What the probe check needs of the run. */
 export interface ProbeSettings {
@@ -109,41 +109,6 @@ export class ProbeGuard {
     });
     return { vectors: { rows: PROBE_TEXTS.length, dim: got.dim, data }, taken: new Set(taken) };
   }
-}
-
-/**
- * Compares the probes both servers embedded: the ones this server `taken`, and
- * the stored ones that are not a zero row (a text the first server did not
- * take, see embed()). A zero row this server computed is compared, and fails.
- * The worst probe is numbered in PROBE_TEXTS.
- */
-export function compareCommon(
-  stored: Matrix,
-  fresh: Matrix,
-  taken: ReadonlySet<number>,
-  tolerance: number,
-): ProbeComparison {
-  if (stored.dim !== fresh.dim || stored.rows !== fresh.rows) {
-    return compareProbes(stored, fresh, tolerance);
-  }
-  const common: number[] = [];
-  for (let i = 0; i < stored.rows; i++) {
-    if (taken.has(i) && !isZeroRow(stored, i)) common.push(i);
-  }
-  const pick = (m: Matrix): Matrix => {
-    const data = new Float32Array(common.length * m.dim);
-    common.forEach((i, row) => {
-      data.set(m.data.subarray(i * m.dim, (i + 1) * m.dim), row * m.dim);
-    });
-    return { rows: common.length, dim: m.dim, data };
-  };
-  const result = compareProbes(pick(stored), pick(fresh), tolerance);
-  return { ...result, worstProbe: common[result.worstProbe] ?? result.worstProbe };
-}
-
-function isZeroRow(m: Matrix, row: number): boolean {
-  for (let d = row * m.dim; d < (row + 1) * m.dim; d++) if (m.data[d] !== 0) return false;
-  return true;
 }
 
 /** The servers of the pool after the probe: admitted, to retry later, and the refusals. */

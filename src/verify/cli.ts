@@ -1,10 +1,10 @@
 import { randomInt } from "node:crypto";
-import { join, resolve } from "node:path";
+import { resolve } from "node:path";
 import yargs from "yargs";
+import { DEFAULT_PROBE_TOLERANCE } from "../checks/probe.js";
 import { withHelpAndVersion } from "../cli-help.js";
-import { DEFAULTS, defaultServerCommand, PACKAGE_ROOT } from "../config.js";
-import { ConfigError, ExitError } from "../errors.js";
-import { DEFAULT_PROBE_TOLERANCE } from "./probe.js";
+import { DEFAULTS, type FlagPicker, secondsFlag, serverFlags } from "../config.js";
+import { ConfigError } from "../errors.js";
 import { type ModelVerdict, type VerifyOptions, verify } from "./verify.js";
 
 interface VerifyArgs {
@@ -122,21 +122,10 @@ function buildOptions(args: VerifyArgs, env: NodeJS.ProcessEnv): VerifyOptions {
   if (!Number.isInteger(seed) || seed < 0) {
     throw new ConfigError(`--seed must be a non-negative integer (got ${seed})`);
   }
-  const seconds = (flag: string, value: number | undefined, fallback: number) => {
-    const v = value ?? fallback;
-    if (!(v > 0))
-      throw new ConfigError(`--${flag} must be a positive number of seconds (got ${v})`);
-    return v * 1000;
-  };
-  const engine = last(args.engine) ?? DEFAULTS.engine;
-  if (engine !== "sentence-transformers" && engine !== "debug") {
-    throw new ConfigError(`--engine must be sentence-transformers or debug (got "${engine}")`);
-  }
-  const servers = (args.servers ?? [])
-    .flatMap((s) => s.split(","))
-    .map((s) => s.trim())
-    .filter((s) => s.length > 0);
-  const tlsCa = last(args.tls_ca);
+  // The same flags as the run's, read and checked by the same code.
+  const pick: FlagPicker = <T>(key: keyof VerifyArgs, fallback: T): T =>
+    key === "servers" ? ((args.servers as T) ?? fallback) : ((last(args[key]) as T) ?? fallback);
+  const reach = serverFlags(pick, env);
   return {
     outputDir: resolve(outputDir),
     inputFile,
@@ -148,28 +137,19 @@ function buildOptions(args: VerifyArgs, env: NodeJS.ProcessEnv): VerifyOptions {
             seed,
             tolerance,
             device: last(args.device) ?? "",
-            batchTimeoutMs: seconds(
+            batchTimeoutMs: secondsFlag(
               "batch_timeout",
-              last(args.batch_timeout),
-              DEFAULTS.batch_timeout,
+              last(args.batch_timeout) ?? DEFAULTS.batch_timeout,
             ),
           },
-    servers,
-    embedded: {
-      command: env.EMBED_INFERENCE_SERVER ?? defaultServerCommand(env),
-      modelDir: resolve(
-        last(args.model_dir) ?? env.EMBED_MODEL_DIR ?? join(PACKAGE_ROOT, "models"),
-      ),
-      engine,
-      debugDim: last(args.debug_dim) ?? DEFAULTS.debug_dim,
-      threads: last(args.threads) ?? DEFAULTS.threads,
-    },
+    servers: reach.servers,
+    embedded: reach.embedded,
     engineGiven: args.engine !== undefined,
-    connection: {
-      tls: args.tls || tlsCa ? { caFile: tlsCa ?? "" } : null,
-      authToken: env.EMBED_AUTH_TOKEN ?? "",
-    },
-    serverTimeoutMs: seconds("server_timeout", last(args.server_timeout), DEFAULTS.server_timeout),
+    connection: { tls: reach.tls, authToken: reach.authToken },
+    serverTimeoutMs: secondsFlag(
+      "server_timeout",
+      last(args.server_timeout) ?? DEFAULTS.server_timeout,
+    ),
   };
 }
 
@@ -181,29 +161,19 @@ function verdictLines(v: ModelVerdict): string {
   return `FAIL  ${v.stem}: ${first}${more}\n${details}`;
 }
 
-/** `embed-multi verify ...`: returns the exit code (0: every model passed, 1: one failed). */
+/**
+ * `embed-multi verify ...`: returns the exit code (0: every model passed, 1:
+ * one failed); errors go to the one top-level catch (main.ts).
+ */
 export async function verifyMain(argv: readonly string[]): Promise<number> {
-  try {
-    const args = (await parser(argv).parseAsync()) as VerifyArgs;
-    const options = buildOptions(args, process.env);
-    const verdicts = await verify(options, (v) => process.stdout.write(verdictLines(v)));
-    const failed = verdicts.filter((v) => !v.ok).length;
-    process.stdout.write(
-      failed === 0
-        ? `verified ${verdicts.length} model${verdicts.length === 1 ? "" : "s"} in ${options.outputDir}: all ok\n`
-        : `${failed} of ${verdicts.length} models failed verification in ${options.outputDir}\n`,
-    );
-    return failed === 0 ? 0 : 1;
-  } catch (err) {
-    if (err instanceof ExitError) {
-      process.stderr.write(`embed-multi verify: error: ${err.message}\n`);
-      return err.exitCode;
-    }
-    const detail = err instanceof Error ? err.message : String(err);
-    process.stderr.write(
-      `embed-multi verify: internal error: ${detail} (this is a bug; set EMBED_DEBUG=1 for details)\n`,
-    );
-    if (process.env.EMBED_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
-    return 70;
-  }
+  const args = (await parser(argv).parseAsync()) as VerifyArgs;
+  const options = buildOptions(args, process.env);
+  const verdicts = await verify(options, (v) => process.stdout.write(verdictLines(v)));
+  const failed = verdicts.filter((v) => !v.ok).length;
+  process.stdout.write(
+    failed === 0
+      ? `verified ${verdicts.length} model${verdicts.length === 1 ? "" : "s"} in ${options.outputDir}: all ok\n`
+      : `${failed} of ${verdicts.length} models failed verification in ${options.outputDir}\n`,
+  );
+  return failed === 0 ? 0 : 1;
 }

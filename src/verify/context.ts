@@ -1,6 +1,6 @@
+import type { StoredMetadata } from "../checks/metadata.js";
 import type { Paragraph } from "../input/validate.js";
 import type { NpyRows } from "./npy-rows.js";
-import type { StoredMetadata } from "./stored-metadata.js";
 
 /** The rows the outputs should hold, from the input file given with --input_file. */
 export interface ExpectedRows {
@@ -30,11 +30,7 @@ export interface FileReport {
   readonly checked: string | null;
 }
 
-/**
- * Reads one kind of output file: a new kind (Parquet, int8 .npy...) is one more
- * checker in the list of verify.ts.
- */
+/** Reads one output format's file (verify.ts holds one per format). */
 export interface FileChecker {
-  accepts(name: string): boolean;
   check(name: string, ctx: CheckContext): Promise<FileReport>;
 }

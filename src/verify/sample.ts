@@ -1,12 +1,12 @@
 import { join } from "node:path";
 import { embedTexts, loadModelKey } from "../backend/embed-texts.js";
 import type { Backend } from "../backend/types.js";
+import type { StoredMetadata } from "../checks/metadata.js";
 import type { Matrix } from "../checks/vectors.js";
 import type { RunModel } from "../config.js";
+import { forEachLine } from "../input/lines.js";
 import type { CheckContext, ExpectedRows } from "./context.js";
-import { forEachLine } from "./lines.js";
 import { compareSample } from "./sample-compare.js";
-import type { StoredMetadata } from "./stored-metadata.js";
 
 export interface SampleSettings {
   readonly size: number;

@@ -2,10 +2,12 @@ import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { createBackends } from "../backend/select.js";
 import type { Backend } from "../backend/types.js";
+import { readStoredMetadata, type StoredMetadata } from "../checks/metadata.js";
 import type { EmbeddedServerConfig } from "../config.js";
 import { waitHealthy } from "../dispatch/servers.js";
 import { ExitError } from "../errors.js";
 import { hashFile } from "../output/checksum.js";
+import { formatOf, OUTPUT_FORMATS, type OutputFormat } from "../output/formats.js";
 import { EmbeddedServer } from "../server/embedded.js";
 import { jsonlChecker } from "./checkers/jsonl.js";
 import { npyChecker } from "./checkers/npy.js";
@@ -14,13 +16,13 @@ import type { CheckContext, FileChecker } from "./context.js";
 import { discoverModels, type FoundModel } from "./discover.js";
 import { VerifyInput } from "./input.js";
 import { checkSample, modelOf, type SampleSettings } from "./sample.js";
-import { readStoredMetadata, type StoredMetadata } from "./stored-metadata.js";
 
-/**
- * The checkers of output files, in order: a .npy first, so that the others
- * compare their vectors with it. A new output kind is one more entry.
- */
-export const CHECKERS: readonly FileChecker[] = [npyChecker, jsonlChecker, parquetChecker];
+/** One checker per output format (src/output/formats.ts): the compiler asks for a new one's. */
+const CHECKERS: Readonly<Record<OutputFormat, FileChecker>> = {
+  npy: npyChecker,
+  jsonl: jsonlChecker,
+  parquet: parquetChecker,
+};
 
 export interface VerifyOptions {
   readonly outputDir: string;
@@ -112,21 +114,22 @@ async function verifyModel(
 
   const ctx: CheckContext = { dir, metadata, input: expected, reference: null };
   try {
-    for (const checker of CHECKERS) {
+    // In the formats' order: a .npy first, so that the others compare their vectors with it.
+    for (const format of OUTPUT_FORMATS) {
       for (const name of files) {
-        if (!checker.accepts(name) || !existsSync(join(dir, name))) continue;
-        const result = await checker.check(name, ctx);
+        if (formatOf(name) !== format || !existsSync(join(dir, name))) continue;
+        const result = await CHECKERS[format].check(name, ctx);
         problems.push(...result.problems);
         if (result.checked) checked.push(result.checked);
       }
     }
-    const unread = files.filter((f) => !CHECKERS.some((c) => c.accepts(f)));
+    const unread = files.filter((f) => formatOf(f) === null);
     if (unread.length > 0) checked.push(`${unread.join(", ")} by checksum only`);
     // Re-embedding is only meaningful against sound files of this very input.
     if (sample && expected && problems.length > 0) {
       checked.push("no sample: the files have problems");
     } else if (sample && expected) {
-      const jsonl = files.find((f) => f.endsWith(".jsonl") && existsSync(join(dir, f))) ?? null;
+      const jsonl = files.find((f) => formatOf(f) === "jsonl" && existsSync(join(dir, f))) ?? null;
       for (const connection of await servers.connections()) {
         try {
           const result = await checkSample(

@@ -1,8 +1,8 @@
 import { join } from "node:path";
+import { forEachLine } from "../../input/lines.js";
 import type { OutputDtype } from "../../output/dtype.js";
 import { formatFloat32 } from "../../output/float.js";
 import type { CheckContext, FileChecker, FileReport } from "../context.js";
-import { forEachLine } from "../lines.js";
 
 type Category = "json" | "fields" | "model" | "shape" | "finite" | "order" | "values";
 
@@ -13,8 +13,6 @@ type Category = "json" | "fields" | "model" | "shape" | "finite" | "order" | "va
  * as the float32 in the matrix. The first problem of each kind is reported.
  */
 export const jsonlChecker: FileChecker = {
-  accepts: (name) => name.endsWith(".jsonl"),
-
   async check(name: string, ctx: CheckContext): Promise<FileReport> {
     const { width, rows, alias, outputDtype } = ctx.metadata;
     const range = integerRange(outputDtype);

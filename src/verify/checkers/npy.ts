@@ -1,9 +1,9 @@
 import { closeSync, fstatSync, openSync } from "node:fs";
 import { join } from "node:path";
+import { checkBatch } from "../../checks/batch.js";
 import { bytesPerValue, npyDescr, type OutputDtype, storedType } from "../../output/dtype.js";
-import { checkBatch } from "../batch-check.js";
+import { readNpyLayout } from "../../output/npy.js";
 import type { CheckContext, FileChecker, FileReport } from "../context.js";
-import { readNpyLayout } from "../npy-layout.js";
 import { NpyRows, type StoredValues } from "../npy-rows.js";
 
 /**
@@ -15,8 +15,6 @@ import { NpyRows, type StoredValues } from "../npy-rows.js";
  * sample check those.
  */
 export const npyChecker: FileChecker = {
-  accepts: (name) => name.endsWith(".npy"),
-
   async check(name: string, ctx: CheckContext): Promise<FileReport> {
     const path = join(ctx.dir, name);
     const { rows, dim, width, normalize, outputDtype } = ctx.metadata;

@@ -26,8 +26,6 @@ const ARROW_TYPE: Record<ReturnType<typeof storedType>, string> = {
  * each kind is reported.
  */
 export const parquetChecker: FileChecker = {
-  accepts: (name) => name.endsWith(".parquet"),
-
   async check(name: string, ctx: CheckContext): Promise<FileReport> {
     const { rows, width, alias, outputDtype } = ctx.metadata;
     const { input, reference } = ctx;

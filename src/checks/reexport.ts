@@ -1,9 +1,8 @@
-import { readFileSync } from "node:fs";
 import { basename } from "node:path";
-import { hashFile } from "./checksum.js";
-import type { OutputPaths } from "./finalize.js";
-import type { ModelMetadata } from "./metadata.js";
-import { NpyMatrixFile } from "./npy.js";
+import { hashFile } from "../output/checksum.js";
+import type { OutputPaths } from "../output/finalize.js";
+import { NpyMatrixFile } from "../output/npy.js";
+import { readStoredMetadata } from "./metadata.js";
 
 /** Whether a finished model's outputs can be derived again without embedding, and if not, why. */
 export type ReexportSource = { readonly ok: true } | { readonly ok: false; readonly why: string };
@@ -17,19 +16,15 @@ export type ReexportSource = { readonly ok: true } | { readonly ok: false; reado
  * Outputs): its vectors cannot be recovered from int8 or bits.
  */
 export function reexportSource(paths: OutputPaths, rows: number, dim: number): ReexportSource {
-  let meta: Partial<ModelMetadata>;
-  try {
-    meta = JSON.parse(readFileSync(paths.metadata, "utf8")) as Partial<ModelMetadata>;
-  } catch {
-    return { ok: false, why: "its metadata is missing or unreadable" };
-  }
-  const dtype = meta.output_dtype ?? "float32";
-  if (dtype !== "float32") {
-    return { ok: false, why: `the run wrote ${dtype}, and no float32 copy is kept` };
+  const read = readStoredMetadata(paths.metadata, basename(paths.metadata));
+  if (!read.ok) return { ok: false, why: "its metadata is missing or unreadable" };
+  const meta = read.metadata;
+  if (meta.outputDtype !== "float32") {
+    return { ok: false, why: `the run wrote ${meta.outputDtype}, and no float32 copy is kept` };
   }
   const name = basename(paths.npy);
-  const listed = meta.files?.[name];
-  if (!(meta.outputs ?? []).some((f) => basename(f) === name) || !listed) {
+  const listed = meta.files?.get(name);
+  if (!meta.outputs.includes(name) || !listed) {
     return { ok: false, why: `the run wrote no ${name}` };
   }
   const matrix = NpyMatrixFile.reopen(paths.npy, rows, dim);

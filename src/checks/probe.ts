@@ -54,3 +54,38 @@ export function probeRefusal(
       : `worst cosine ${comparison.worstCosine.toFixed(6)} (probe ${comparison.worstProbe}) with the stored probe vectors, below --probe_tolerance ${tolerance}`;
   return `server ${server} is kept out for model "${model}": ${how}; likely causes: another weights revision, pooling, dtype or device than the server that stored the probes`;
 }
+
+/**
+ * Compares the probes both servers embedded: the ones this server `taken`, and
+ * the stored ones that are not a zero row (a text the first server did not
+ * take, see embed()). A zero row this server computed is compared, and fails.
+ * The worst probe is numbered in PROBE_TEXTS.
+ */
+export function compareCommon(
+  stored: Matrix,
+  fresh: Matrix,
+  taken: ReadonlySet<number>,
+  tolerance: number,
+): ProbeComparison {
+  if (stored.dim !== fresh.dim || stored.rows !== fresh.rows) {
+    return compareProbes(stored, fresh, tolerance);
+  }
+  const common: number[] = [];
+  for (let i = 0; i < stored.rows; i++) {
+    if (taken.has(i) && !isZeroRow(stored, i)) common.push(i);
+  }
+  const pick = (m: Matrix): Matrix => {
+    const data = new Float32Array(common.length * m.dim);
+    common.forEach((i, row) => {
+      data.set(m.data.subarray(i * m.dim, (i + 1) * m.dim), row * m.dim);
+    });
+    return { rows: common.length, dim: m.dim, data };
+  };
+  const result = compareProbes(pick(stored), pick(fresh), tolerance);
+  return { ...result, worstProbe: common[result.worstProbe] ?? result.worstProbe };
+}
+
+function isZeroRow(m: Matrix, row: number): boolean {
+  for (let d = row * m.dim; d < (row + 1) * m.dim; d++) if (m.data[d] !== 0) return false;
+  return true;
+}
