@@ -76,6 +76,10 @@ const MIGRATIONS: readonly string[] = [
      stored_at TEXT NOT NULL
    );
    ALTER TABLE models ADD COLUMN retried_batches INTEGER NOT NULL DEFAULT 0;`,
+  // 5: spot checks (issue 16): how many failed on a model, and how many of its batches were
+  // redone because the server that answered them failed one.
+  `ALTER TABLE models ADD COLUMN spot_failures INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE models ADD COLUMN spot_redone_batches INTEGER NOT NULL DEFAULT 0;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length + 1;

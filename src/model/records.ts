@@ -39,6 +39,10 @@ export interface ModelTotals {
   readonly servers: string[];
   /** Batches whose vectors failed the per-batch checks and were sent again (all runs). */
   readonly retriedBatches: number;
+  /** Spot checks that failed on the model (all runs): each kept a server out. */
+  readonly spotFailures: number;
+  /** Its batches redone because the server that answered them then failed a spot check. */
+  readonly spotRedoneBatches: number;
 }
 
 export interface RunRecord {

@@ -62,6 +62,12 @@ export interface ModelMetadata {
   resumed_count: number;
   /** Batches whose vectors failed the per-batch checks (NaN, Inf, zero or off-norm rows) and were sent again. */
   retried_batches: number;
+  /** Spot rows per row (--spot_check); 0 when the checks were off. */
+  spot_check: number;
+  /** Spot checks that failed (each kept a server out of the run). */
+  spot_check_failures: number;
+  /** Batches redone because their server then failed a spot check. */
+  spot_redone_batches: number;
   created_at: string;
   finished_at: string;
   tool: string;
@@ -121,6 +127,9 @@ export function buildMetadata(x: MetadataInputs): MetadataBody {
     jsonl_export_time: x.jsonlSeconds === null ? null : round(x.jsonlSeconds),
     resumed_count: Math.max(0, x.run.attempts - 1),
     retried_batches: x.totals.retriedBatches,
+    spot_check: x.config.spotCheck,
+    spot_check_failures: x.totals.spotFailures,
+    spot_redone_batches: x.totals.spotRedoneBatches,
     created_at: x.run.createdAt,
     finished_at: new Date().toISOString(),
     tool: "embed-multi",

@@ -9,6 +9,7 @@ import type { CorpusIndex } from "../input/scan.js";
 import type { NpyMatrixFile } from "../output/npy.js";
 import { type ModelRun, storedModel } from "./model-run.js";
 import type { ProbedPool, ProbeGuard } from "./probe.js";
+import { SpotSource } from "./spots.js";
 import type { RunState } from "./state.js";
 
 /** The pending batches of the models still to embed, in model order. */
@@ -19,6 +20,7 @@ export function pendingWork(runs: readonly ModelRun[], ledger: Ledger): WorkItem
       batchNo: b.batchNo,
       rows: b.rows,
       priorAttempts: b.attempts,
+      paddedTokens: b.paddedTokens,
     })),
   );
 }
@@ -51,6 +53,20 @@ export async function embed(
     config.testDiskFullAfterRows,
   );
   const manyServers = pool.ready.length + pool.waiting.length > 1;
+  // The probe texts' token counts (and ids, for batches of ids) from the first server's tokenizer.
+  const counting = pool.ready[0];
+  const spots = await SpotSource.open(
+    { rate: config.spotCheck, tolerance: config.probeTolerance, timeoutMs: config.batchTimeoutMs },
+    byAlias,
+    ledger,
+    reader,
+    corpus,
+    (alias) => {
+      const counter = counting?.backend.tokenCounter(signal);
+      const modelKey = counting?.models.get(alias)?.modelKey;
+      return counter && modelKey ? { counter, modelKey } : null;
+    },
+  );
   const dispatcher = new Dispatcher(
     pool.ready,
     {
@@ -88,6 +104,7 @@ export async function embed(
         progress.advance(item.alias, item.rows.length);
       },
       describe: (item) => describeBatch(item, corpus),
+      spots,
       attemptFailed: (item, attempts) => ledger.recordAttempts(item.alias, item.batchNo, attempts),
       serverChanged: (target, state, detail) => {
         // A probe refusal is a whole line of its own, naming the server.
