@@ -137,16 +137,18 @@ export function startServer(
   args: readonly string[] = [],
   env: NodeJS.ProcessEnv = testEnv(),
   port = 0,
+  /** A test-only wrapper of the server (a script under inference-server/tests) and its own flags. */
+  wrapper: readonly string[] = [],
 ): Promise<RunningServer> {
-  const command = join(
-    process.env.EMBED_VENV ?? join(ROOT, ".venv"),
-    "bin",
-    "embed-inference-server",
-  );
+  const command =
+    wrapper.length > 0
+      ? PYTHON
+      : join(process.env.EMBED_VENV ?? join(ROOT, ".venv"), "bin", "embed-inference-server");
   const child = spawn(
     command,
     // --exit-on-stdin-eof: the server goes with the test process, even one killed by a timeout.
     [
+      ...wrapper,
       "--host",
       "127.0.0.1",
       "--port",
