@@ -105,6 +105,7 @@ class TestSpots implements SpotHooks {
   }));
   constructor(
     readonly rate: number,
+    readonly maxHeldRows = 0,
     readonly tolerance = 0.999,
   ) {}
   place(item: WorkItem, payload: Parameters<SpotHooks["place"]>[1], srv: string, count: number) {
@@ -247,4 +248,16 @@ test("--spot_check 0: no known rows are sent and each answer is written at once"
   assert.equal(written.size, 10);
   assert.ok(bad.state.batches.every((b) => b.texts.every((t) => t.startsWith("paragraph"))));
   assert.equal(bad.state.batches.length, 10);
+});
+
+test("a server holds at most --checkpoint_interval rows unchecked: a batch of known rows alone checks them", async () => {
+  // 4-row batches at 1% carry a spot row once in 25 batches; 8 held rows = 2 batches.
+  const only = server("only:1", (n) => n >= 24);
+  const { written, error } = await dispatch([only], work(30), new TestSpots(0.01, 8));
+  assert.ok(error instanceof ServerError);
+  const checks = only.state.batches.filter((b) => b.texts.every((t) => t.startsWith("probe")));
+  assert.ok(checks.length >= 5, `${checks.length} batches of known rows alone`);
+  // What was checked before it went wrong is written, and only that.
+  assert.ok(written.size >= 12, `${written.size} batches written`);
+  for (const [b, w] of written) assert.ok(w.right, `batch ${b} is right`);
 });

@@ -97,6 +97,11 @@ export interface SpotHooks {
   /** Least cosine of a spot row with its known vector (--probe_tolerance). */
   readonly tolerance: number;
   /**
+   * Held rows of a server past which a batch of known rows alone checks them
+   * (the run's --checkpoint_interval: answers become durable no later than without checks).
+   */
+  readonly maxHeldRows: number;
+  /**
    * Up to `count` known rows for `item` (never `server`'s own), that fit its
    * padding and the server's limits, placed inside `payload`; null when none fits.
    */
@@ -292,12 +297,15 @@ export class Dispatcher {
   /** Fills every up server's window from the queue. */
   private pump(): void {
     for (const slot of this.slots) {
+      if (!this.finished && slot.state === "up" && !slot.check && this.holdsTooMuch(slot)) {
+        this.sendCheck(slot);
+      }
       while (
         !this.finished &&
         slot.state === "up" &&
         slot.inFlight.size < this.options.maxWorkers
       ) {
-        const at = slot.held.length >= MAX_HELD_BATCHES ? -1 : this.nextFor(slot);
+        const at = this.nextFor(slot);
         if (at < 0) {
           if (slot.held.length > 0 && !slot.check) this.sendCheck(slot);
           break;
@@ -306,6 +314,16 @@ export class Dispatcher {
         if (item) this.send(slot, item);
       }
     }
+  }
+
+  /** Past what a server may hold before a batch of known rows alone checks it. */
+  private holdsTooMuch(slot: ServerSlot): boolean {
+    if (slot.held.length >= MAX_HELD_BATCHES) return true;
+    const limit = this.hooks.spots?.maxHeldRows ?? 0;
+    if (limit <= 0) return false;
+    let rows = 0;
+    for (const h of slot.held) rows += h.item.rows.length;
+    return rows >= limit;
   }
 
   /** Held answers and spot rows in flight are forgotten: their batches go back to the queue. */

@@ -56,7 +56,12 @@ export async function embed(
   // The probe texts' token counts (and ids, for batches of ids) from the first server's tokenizer.
   const counting = pool.ready[0];
   const spots = await SpotSource.open(
-    { rate: config.spotCheck, tolerance: config.probeTolerance, timeoutMs: config.batchTimeoutMs },
+    {
+      rate: config.spotCheck,
+      tolerance: config.probeTolerance,
+      timeoutMs: config.batchTimeoutMs,
+      maxHeldRows: config.checkpointInterval,
+    },
     byAlias,
     ledger,
     reader,

@@ -28,6 +28,7 @@ export class SpotSource implements SpotHooks {
   private constructor(
     readonly rate: number,
     readonly tolerance: number,
+    readonly maxHeldRows: number,
     private readonly runs: ReadonlyMap<string, ModelRun>,
     private readonly reader: RowReader,
     private readonly corpus: Pick<CorpusIndex, "lineNumbers">,
@@ -40,14 +41,22 @@ export class SpotSource implements SpotHooks {
    * counts are estimated from the length and batches of ids take no probe rows.
    */
   static async open(
-    settings: { rate: number; tolerance: number; timeoutMs: number },
+    settings: { rate: number; tolerance: number; timeoutMs: number; maxHeldRows: number },
     runs: ReadonlyMap<string, ModelRun>,
     ledger: Ledger,
     reader: RowReader,
     corpus: Pick<CorpusIndex, "lineNumbers">,
     counter: (alias: string) => { counter: TokenCounter; modelKey: string } | null,
   ): Promise<SpotSource> {
-    const source = new SpotSource(settings.rate, settings.tolerance, runs, reader, corpus, ledger);
+    const source = new SpotSource(
+      settings.rate,
+      settings.tolerance,
+      settings.maxHeldRows,
+      runs,
+      reader,
+      corpus,
+      ledger,
+    );
     if (settings.rate === 0) return source;
     for (const [alias, run] of runs) {
       const stored = ledger.probes(alias);
