@@ -1,7 +1,7 @@
 """Tokenizing on every core: one Rust batch call vs one tokenizer copy per thread.
 
 Usage: python bench/tokenize_cores.py [MODEL_DIR] — times the server's own tokenize path
-(SentenceTransformerEncoder._tokenize_rows: encode_batch + ids to numpy) on the example
+(TextTokenizer._tokenize_rows: encode_batch + ids to numpy) on the example
 paragraphs, repeated to 4,000 texts, three ways. Prints one JSON line per way.
 """
 
@@ -24,9 +24,9 @@ MODEL = (
 
 def main() -> None:
     from embed_inference.encoders.base import Settings
-    from embed_inference.encoders.st import SentenceTransformerBackend
+    from embed_inference.encoders.select import SentenceTransformerBackend
 
-    backend = SentenceTransformerBackend(None, False, None)
+    backend = SentenceTransformerBackend(None, False)
     backend.start()
     weights = backend.load("m", MODEL, "", "cpu", "float32")
     encoder = backend.encoder(weights, Settings("", False, 256))
@@ -55,18 +55,21 @@ def main() -> None:
             )
         )
 
-    timed("one encode_batch call (Rust threads)", lambda: encoder._tokenize_rows(texts))
+    timed(
+        "one encode_batch call (Rust threads)",
+        lambda: encoder.text._tokenize_rows(texts),
+    )
     with ThreadPoolExecutor(cores) as pool:
         chunk = -(-len(texts) // cores)
         parts = [texts[i : i + chunk] for i in range(0, len(texts), chunk)]
         timed(
             f"{cores} threads, a copy each, a part each",
-            lambda: list(pool.map(encoder._tokenize_rows, parts)),
+            lambda: list(pool.map(encoder.text._tokenize_rows, parts)),
         )
         parts64 = [texts[i : i + 64] for i in range(0, len(texts), 64)]
         timed(
             f"{cores} threads, a copy each, batches of 64",
-            lambda: list(pool.map(encoder._tokenize_rows, parts64)),
+            lambda: list(pool.map(encoder.text._tokenize_rows, parts64)),
         )
 
 

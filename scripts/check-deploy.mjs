@@ -390,6 +390,67 @@ if (job) {
   );
 }
 
+// ---- The sharded flow: Indexed Job of orchestrators, then the merge Job.
+const shardedDir = join(k8sDir, "sharded");
+const sharded = [];
+for (const name of readdirSync(shardedDir).sort()) {
+  if (!/\.ya?ml$/.test(name)) continue;
+  const file = join(shardedDir, name);
+  for (const doc of parseAllDocuments(readFileSync(file, "utf8"))) {
+    const value = doc.toJS();
+    if (value != null) sharded.push({ file, value });
+  }
+}
+const shardedJobs = sharded.filter((d) => d.value.kind === "Job");
+const indexed = shardedJobs.find((d) => d.value.spec?.completionMode === "Indexed");
+const mergeJob = shardedJobs.find((d) => containersOf(d)[0]?.args?.[0] === "merge");
+check(indexed !== undefined, `${shardedDir}: an Indexed Job (completionMode: Indexed) expected`);
+check(mergeJob !== undefined, `${shardedDir}: a Job running embed-multi merge expected`);
+if (indexed) {
+  const where = indexed.file;
+  const spec = indexed.value.spec;
+  const args = containersOf(indexed)[0]?.args ?? [];
+  check(
+    argAfter(args, "--num_shards") === String(spec.completions),
+    `${where}: --num_shards ${argAfter(args, "--num_shards")} should equal completions ${spec.completions}`,
+  );
+  check(Number(spec.parallelism) >= 1, `${where}: parallelism expected`);
+  check(Number(spec.backoffLimitPerIndex) >= 1, `${where}: backoffLimitPerIndex expected`);
+  check(podOf(indexed).restartPolicy === "Never", `${where}: backoffLimitPerIndex needs restartPolicy Never`);
+  if (mergeJob) {
+    const margs = containersOf(mergeJob)[0]?.args ?? [];
+    check(
+      argAfter(margs, "--output_dir") === argAfter(args, "--output_dir"),
+      `${mergeJob.file}: merge --output_dir should be the shards' --output_dir`,
+    );
+    const claim = (d) => (podOf(d).volumes ?? []).find((v) => v.persistentVolumeClaim)?.persistentVolumeClaim.claimName;
+    check(claim(mergeJob) === claim(indexed), `${mergeJob.file}: the merge should mount the shards' volume`);
+    const pvc = sharded.find((d) => d.value.kind === "PersistentVolumeClaim" && d.value.metadata.name === claim(indexed));
+    check(
+      pvc?.value.spec?.accessModes?.includes("ReadWriteMany"),
+      `${shardedDir}: the shards' volume ${claim(indexed)} must be ReadWriteMany (pods on several nodes)`,
+    );
+  }
+}
+const hpa = sharded.find((d) => d.value.kind === "HorizontalPodAutoscaler");
+check(
+  hpa?.value.spec?.scaleTargetRef?.name === deployment?.value.metadata.name,
+  `${shardedDir}: a HorizontalPodAutoscaler of the inference Deployment expected`,
+);
+if (deployment) {
+  const annotations = deployment.value.spec?.template?.metadata?.annotations ?? {};
+  const c = containersOf(deployment)[0] ?? {};
+  const metricsPort = argAfter(c.args ?? [], "--metrics_port");
+  check(
+    annotations["prometheus.io/scrape"] === "true" && annotations["prometheus.io/port"] === metricsPort,
+    `${deployment.file}: pods should be annotated prometheus.io/scrape and prometheus.io/port = --metrics_port (${metricsPort})`,
+  );
+  check(
+    (c.ports ?? []).some((p) => String(p.containerPort) === metricsPort && p.name === "metrics"),
+    `${deployment.file}: a containerPort named metrics for --metrics_port expected`,
+  );
+}
+
 for (const failure of failures) console.error(`FAIL (deploy): ${failure}`);
 if (failures.length) {
   console.error(`deploy: ${failures.length} of ${checks} file checks failed`);

@@ -11,6 +11,10 @@
 #   set-up       Dockerfile.inference installs with scripts/setup-python.sh, the
 #                script scripts/setup.sh runs for developers and CI
 #   healthcheck  deploy/healthcheck.py parses (and passes ruff, when the venv has it)
+#   schemas      every manifest under deploy/k8s (and sharded/) against the real
+#                Kubernetes $K8S_VERSION OpenAPI schemas, strict (unknown fields fail), with
+#                PyPI's kubernetes-validate: its wheel ships the schemas of each version,
+#                so nothing is fetched (installed by scripts/setup-python.sh, dev extra)
 #   files        scripts/check-deploy.mjs: the rendered compose models, Dockerfiles vs.
 #                .dockerignore, and every manifest under deploy/k8s (probe ports,
 #                the dns:/// target, GPU limits, non-root, ...)
@@ -84,6 +88,16 @@ python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read(), sys.argv[1])' d
 if [ -x "$venv/bin/ruff" ]; then
   "$venv/bin/ruff" check --quiet --line-length 100 deploy/healthcheck.py >&2 || fail "ruff check deploy/healthcheck.py"
   "$venv/bin/ruff" format --quiet --check --line-length 100 deploy/healthcheck.py >&2 || fail "ruff format deploy/healthcheck.py"
+fi
+
+# The version deploy/k8s/README.md names: Indexed Jobs' backoffLimitPerIndex is GA there.
+K8S_VERSION=1.33.0
+step "Kubernetes manifests against the $K8S_VERSION schemas (kubernetes-validate --strict)"
+if [ -x "$venv/bin/kubernetes-validate" ]; then
+  "$venv/bin/kubernetes-validate" --strict --quiet -k "$K8S_VERSION" deploy/k8s/*.yaml deploy/k8s/sharded/*.yaml >&2 \
+    || fail "kubernetes-validate: a manifest does not match the Kubernetes $K8S_VERSION schemas"
+else
+  fail "kubernetes-validate is not in $venv (scripts/setup-python.sh installs it with the dev extra)"
 fi
 
 step "compose models, Dockerfiles, .dockerignore, Kubernetes manifests"

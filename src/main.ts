@@ -1,6 +1,7 @@
 import { join } from "node:path";
 import { buildRunConfig, type CliArgs, type RunConfig } from "./config.js";
 import { ExitError, InterruptedError } from "./errors.js";
+import { countedProgress, serveMetrics } from "./metrics/run-metrics.js";
 import { asDiskFull } from "./output/diskfull.js";
 import { createProgress, type Progress } from "./progress.js";
 import { CHECKPOINT_FILE, type RunSummary, run } from "./run.js";
@@ -13,12 +14,12 @@ import type { EmbeddedServer } from "./server/embedded.js";
  */
 export async function main(args: CliArgs): Promise<number> {
   let progress: Progress | null = null;
-  let embedded: EmbeddedServer | null = null;
+  let embedded: readonly EmbeddedServer[] = [];
   const controller = new AbortController();
   const onSignal = (signal: NodeJS.Signals) => {
     if (controller.signal.aborted) {
       // A second Ctrl-C: the user means it.
-      embedded?.killNow();
+      for (const e of embedded) e.killNow();
       process.exit(signal === "SIGINT" ? 130 : 143);
     }
     progress?.note(`${signal}: stopping, keeping what is done`);
@@ -26,23 +27,32 @@ export async function main(args: CliArgs): Promise<number> {
       new InterruptedError(signal, "what is done is kept: run the same command again to resume"),
     );
   };
-  const onExit = () => embedded?.killNow();
+  const onExit = () => {
+    for (const e of embedded) e.killNow();
+  };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
   process.on("exit", onExit);
   let config: RunConfig | null = null;
+  let metrics: { close(): Promise<void> } | null = null;
   try {
     config = buildRunConfig(args, process.env);
-    progress = createProgress(config.progress);
+    progress = countedProgress(createProgress(config.progress));
+    if (config.metricsPort !== null) {
+      const served = await serveMetrics(config.metricsHost, config.metricsPort);
+      metrics = served;
+      progress.note(`metrics on http://${config.metricsHost}:${served.port}/metrics`);
+    }
     const summary = await run(config, {
       progress,
       signal: controller.signal,
-      onEmbeddedServer: (server) => {
-        embedded = server;
+      onEmbeddedServer: (servers) => {
+        embedded = servers;
       },
     });
     progress.stop();
     printSummary(config, summary);
+    if (metrics && config.metricsLingerMs > 0) await linger(config.metricsLingerMs);
     return 0;
   } catch (caught) {
     progress?.stop();
@@ -52,10 +62,26 @@ export async function main(args: CliArgs): Promise<number> {
       config ? asDiskFull(caught, join(config.outputDir, CHECKPOINT_FILE)) : caught,
     );
   } finally {
+    await metrics?.close();
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
     process.off("exit", onExit);
   }
+}
+
+/** Keeps the metrics up after the run until the time is over or a signal says stop. */
+function linger(ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      process.off("SIGTERM", done);
+      process.off("SIGINT", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    process.once("SIGTERM", done);
+    process.once("SIGINT", done);
+  });
 }
 
 /** Any command under the one catch: `embed-multi verify` too. */
@@ -87,14 +113,38 @@ function printSummary(config: RunConfig, summary: RunSummary): void {
     m.alias,
     String(m.rows),
     String(m.rowsThisRun),
+    String(m.reused),
+    String(m.deduplicated),
     m.seconds.toFixed(1),
     m.seconds > 0 ? (m.rowsThisRun / m.seconds).toFixed(0) : "-",
     String(m.truncated),
     m.paddingEfficiency.toFixed(3),
   ]);
-  const header = ["model", "rows", "embedded", "seconds", "rows/s", "truncated", "padding eff."];
+  const header = [
+    "model",
+    "rows",
+    "embedded",
+    "reused",
+    "deduplicated",
+    "seconds",
+    "rows/s",
+    "truncated",
+    "padding eff.",
+  ];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ");
-  const out = [line(header), ...rows.map(line), `outputs in ${config.outputDir}`];
+  const fleet = (summary.membership ?? []).map(
+    (m) => `server ${m.target} ${m.change} after ${m.at} s`,
+  );
+  const from = summary.models.flatMap((m) =>
+    m.reusedFrom.map((s) => `${m.alias}: ${s.rows} rows reused from ${s.dir}`),
+  );
+  const out = [
+    line(header),
+    ...rows.map(line),
+    ...from,
+    ...fleet,
+    `outputs in ${config.outputDir}`,
+  ];
   process.stdout.write(`${out.join("\n")}\n`);
 }

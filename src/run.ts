@@ -1,19 +1,25 @@
+import { type Resolve, systemResolve } from "./backend/targets.js";
 import type { RunConfig } from "./config.js";
+import { InterruptedError } from "./errors.js";
 import { RowReader } from "./input/rows.js";
 import { scanInput } from "./input/scan.js";
 import { closeLedger } from "./output/diskfull.js";
-import { withFolderLock } from "./output/lock.js";
+import { type FolderLock, withFolderLock } from "./output/lock.js";
+import { refuseInputAsOutput } from "./output/own-files.js";
 import { removeTokenStores } from "./plan/tokens.js";
 import type { Progress } from "./progress.js";
 import { embed, pendingWork } from "./run/embed.js";
 import { finalizeAll, type RunSummary, summarize } from "./run/finalize.js";
-import { type ModelRun, needsServers } from "./run/model-run.js";
+import { allBatchesDone, type ModelRun, needsServers, refresh } from "./run/model-run.js";
 import { planWithServers } from "./run/plan.js";
 import { type ServerPool, startPool, stopPool } from "./run/pool.js";
-import { openCheckpoint, openMatrix, prepareOutputDir } from "./run/prepare.js";
+import { openCheckpoint, openMatrix, prepareOutputDir, runPaths } from "./run/prepare.js";
 import { probePool } from "./run/probe.js";
+import type { Membership } from "./run/resolve-loop.js";
+import { copyReusedRows } from "./run/reuse.js";
 import type { RunState } from "./run/state.js";
 import type { EmbeddedServer } from "./server/embedded.js";
+import { describeRange, shardCorpus, shardRange } from "./shard/shard.js";
 
 export type { ModelSummary, RunSummary } from "./run/finalize.js";
 export { CHECKPOINT_FILE } from "./run/prepare.js";
@@ -22,25 +28,35 @@ export { CHECKPOINT_FILE } from "./run/prepare.js";
 export interface RunContext {
   readonly progress: Progress;
   readonly signal: AbortSignal;
-  /** Called with the embedded server once it runs, so a signal handler can kill it. */
-  readonly onEmbeddedServer?: (server: EmbeddedServer | null) => void;
+  /** Called with the embedded servers once they run (and [] once stopped), so a signal handler can kill them. */
+  readonly onEmbeddedServer?: (servers: readonly EmbeddedServer[]) => void;
+  /** How `dns:///` names are resolved, at the start and every --resolve_interval (tests inject one). */
+  readonly resolve?: Resolve;
 }
 
 /** The whole job: scan, plan, embed through the servers, checkpoint, finalize. */
-export function run(config: RunConfig, ctx: RunContext): Promise<RunSummary> {
+export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummary> {
   // Before anything in the folder is touched (--restart deletes): one run per folder.
-  return withFolderLock(config.outputDir, () => runLocked(config, ctx));
+  refuseInputAsOutput(config.inputFile, runPaths(config));
+  return await withFolderLock(config.outputDir, (lock) => runLocked(config, ctx, lock));
 }
 
-async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary> {
+async function runLocked(
+  config: RunConfig,
+  ctx: RunContext,
+  lock: FolderLock,
+): Promise<RunSummary> {
+  const checkLock = () => lock.assertHeld();
   const { progress } = ctx;
   prepareOutputDir(config.outputDir);
   // Stores a killed run left: a resumed run sends texts.
   removeTokenStores(config.outputDir);
-  const corpus = await scanInput(config.inputFile, {
+  const whole = await scanInput(config.inputFile, {
     maxTextChars: config.maxTextChars,
     skipInvalid: config.skipInvalid,
   });
+  const corpus = config.shard ? shardCorpus(whole, shardRange(config.shard, whole.rows)) : whole;
+  if (corpus.shard) progress.note(describeRange(corpus.shard));
   if (corpus.skipped.length > 0) {
     progress.note(`skipped ${corpus.skipped.length} invalid lines (listed in the metadata)`);
   }
@@ -50,6 +66,7 @@ async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary
   const state: RunState = { config, ledger, reader, corpus, progress, signal: ctx.signal };
   let pool: ServerPool | null = null;
   let failure: unknown = null;
+  const membership: Membership[] = [];
   try {
     const unfinished = models.filter((m) => !m.status.finalized);
     if (unfinished.length === 0) {
@@ -61,7 +78,7 @@ async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary
     // Matrices first: a lost one puts its batches back to work, which needs servers.
     for (const m of unfinished) if (m.stored) openMatrix(m, corpus.rows, ledger, progress);
     if (models.some((m) => needsServers(m.status))) {
-      pool = await startPool(config, progress, ctx.signal, ctx.onEmbeddedServer);
+      pool = await startPool(config, progress, ctx.signal, ctx.onEmbeddedServer, ctx.resolve);
       const { ready } = pool;
       await planWithServers(state, models, ready);
     }
@@ -70,6 +87,7 @@ async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary
     const items = pendingWork(unfinished, ledger);
     const resumed = noteResume(models, existed, progress);
     for (const m of unfinished) progress.addModel(m.model.alias, m.status.rows, m.status.doneRows);
+    copyReusedRows(unfinished, ledger, config, progress);
     if (items.length > 0) {
       const reference = pool?.ready[0]?.models;
       if (!pool || !reference) throw new Error("batches left but no server was started");
@@ -81,12 +99,18 @@ async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary
       const aliases = items.map((item) => item.alias);
       const probed = await probePool(pool, aliases, ledger, settings, progress);
       const servers = { ...probed, reference };
-      await embed(state, unfinished, items, servers);
+      const fleet = { resolve: ctx.resolve ?? systemResolve, changes: membership };
+      await embed(state, unfinished, items, servers, fleet);
     }
-    await finalizeAll(state, unfinished, (Date.now() - startedAt) / 1000);
-    return summarize(models, config, resumed);
+    await finalizeAll(state, unfinished, (Date.now() - startedAt) / 1000, checkLock);
+    return { ...summarize(models, config, resumed), membership };
   } catch (err) {
     failure = err;
+    // A model whose batches are all done gets its outputs even when another stops the run;
+    // a signal means stop now.
+    if (!(err instanceof InterruptedError)) {
+      await finalizeFinished(state, unfinishedOf(models), startedAt, checkLock);
+    }
     throw err;
   } finally {
     for (const m of models) {
@@ -100,11 +124,36 @@ async function runLocked(config: RunConfig, ctx: RunContext): Promise<RunSummary
   }
 }
 
+function unfinishedOf(models: readonly ModelRun[]): ModelRun[] {
+  return models.filter((m) => !m.status.finalized);
+}
+
+/** Finalizes the models that are complete and still open, after the run failed; never throws. */
+async function finalizeFinished(
+  state: RunState,
+  models: readonly ModelRun[],
+  startedAt: number,
+  checkLock: () => void,
+): Promise<void> {
+  try {
+    const finished = models.filter((m) => m.matrix && allBatchesDone(refresh(m, state.ledger)));
+    if (finished.length === 0) return;
+    await finalizeAll(state, finished, (Date.now() - startedAt) / 1000, checkLock);
+  } catch (err) {
+    const why = err instanceof Error ? err.message : String(err);
+    state.progress.note(`could not write the outputs of the finished models: ${why}`);
+  }
+}
+
 /** Says how far a resumed run had come; whether it is one. */
 function noteResume(models: readonly ModelRun[], existed: boolean, progress: Progress): boolean {
-  const done = models.reduce((n, m) => n + m.status.doneBatches, 0);
-  if (!existed || done === 0) return false;
-  const total = models.reduce((n, m) => n + m.status.batches, 0);
-  progress.note(`resuming: ${done} of ${total} batches done`);
+  const sum = (f: (m: ModelRun) => number) => models.reduce((n, m) => n + f(m), 0);
+  const done = sum((m) => m.status.doneBatches);
+  const copied = sum((m) => m.status.doneCopies);
+  if (!existed || done + copied === 0) return false;
+  const total = sum((m) => m.status.batches);
+  const copies = sum((m) => m.status.copies);
+  const jobs = copies > 0 ? ` and ${copied} of ${copies} copy jobs` : "";
+  progress.note(`resuming: ${done} of ${total} batches${jobs} done`);
   return true;
 }

@@ -162,7 +162,7 @@ test("bad flags are one line and exit 2", async () => {
   assertOneLineError(unknownFlag, /Unknown argument: bogus/);
   const badValue = await runCli([...cliArgs("x", "y", "m"), "--batch_size", "0"]);
   assert.equal(badValue.code, 2);
-  assertOneLineError(badValue, /--batch_size must be a positive integer/);
+  assertOneLineError(badValue, /--batch_size must be from 1 to 1000000 \(got 0\)/);
 });
 
 function freePort(): Promise<number> {

@@ -173,3 +173,52 @@ test("--probe_tolerance is a cosine above 0 and at most 1, 0.999 unless given", 
     );
   }
 });
+
+test("openai: servers: base URLs, the key from the environment, caps, served names from the config", () => {
+  const { dir, file } = configFile("openai-config", [
+    "models:",
+    "  mini:",
+    "    model_name: sentence-transformers/all-MiniLM-L6-v2",
+    "    served_model_name: minilm",
+    "    tokenizer: tok/tokenizer.json",
+  ]);
+  const config = buildRunConfig(
+    {
+      ...base,
+      config: file,
+      models: ["mini"],
+      servers: ["openai:http://127.0.0.1:7997/v1/,openai:https://api.example.com/v1"],
+      max_request_inputs: 96,
+    },
+    { OPENAI_API_KEY: "sk-x\n", EMBED_AUTH_TOKEN: "other" },
+  );
+  assert.deepEqual(config.servers, [
+    "openai:http://127.0.0.1:7997/v1",
+    "openai:https://api.example.com/v1",
+  ]);
+  assert.equal(config.openai?.apiKey, "sk-x");
+  assert.equal(config.openai?.maxRequestInputs, 96);
+  assert.equal(config.openai?.maxRequestTokens, 300_000);
+  assert.deepEqual(config.openai?.serving.get("mini"), {
+    servedModelName: "minilm",
+    tokenizer: join(dir, "tok", "tokenizer.json"),
+    encodingFormat: "",
+  });
+  assert.equal(buildRunConfig({ ...base, models: ["all-MiniLM-L6-v2"] }, {}).openai, null);
+  assert.throws(
+    () =>
+      buildRunConfig(
+        { ...base, models: ["all-MiniLM-L6-v2"], servers: ["openai:http://a:1/v1", "b:50051"] },
+        {},
+      ),
+    /cannot be mixed/,
+  );
+  assert.throws(
+    () =>
+      buildRunConfig(
+        { ...base, models: ["all-MiniLM-L6-v2"], servers: ["openai:http://u:sekrit@a:1/v1"] },
+        {},
+      ),
+    (err: Error) => err instanceof ConfigError && !err.message.includes("sekrit"),
+  );
+});

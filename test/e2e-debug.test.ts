@@ -86,7 +86,12 @@ test("--output_format npy writes no JSONL, jsonl writes no .npy", async () => {
     ]);
     assert.equal(result.code, 0, result.stderr);
     const files = readdirSync(out).filter((f) => !f.startsWith("embed-multi.checkpoint"));
-    const expected = ["all-MiniLM-L6-v2.metadata.json", `all-MiniLM-L6-v2.${format}`].sort();
+    // The row hashes go with every format: any finished output can be a --reuse source.
+    const expected = [
+      "all-MiniLM-L6-v2.metadata.json",
+      "all-MiniLM-L6-v2.hashes",
+      `all-MiniLM-L6-v2.${format}`,
+    ].sort();
     assert.deepEqual(files.sort(), expected);
     assert.ok(!existsSync(join(out, "all-MiniLM-L6-v2.npy.partial")));
   }

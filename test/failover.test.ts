@@ -139,9 +139,8 @@ test("all servers down for longer than --server_timeout: a clear error, then a r
   });
 });
 
-test("out-of-memory splitting on the server (test hook) gives the same vectors as unsplit batches", async () => {
+test("out-of-memory splitting on the server (a test-only fault) gives the same vectors as unsplit batches", async () => {
   const { dir, input } = inputDir("failover-oom", corpusSlice(40, 4000));
-  const oomEnv = testEnv({ EMBED_TEST_OOM_ABOVE: "2" });
   await withServer(["--threads", "2"], (plain) =>
     withServer(
       ["--threads", "2"],
@@ -160,7 +159,8 @@ test("out-of-memory splitting on the server (test hook) gives the same vectors a
         }
         assert.ok(worst < 1e-5, `largest difference ${worst}`);
       },
-      oomEnv,
+      testEnv(),
+      { oomAbove: 2 },
     ),
   );
 });
@@ -174,7 +174,6 @@ test("a batch that fails on every attempt stops the run, naming its input lines;
     text: "zz-poison-zz here",
   });
   const { input, out } = inputDir("failover-poison", lines);
-  const poisonEnv = testEnv({ EMBED_TEST_POISON: "zz-poison-zz" });
   await withServer(
     ["--engine", "debug"],
     async (server) => {
@@ -193,6 +192,7 @@ test("a batch that fails on every attempt stops the run, naming its input lines;
       assert.ok(safeDone(out) >= 1, "the other batches are kept");
       assert.ok(!existsSync(join(out, `${STEM}.npy`)), "no output that looks complete");
     },
-    poisonEnv,
+    testEnv(),
+    { poison: "zz-poison-zz" },
   );
 });

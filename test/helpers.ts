@@ -132,23 +132,59 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
-/** Starts a real inference server on 127.0.0.1 and a free port (parsed from its first line). */
+/**
+ * Faults that the test-only wrapper `inference-server/tests/faulty_server.py` installs around
+ * the server's engine when it starts (production code reads none of them).
+ */
+export interface ServerFaults {
+  /** A forward pass over more than this many rows runs out of memory (the server splits). */
+  readonly oomAbove?: number;
+  /** A batch holding a text that contains this string fails. */
+  readonly poison?: string;
+  /** This multiple of a fixed unit direction is added to every vector: other vectors. */
+  readonly perturb?: number;
+  /** With `perturb`: the first this many batches answered are right (the probe passes). */
+  readonly perturbAfter?: number;
+  /** Each text containing this string comes back as a row of NaN. */
+  readonly nan?: string;
+  /** LoadModel never answers. */
+  readonly hangLoad?: boolean;
+}
+
+const FAULTY_SERVER = join(ROOT, "inference-server", "tests", "faulty_server.py");
+
+function faultFlags(faults: ServerFaults): string[] {
+  const flags: string[] = [];
+  if (faults.oomAbove !== undefined) flags.push("--fault-oom-above", String(faults.oomAbove));
+  if (faults.poison !== undefined) flags.push("--fault-poison", faults.poison);
+  if (faults.perturb !== undefined) flags.push("--fault-perturb", String(faults.perturb));
+  if (faults.perturbAfter !== undefined) {
+    flags.push("--fault-perturb-after", String(faults.perturbAfter));
+  }
+  if (faults.nan !== undefined) flags.push("--fault-nan", faults.nan);
+  if (faults.hangLoad) flags.push("--fault-hang-load");
+  return flags;
+}
+
+/**
+ * Starts a real inference server on 127.0.0.1 and a free port (parsed from its first line);
+ * with `faults`, through the test-only wrapper that installs them.
+ */
 export function startServer(
   args: readonly string[] = [],
   env: NodeJS.ProcessEnv = testEnv(),
   port = 0,
-  /** A test-only wrapper of the server (a script under inference-server/tests) and its own flags. */
-  wrapper: readonly string[] = [],
+  faults?: ServerFaults,
 ): Promise<RunningServer> {
-  const command =
-    wrapper.length > 0
-      ? PYTHON
-      : join(process.env.EMBED_VENV ?? join(ROOT, ".venv"), "bin", "embed-inference-server");
+  const venv = process.env.EMBED_VENV ?? join(ROOT, ".venv");
+  const [command, ...lead] = faults
+    ? [join(venv, "bin", "python"), FAULTY_SERVER, ...faultFlags(faults)]
+    : [join(venv, "bin", "embed-inference-server")];
   const child = spawn(
-    command,
+    command ?? "",
     // --exit-on-stdin-eof: the server goes with the test process, even one killed by a timeout.
     [
-      ...wrapper,
+      ...lead,
       "--host",
       "127.0.0.1",
       "--port",
@@ -210,10 +246,11 @@ export function startServer(
 export function serverForTests(
   args: readonly string[] = ["--engine", "debug"],
   env: NodeJS.ProcessEnv = testEnv(),
+  faults?: ServerFaults,
 ): { readonly target: string } {
   let server: RunningServer | undefined;
   before(async () => {
-    server = await startServer(args, env);
+    server = await startServer(args, env, 0, faults);
   });
   after(async () => {
     await server?.stop();
@@ -231,8 +268,9 @@ export async function withServer<T>(
   args: readonly string[],
   body: (server: RunningServer) => Promise<T>,
   env: NodeJS.ProcessEnv = testEnv(),
+  faults?: ServerFaults,
 ): Promise<T> {
-  const server = await startServer(args, env);
+  const server = await startServer(args, env, 0, faults);
   try {
     return await body(server);
   } finally {
@@ -270,7 +308,7 @@ export function runVerify(
   return spawnBare(["verify", ...args], env).done;
 }
 
-function spawnBare(args: readonly string[], env: NodeJS.ProcessEnv) {
+export function spawnBare(args: readonly string[], env: NodeJS.ProcessEnv) {
   const child = spawn(process.execPath, [CLI, ...args], { env });
   let stdout = "";
   let stderr = "";

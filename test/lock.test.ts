@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { cliArgs } from "./cli-args.js";
@@ -9,6 +9,7 @@ import {
   inputDir,
   paragraphLines,
   runCli,
+  runVerify,
   serverForTests,
   sleep,
   spawnCli,
@@ -80,4 +81,24 @@ test("a run killed with SIGKILL leaves no stuck lock: the next run proceeds", as
   const next = await runCli(args(input, out));
   assert.equal(next.code, 0, next.stderr);
   assert.ok(existsSync(join(out, `${STEM}.metadata.json`)));
+});
+
+test("a run whose lock file is deleted under it does not finish beside a second run", async () => {
+  const { input, out } = inputDir("lock-deleted", lines(1500));
+  const first = spawnCli(args(input, out));
+  await waitForHolder(out, first.child.pid ?? 0);
+  rmSync(join(out, PID_FILE), { force: true });
+  rmSync(join(out, "embed-multi.checkpoint.lock"), { force: true });
+  const second = await runCli(args(input, out));
+  const firstResult = await first.done;
+  assert.ok(
+    firstResult.code !== 0 || second.code !== 0,
+    `not both end well: ${firstResult.stderr} | ${second.stderr}`,
+  );
+  const failed = firstResult.code !== 0 ? firstResult : second;
+  assert.match(failed.stderr, /lock/);
+  const last = await runCli(args(input, out));
+  assert.equal(last.code, 0, last.stderr);
+  const verified = await runVerify(["--output_dir", out]);
+  assert.equal(verified.code, 0, verified.stdout);
 });

@@ -60,7 +60,7 @@ test("the real model: a server computing other vectors is kept out with one line
   const dir = tempDir("probe-perturb");
   const input = writeLines(join(dir, "in.jsonl"), corpusSlice(48, 5100));
   const clean = await startServer(["--threads", "1"]);
-  const perturbed = await startServer(["--threads", "1"], testEnv({ EMBED_TEST_PERTURB: "0.5" }));
+  const perturbed = await startServer(["--threads", "1"], testEnv(), 0, { perturb: 0.5 });
   try {
     const single = join(dir, "single");
     const reference = await runCli(multiServerArgs(input, single, [clean.target]));
@@ -104,8 +104,8 @@ test("a resume on other servers is checked against the probes the first run stor
   lines[40] = markedLine("zz-poison-zz", 0);
   const input = writeLines(join(dir, "in.jsonl"), lines);
   const debug = ["--engine", "debug", "--threads", "1"];
-  const first = await startServer(debug, testEnv({ EMBED_TEST_POISON: "zz-poison-zz" }));
-  const perturbed = await startServer(debug, testEnv({ EMBED_TEST_PERTURB: "0.5" }));
+  const first = await startServer(debug, testEnv(), 0, { poison: "zz-poison-zz" });
+  const perturbed = await startServer(debug, testEnv(), 0, { perturb: 0.5 });
   const other = await startServer(debug);
   try {
     const whole = join(dir, "whole");
@@ -156,7 +156,7 @@ test("a batch that comes back with NaN is retried, then the run stops naming its
   lines[nanLine - 1] = markedLine("zz-nan-zz", 1);
   const input = writeLines(join(dir, "in.jsonl"), lines);
   const debug = ["--engine", "debug", "--threads", "1"];
-  const broken = await startServer(debug, testEnv({ EMBED_TEST_NAN: "zz-nan-zz" }));
+  const broken = await startServer(debug, testEnv(), 0, { nan: "zz-nan-zz" });
   const clean = await startServer(debug);
   try {
     // One server: sent once more, NaN again, the run stops.
@@ -222,7 +222,7 @@ test("a server that comes back after failover computing other vectors is kept ou
   );
   await waitForDone(out, 2, done);
   await first.stop();
-  const back = await startServer(["--threads", "1"], testEnv({ EMBED_TEST_PERTURB: "0.5" }), port);
+  const back = await startServer(["--threads", "1"], testEnv(), port, { perturb: 0.5 });
   try {
     const result = await done;
     assert.notEqual(result.code, 0);

@@ -27,8 +27,9 @@ interface Meta {
   files: Record<string, { sha256: string; bytes: number }>;
 }
 
-/** The metadata lists exactly these files, with the digests of what is on disk. */
-function assertMetadataDescribes(dir: string, dtype: string, suffixes: string[]): void {
+/** The metadata lists exactly these files and the row hashes, with the digests of what is on disk. */
+function assertMetadataDescribes(dir: string, dtype: string, formats: string[]): void {
+  const suffixes = [...formats, ".hashes"];
   const meta = JSON.parse(bytes(dir, ".metadata.json").toString("utf8")) as Meta;
   assert.equal(meta.output_dtype, dtype);
   assert.deepEqual(Object.keys(meta.files).sort(), suffixes.map((s) => `${STEM}${s}`).sort());

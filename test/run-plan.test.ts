@@ -75,7 +75,7 @@ test("new models are measured, planned and stored; stored ones are checked again
     assert.equal(run.status.rows, 40);
     assert.match(
       progress.notes[0] ?? "",
-      /org\/m: 3 batches of up to 16 paragraphs, padding efficiency/,
+      /org\/m: 40 of 40 paragraphs go to the servers, 3 batches of up to 16 paragraphs, padding efficiency/,
     );
     assert.deepEqual(ledger.models()[0], run.stored);
     // The limits the plan was cut with, after the server's cap: what the metadata reports.

@@ -13,7 +13,7 @@ import {
 import { tempDir } from "./helpers.js";
 import { MODEL_INFO, phaseSetup, plannedCheckpoint, recordingProgress } from "./phase-helpers.js";
 
-test("a new checkpoint gives one unplanned record per model; --restart removes the old files", async () => {
+test("a new checkpoint gives one unplanned record per model; --restart removes the files it made", async () => {
   const dir = tempDir("prepare-new");
   const { config, corpus } = await phaseSetup(dir, 20);
   prepareOutputDir(config.outputDir);
@@ -29,7 +29,9 @@ test("a new checkpoint gives one unplanned record per model; --restart removes t
     planBatches(new Uint32Array(20).fill(3), { batchSize: 8, maxBatchTokens: 0 }).batches,
   );
   first.ledger.close();
-  writeFileSync(run.paths.npy, "old");
+  // The checkpoint's working copy is this tool's; an .npy no metadata lists is not.
+  writeFileSync(run.paths.workingNpy, "old");
+  writeFileSync(run.paths.npy, "not ours");
 
   const again = openCheckpoint(config, corpus, recordingProgress());
   assert.equal(again.existed, true);
@@ -40,7 +42,8 @@ test("a new checkpoint gives one unplanned record per model; --restart removes t
   const restarted = openCheckpoint({ ...config, restart: true }, corpus, recordingProgress());
   assert.equal(restarted.existed, false);
   assert.equal(restarted.models[0]?.status.planned, false);
-  assert.equal(existsSync(run.paths.npy), false, "--restart removes the outputs");
+  assert.equal(existsSync(run.paths.workingNpy), false, "--restart removes the working copy");
+  assert.equal(existsSync(run.paths.npy), true, "and keeps a file no metadata lists");
   restarted.ledger.close();
 });
 

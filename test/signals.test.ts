@@ -6,7 +6,7 @@ import { inputDir, paragraphLines, serverForTests, sleep, spawnCli, testEnv } fr
 /** Far under the 15-minute LoadModel deadline the run used to sit out. */
 const GENEROUS_BOUND_MS = 60_000;
 
-const server = serverForTests(["--engine", "debug"], testEnv({ EMBED_TEST_HANG_LOAD: "1" }));
+const server = serverForTests(["--engine", "debug"], testEnv(), { hangLoad: true });
 
 for (const [signal, code] of [
   ["SIGTERM", 143],

@@ -8,7 +8,6 @@ import {
   corpusSlice,
   errorLines,
   multiServerArgs,
-  ROOT,
   type RunningServer,
   readNpy,
   runCli,
@@ -19,18 +18,13 @@ import {
 } from "./helpers.js";
 
 // Issue 16 with real servers over real gRPC: a server that passes the probe and
-// then returns wrong vectors (a test-only wrapper, tests/spot_fault_server.py,
-// perturbs every batch after its first N) is caught by the spot checks.
+// then returns wrong vectors (the test-only wrapper tests/faulty_server.py,
+// --fault-perturb-after N: every batch after its first N perturbed) is caught.
 
 const STEM = "all-MiniLM-L6-v2";
-const FAULTY = join(ROOT, "inference-server", "tests", "spot_fault_server.py");
 
 function faultyServer(wrongAfter: number): Promise<RunningServer> {
-  return startServer(["--threads", "1"], testEnv(), 0, [
-    FAULTY,
-    "--wrong-after",
-    String(wrongAfter),
-  ]);
+  return startServer(["--threads", "1"], testEnv(), 0, { perturb: 2, perturbAfter: wrongAfter });
 }
 
 interface SpotMetadata {

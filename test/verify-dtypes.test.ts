@@ -63,7 +63,7 @@ test("clean int8 and binary outputs with Parquet pass: every file read, values e
   assert.match(
     int8.stdout,
     new RegExp(
-      `^ok {4}${STEM}: checksums; ${STEM}\\.npy \\(${ROWS}, ${DIM}\\) int8; ${STEM}\\.jsonl ${ROWS} lines, equal to the \\.npy, in input order; ${STEM}\\.parquet ${ROWS} rows, equal to the \\.npy, ids in input order; sample on \\S+: 6 rows \\(seed \\d+\\), worst cosine 0\\.99\\d+ \\(int8 dequantized; re-quantized values at most 0 steps apart\\)$`,
+      `^ok {4}${STEM}: checksums; ${STEM}\\.npy \\(${ROWS}, ${DIM}\\) int8; ${STEM}\\.jsonl ${ROWS} lines, equal to the \\.npy, in input order; ${STEM}\\.parquet ${ROWS} rows, equal to the \\.npy, ids in input order; ${STEM}\\.hashes ${ROWS} rows, each the hash of its input; sample on \\S+: 6 rows \\(seed \\d+\\), worst cosine 0\\.99\\d+ \\(int8 dequantized; re-quantized values at most 0 steps apart\\)$`,
       "m",
     ),
   );

@@ -36,7 +36,8 @@ test("all-MiniLM-L6-v2 outputs verify, and re-embed equal on the same server, no
           /^FAIL {2}all-MiniLM-L6-v2: sample on \S+: row \d+ \(input line \d+\) has cosine 0\.\d+ with the stored vector, below --tolerance 0\.999 \(8 rows, seed 5\)/m,
         );
       },
-      testEnv({ EMBED_TEST_PERTURB: "0.5" }),
+      testEnv(),
+      { perturb: 0.5 },
     );
   });
 });

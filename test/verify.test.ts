@@ -80,8 +80,8 @@ test("the metadata records the sha256 and size of every output file", () => {
   const meta = JSON.parse(readFileSync(join(clean, "dbg.metadata.json"), "utf8")) as {
     files: Record<string, { sha256: string; bytes: number }>;
   };
-  assert.deepEqual(Object.keys(meta.files).sort(), ["dbg.jsonl", "dbg.npy"]);
-  for (const name of ["dbg.npy", "dbg.jsonl"]) {
+  assert.deepEqual(Object.keys(meta.files).sort(), ["dbg.hashes", "dbg.jsonl", "dbg.npy"]);
+  for (const name of ["dbg.npy", "dbg.jsonl", "dbg.hashes"]) {
     assert.deepEqual(meta.files[name], hashFile(join(clean, name)));
   }
 });
@@ -96,7 +96,7 @@ test("clean outputs pass, with and without the input: one verdict line per model
   for (const [i, stem] of ["dbg", "other"].entries()) {
     assert.equal(
       lines[i],
-      `ok    ${stem}: checksums; ${stem}.npy (${ROWS}, ${DIM}) float32; ${stem}.jsonl ${ROWS} lines, equal to the .npy, in input order`,
+      `ok    ${stem}: checksums; ${stem}.npy (${ROWS}, ${DIM}) float32; ${stem}.jsonl ${ROWS} lines, equal to the .npy, in input order; ${stem}.hashes ${ROWS} rows, each the hash of its input`,
     );
   }
   assert.match(lines[2] ?? "", /verified 2 models in .*: all ok/);
@@ -275,7 +275,8 @@ test("--sample re-embeds rows on the embedded server and on a given one; a pertu
         );
         assert.equal(loose.code, 0, loose.stdout);
       },
-      testEnv({ EMBED_TEST_PERTURB: "1" }),
+      testEnv(),
+      { perturb: 1 },
     ),
   );
 });
@@ -286,7 +287,7 @@ test("bad verify flags: one line, exit 2; a folder without outputs: one line, ex
     [["--output_dir", clean, "--sample", "3"], /--sample needs --input_file/, 2],
     [
       ["--output_dir", clean, "--input_file", input, "--sample", "0"],
-      /--sample must be a positive integer/,
+      /--sample must be from 1 to \d+ \(got 0\)/,
       2,
     ],
     [["--output_dir", clean, "--bogus"], /Unknown argument: bogus/, 2],
@@ -317,7 +318,7 @@ test("JSONL-only outputs verify and sample against the JSONL; a normalizing mode
   assert.equal(ok.code, 0, ok.stdout + ok.stderr);
   assert.match(
     ok.stdout,
-    /^ok {4}bge-small-en-v1\.5: checksums; bge-small-en-v1\.5\.jsonl 40 lines, in input order; sample on \S+: 5 rows \(seed 2\), worst cosine 1\.000000$/m,
+    /^ok {4}bge-small-en-v1\.5: checksums; bge-small-en-v1\.5\.jsonl 40 lines, in input order; bge-small-en-v1\.5\.hashes 40 rows, each the hash of its input; sample on \S+: 5 rows \(seed 2\), worst cosine 1\.000000$/m,
   );
 
   // The same model as .npy: its rows are normalized, and a row that is not is named.

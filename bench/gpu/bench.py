@@ -53,7 +53,7 @@ PRE_AHEAD = 3
 # Issue 11's targets, end to end on an H100 or H200 in half precision.
 TARGET_RATES = {"bge-large": 4000.0, "minilm": 10000.0}
 TARGET_RATIO = 0.95
-# The fast path's bound against a float32 forward (as embed_inference.encoders.fast_bert).
+# The fast path's bound against a float32 forward (as embed_inference.encoders.select).
 MIN_COSINE = 0.9995
 RESULTS_HEADER = "# Benchmark results\n\nTables appended by the scripts in bench/; newest last.\n"
 
@@ -282,7 +282,7 @@ def run_batches(encoder: Any, texts: Sequence[str], batches: Sequence[Sequence[i
 def worker(args: argparse.Namespace) -> int:
     import torch
     from embed_inference.config import ServerConfig
-    from embed_inference.encoders.st import SentenceTransformerBackend
+    from embed_inference.encoders.select import SentenceTransformerBackend
     from embed_inference.models import LoadRequest, ModelRegistry
 
     torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -295,7 +295,7 @@ def worker(args: argparse.Namespace) -> int:
         if cuda:
             torch.cuda.synchronize()
 
-    from embed_inference.encoders.fast_bert import CHECK_TEXTS
+    from embed_inference.encoders.select import CHECK_TEXTS
 
     texts = read_texts(args.input)
     folder = args.model_dir / args.model_id
@@ -320,7 +320,7 @@ def worker(args: argparse.Namespace) -> int:
         threads=threads,
         fast_path=args.fast_path,
     )
-    backend = SentenceTransformerBackend(threads, False, None, args.fast_path)
+    backend = SentenceTransformerBackend(threads, False, args.fast_path)
     backend.start()
     registry = ModelRegistry(server_config, backend)
     request = LoadRequest(

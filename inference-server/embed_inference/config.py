@@ -7,7 +7,6 @@ visible origin and tests can build a configuration from plain dicts.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,7 +15,9 @@ from pathlib import Path
 from . import devices
 from .errors import ConfigError, InvalidArgument
 
-ENGINES = ("sentence-transformers", "debug")
+# sentence-transformers: real models, forward by the fastest engine that passes its check at
+# load (OpenVINO on the CPU, the packed path on CUDA); openvino and torch name the CPU one.
+ENGINES = ("sentence-transformers", "openvino", "torch", "debug")
 FAST_PATH_MODES = ("auto", "on", "off")
 MiB = 1024 * 1024
 # gRPC message size options are C ints.
@@ -24,12 +25,8 @@ MAX_MESSAGE_CEILING = 2**31 - 1
 
 ENV_MODEL_DIR = "EMBED_MODEL_DIR"
 ENV_AUTH_TOKEN = "EMBED_AUTH_TOKEN"
-ENV_TEST_OOM_ABOVE = "EMBED_TEST_OOM_ABOVE"
-ENV_TEST_POISON = "EMBED_TEST_POISON"
-ENV_TEST_PERTURB = "EMBED_TEST_PERTURB"
-ENV_TEST_NAN = "EMBED_TEST_NAN"
-ENV_TEST_HANG_LOAD = "EMBED_TEST_HANG_LOAD"
 ENV_FAST_PATH = "EMBED_FAST_PATH"
+ENV_CACHE_DIR = "EMBED_CACHE_DIR"
 ENV_LOG_LEVEL = "EMBED_LOG_LEVEL"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -62,17 +59,6 @@ class ServerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     auth_token: str | None = None
-    # Test hook: a forward pass over more than this many rows raises a simulated OOM.
-    test_oom_above: int | None = None
-    # Test hook: a batch holding a text that contains this string fails (a poison batch).
-    test_poison: str | None = None
-    # Test hook: every vector gets this multiple of a fixed unit direction added (then is
-    # normalized again if the model normalizes): a server that computes other vectors.
-    test_perturb: float | None = None
-    # Test hook: each text containing this string comes back as a row of NaN.
-    test_nan: str | None = None
-    # Test hook: LoadModel never answers (a server stuck reading weights).
-    test_hang_load: bool = False
     # DEBUG adds a line per answered batch (server.log_batch).
     log_level: str = "INFO"
     # Embed streams open at once; one more is refused (RESOURCE_EXHAUSTED).
@@ -82,8 +68,13 @@ class ServerConfig:
     # The packed BERT forward (encoders/fast_bert.py): auto = on CUDA only; on and off force
     # it (still checked against the reference path at load, which it falls back to).
     fast_path: str = "auto"
+    # Where engines keep what they derive from weights (OpenVINO's converted graphs);
+    # None: nowhere, derived again at every start.
+    cache_dir: Path | None = None
     # Stop when stdin reaches EOF: an embedded server never outlives its parent.
     exit_on_stdin_eof: bool = False
+    # Prometheus /metrics on this port of --host (0 picks a free one); None = not served.
+    metrics_port: int | None = None
 
     @property
     def tls(self) -> bool:
@@ -100,6 +91,9 @@ class ServerConfig:
             raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}")
         if not 0 <= args.port <= 65535:
             raise ConfigError(f"--port {args.port} is out of range 0..65535")
+        metrics_port = getattr(args, "metrics_port", None)
+        if metrics_port is not None and not 0 <= metrics_port <= 65535:
+            raise ConfigError(f"--metrics-port {metrics_port} is out of range 0..65535")
 
         model_dir_text = args.model_dir or env.get(ENV_MODEL_DIR) or None
         # Not required to exist: it is only the first place a model is looked for (the
@@ -126,8 +120,6 @@ class ServerConfig:
             raise ConfigError("--tls-cert and --tls-key go together")
         tls_cert = _existing_file("--tls-cert", args.tls_cert)
         tls_key = _existing_file("--tls-key", args.tls_key)
-        oom_above = _oom_hook(env.get(ENV_TEST_OOM_ABOVE))
-        perturb = _perturb_hook(env.get(ENV_TEST_PERTURB))
         log_level = (args.log_level or env.get(ENV_LOG_LEVEL) or "INFO").strip().upper()
         if log_level not in LOG_LEVELS:
             raise ConfigError(
@@ -147,6 +139,7 @@ class ServerConfig:
         return ServerConfig(
             host=args.host,
             port=args.port,
+            metrics_port=metrics_port,
             model_dir=model_dir,
             device=device,
             dtype=dtype,
@@ -165,16 +158,12 @@ class ServerConfig:
             tls_key=tls_key,
             # A token from `$(cat file)` or a secret mount often ends in a newline.
             auth_token=env.get(ENV_AUTH_TOKEN, "").strip() or None,
-            test_oom_above=oom_above,
-            test_poison=env.get(ENV_TEST_POISON) or None,
-            test_perturb=perturb,
-            test_nan=env.get(ENV_TEST_NAN) or None,
-            test_hang_load=env.get(ENV_TEST_HANG_LOAD) == "1",
             log_level=log_level,
             max_streams=args.max_streams,
             max_stream_bytes=args.max_stream_bytes,
             exit_on_stdin_eof=args.exit_on_stdin_eof,
             fast_path=fast_path,
+            cache_dir=_cache_dir(env),
         )
 
 
@@ -194,6 +183,18 @@ def _device_and_dtype(device_flag: str | None, dtype_flag: str, engine: str) -> 
         raise ConfigError(str(error)) from None
 
 
+def _cache_dir(env: Mapping[str, str]) -> Path | None:
+    """$EMBED_CACHE_DIR, else $XDG_CACHE_HOME/embed-multi, else ~/.cache/embed-multi;
+    "off" keeps nothing on disk."""
+    given = env.get(ENV_CACHE_DIR, "").strip()
+    if given.lower() == "off":
+        return None
+    if given:
+        return Path(given).expanduser()
+    xdg = env.get("XDG_CACHE_HOME", "").strip()
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "embed-multi"
+
+
 def _existing_file(flag: str, value: str | None) -> Path | None:
     if value is None:
         return None
@@ -201,27 +202,3 @@ def _existing_file(flag: str, value: str | None) -> Path | None:
     if not path.is_file():
         raise ConfigError(f"{flag}: no such file: {path}")
     return path
-
-
-def _oom_hook(value: str | None) -> int | None:
-    if value is None or value.strip() == "":
-        return None
-    try:
-        rows = int(value)
-    except ValueError:
-        raise ConfigError(f"{ENV_TEST_OOM_ABOVE} must be an integer, got {value!r}") from None
-    if rows < 0:
-        raise ConfigError(f"{ENV_TEST_OOM_ABOVE} must be >= 0, got {rows}")
-    return rows
-
-
-def _perturb_hook(value: str | None) -> float | None:
-    if value is None or value.strip() == "":
-        return None
-    try:
-        strength = float(value)
-    except ValueError:
-        raise ConfigError(f"{ENV_TEST_PERTURB} must be a number, got {value!r}") from None
-    if not math.isfinite(strength) or strength <= 0:
-        raise ConfigError(f"{ENV_TEST_PERTURB} must be a positive number, got {value!r}")
-    return strength

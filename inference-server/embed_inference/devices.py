@@ -56,6 +56,23 @@ def resolve_dtype(dtype: str, device: str) -> str:
         return "float16" if device.startswith("cuda") else "float32"
     if name not in DTYPES:
         raise InvalidArgument(f"bad dtype {dtype!r}: expected auto, {', '.join(DTYPES)}")
-    if name != "float32" and not device.startswith("cuda"):
-        raise InvalidArgument(f"dtype {name} needs a CUDA device; {device} computes float32 only")
-    return name
+    if name == "float32" or device.startswith("cuda"):
+        return name
+    if name == "bfloat16" and cpu_has_bfloat16():
+        return name
+    if name == "bfloat16":
+        raise InvalidArgument(
+            "dtype bfloat16 on the CPU needs AVX-512 BF16 or AMX, which this CPU lacks; use float32"
+        )
+    raise InvalidArgument(f"dtype {name} needs a CUDA device; {device} computes float32 only")
+
+
+def cpu_has_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU computes bfloat16 natively (AVX-512 BF16 or AMX), where torch and
+    OpenVINO are fast in it; elsewhere it is emulated, slower than float32."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as handle:
+            flags = next((line for line in handle if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))

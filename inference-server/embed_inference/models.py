@@ -68,6 +68,10 @@ class ModelInfo:
     dtype: str
     device: str
     truncate_dim: int
+    # What made the vectors ("torch", "openvino", ...) and in which precision: recorded,
+    # not compared (a server with another engine is held to the probe vectors).
+    engine: str = ""
+    precision: str = ""
 
 
 @dataclass(frozen=True)
@@ -176,8 +180,16 @@ class ModelRegistry:
             key = self._model_key(info)
             model = self._models.get(key)
             if model is None:
-                info = ModelInfo(**{**asdict(info), "model_key": key})
-                model = LoadedModel(info, self._backend.encoder(weights, settings))
+                encoder = self._backend.encoder(weights, settings)
+                info = ModelInfo(
+                    **{
+                        **asdict(info),
+                        "model_key": key,
+                        "engine": encoder.engine,
+                        "precision": encoder.precision or weights.dtype,
+                    }
+                )
+                model = LoadedModel(info, encoder)
                 self._models[key] = model
                 log.info("model %s ready as %s (%s)", request.model_id, key, info)
             return model

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import numpy as np
 
 from embedmulti.v1 import inference_pb2 as pb
 
+from . import metrics
 from .config import Limits
 from .encoders.base import Prepared, TokenBatch
 from .errors import InvalidArgument, ResourceExhausted, code_number, status_of
@@ -154,8 +156,9 @@ def token_ids_pb(tokens: TokenBatch) -> pb.TokenIds:
     )
 
 
-def error_result(batch_id: int, error: BaseException) -> pb.EmbedResult:
+def error_result(batch_id: int, error: BaseException, model: str = "") -> pb.EmbedResult:
     code, message = status_of(error)
+    metrics.batch_failed(model, code.name)
     if code == grpc.StatusCode.INTERNAL:  # a bug, not a refusal: keep the traceback
         log.error("batch %d failed", batch_id, exc_info=error)
     return pb.EmbedResult(
@@ -169,24 +172,24 @@ class EmbedStream:
         registry: ModelRegistry,
         limits: Limits,
         pools: StagePools,
-        poison: str | None = None,
-        perturb: float | None = None,
-        nan_marker: str | None = None,
     ) -> None:
         self._registry = registry
         self._limits = limits
         self._pools = pools
-        # Test hooks (EMBED_TEST_POISON, EMBED_TEST_PERTURB, EMBED_TEST_NAN): a server that
-        # misbehaves on demand, for the orchestrator's tests. Never set in production.
-        self._poison = poison
-        self._perturb = perturb
-        self._nan_marker = nan_marker
 
     async def run(self, requests: AsyncIterator[pb.EmbedBatch]) -> AsyncIterator[pb.EmbedResult]:
         received: asyncio.Queue[Any] = asyncio.Queue(_RECEIVED_DEPTH)
         tokenized: asyncio.Queue[Any] = asyncio.Queue(_STAGE_DEPTH)
         computed: asyncio.Queue[Any] = asyncio.Queue(_STAGE_DEPTH)
         results: asyncio.Queue[Any] = asyncio.Queue(_RESULTS_DEPTH)
+        watched = metrics.LIVE.add_queues(
+            (
+                ("received", received),
+                ("tokenized", tokenized),
+                ("computed", computed),
+                ("results", results),
+            )
+        )
         tasks = [
             asyncio.create_task(self._receive(requests, received, results)),
             asyncio.create_task(
@@ -208,6 +211,7 @@ class EmbedStream:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            metrics.LIVE.remove_queues(watched)
 
     async def _receive(
         self,
@@ -247,7 +251,7 @@ class EmbedStream:
                 try:
                     done = await loop.run_in_executor(pool, work, job)
                 except Exception as error:
-                    await results.put(error_result(job.batch_id, error))
+                    await results.put(error_result(job.batch_id, error, job.model.info.model_key))
                     continue
                 await outbox.put(done)
             await inbox.put(_END)  # for the sibling workers
@@ -256,8 +260,6 @@ class EmbedStream:
         await outbox.put(_END)
 
     def _pre(self, job: Job) -> Job:
-        if self._poison and any(self._poison in t for t in job.texts):
-            raise RuntimeError(f"poisoned batch (EMBED_TEST_POISON={self._poison!r})")
         encoder = job.model.encoder
         prepared = encoder.pre_ids(job.tokens) if job.tokens is not None else encoder.pre(job.texts)
         tokens = int(prepared.token_counts.sum())
@@ -270,40 +272,19 @@ class EmbedStream:
     @staticmethod
     def _forward(job: Job) -> Job:
         assert job.prepared is not None
+        started = time.perf_counter()
         job.output = job.model.encoder.forward(job.prepared)
+        metrics.forward_seconds(job.model.info.model_key, time.perf_counter() - started)
         return job
 
-    def _post(self, job: Job) -> pb.EmbedResult:
+    @staticmethod
+    def _post(job: Job) -> pb.EmbedResult:
         data = job.model.encoder.post(job.output)
         job.output = None  # frees the device tensor before the bytes are built
-        if self._perturb is not None:
-            data = perturbed(data, self._perturb, job.model.info.normalize)
-        if self._nan_marker is not None:
-            data = with_nan_rows(data, job.texts, self._nan_marker)
-        return job.to_result(data)
-
-
-def perturbed(data: Any, strength: float, normalize: bool) -> Any:
-    """EMBED_TEST_PERTURB: vectors of the right shape and norm that mean something else,
-    as from other weights or pooling: a fixed direction (seeded, the same on every call)
-    times `strength` times the row's norm is added to every row (so the change does not
-    depend on the scale), which is then normalized again if the model normalizes."""
-    dim = int(data.shape[1])
-    direction = np.random.default_rng(0).standard_normal(dim)
-    direction /= np.linalg.norm(direction)
-    rows = data.astype(np.float64)
-    out = rows + strength * np.linalg.norm(rows, axis=1, keepdims=True) * direction[None, :]
-    if normalize:
-        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-    return np.ascontiguousarray(out, dtype=np.float32)
-
-
-def with_nan_rows(data: Any, texts: Sequence[str], marker: str) -> Any:
-    """EMBED_TEST_NAN: the row of each text containing `marker` becomes NaN, as from a
-    device that overflows in float16."""
-    rows = [i for i, text in enumerate(texts) if marker in text]
-    if not rows:
-        return data
-    out = np.array(data, dtype=np.float32, copy=True)
-    out[rows, :] = np.nan
-    return out
+        result = job.to_result(data)
+        prepared = job.prepared
+        assert prepared is not None
+        metrics.batch_done(
+            job.model.info.model_key, prepared.rows, int(prepared.token_counts.sum())
+        )
+        return result

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from importlib import metadata
 from typing import Any
 
@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from embedmulti.v1 import inference_pb2 as pb
 from embedmulti.v1 import inference_pb2_grpc as pb_grpc
 
+from . import metrics
 from .config import ServerConfig
 from .encoders.base import Backend
 from .interceptors import AuthInterceptor, ErrorInterceptor
@@ -47,11 +48,15 @@ def make_backend(config: ServerConfig) -> Backend:
     if config.engine == "debug":
         from .encoders.debug import DebugBackend
 
-        return DebugBackend(config.debug_dim, config.test_oom_above)
-    from .encoders.st import SentenceTransformerBackend
+        return DebugBackend(config.debug_dim)
+    from .encoders.select import CPU_ENGINES, SentenceTransformerBackend
 
     return SentenceTransformerBackend(
-        config.threads, config.trust_remote_code, config.test_oom_above, config.fast_path
+        config.threads,
+        config.trust_remote_code,
+        config.fast_path,
+        CPU_ENGINES[config.engine],
+        config.cache_dir,
     )
 
 
@@ -62,21 +67,35 @@ def model_info_pb(info: ModelInfo) -> pb.ModelInfo:
 class Runtime:
     """What the service methods share: the engine, once it has started."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(
+        self, config: ServerConfig, backend_of: Callable[[ServerConfig], Backend] = make_backend
+    ) -> None:
         self.config = config
         self.pools = StagePools()
         self.streams = StreamLimits(config.max_streams, config.max_stream_bytes)
         self.registry: ModelRegistry | None = None
+        self._backend_of = backend_of
+        self._backend: Backend | None = None
         self._ready = asyncio.Event()
 
     async def start_engine(self) -> None:
         def start() -> ModelRegistry:
-            backend = make_backend(self.config)
-            backend.start()
-            return ModelRegistry(self.config, backend)
+            self._backend = self._backend_of(self.config)
+            self._backend.start()
+            return ModelRegistry(self.config, self._backend)
 
         self.registry = await asyncio.to_thread(start)
         self._ready.set()
+
+    def stop(self) -> None:
+        self.pools.shutdown()
+        if self._backend is not None:
+            self._backend.stop()
+
+    def loaded_model_keys(self) -> list[str]:
+        """For the metrics: no models before the engine has started."""
+        registry = self.registry
+        return [m.info.model_key for m in registry.loaded()] if registry else []
 
     async def models(self) -> ModelRegistry:
         """Calls that need the engine wait for it rather than fail during start-up."""
@@ -113,8 +132,6 @@ class InferenceService(pb_grpc.InferenceServicer):
         return self._rt.info()
 
     async def LoadModel(self, request: pb.LoadModelRequest, context: Any) -> pb.ModelInfo:
-        if self._rt.config.test_hang_load:
-            await asyncio.Event().wait()  # until the call is cancelled or the server stops
         registry = await self._rt.models()
         load = LoadRequest.from_pb(request)
         model = await asyncio.to_thread(registry.load, load)
@@ -128,10 +145,7 @@ class InferenceService(pb_grpc.InferenceServicer):
         check_text_lengths(texts, self._rt.config.limits)
         loop = asyncio.get_running_loop()
         encoder = model.encoder
-        # The poison and NaN test hooks look for a string in a batch's texts: with one
-        # set, the batches must carry texts.
-        hooked = self._rt.config.test_poison or self._rt.config.test_nan
-        if request.return_ids and encoder.supports_ids and not hooked:
+        if request.return_ids and encoder.supports_ids:
             tokens = await loop.run_in_executor(self._rt.pools.pre, encoder.tokenize, texts)
             return pb.CountTokensResponse(tokens=token_ids_pb(tokens))
         counts = await loop.run_in_executor(self._rt.pools.pre, encoder.count_tokens, texts)
@@ -142,15 +156,7 @@ class InferenceService(pb_grpc.InferenceServicer):
     ) -> AsyncIterator[pb.EmbedResult]:
         with self._rt.streams.open() as window:
             registry = await self._rt.models()
-            config = self._rt.config
-            stream = EmbedStream(
-                registry,
-                config.limits,
-                self._rt.pools,
-                poison=config.test_poison,
-                perturb=config.test_perturb,
-                nan_marker=config.test_nan,
-            )
+            stream = EmbedStream(registry, self._rt.config.limits, self._rt.pools)
             peer = context.peer()
             async for result in stream.run(window.admit(request_iterator, registry)):
                 yield result
@@ -209,11 +215,14 @@ class InferenceServer:
     """start() binds and serves (health NOT_SERVING); prepare() starts the engine and
     the preloads, then reports SERVING; stop() drains with a short grace."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(
+        self, config: ServerConfig, backend_of: Callable[[ServerConfig], Backend] | None = None
+    ) -> None:
         self.config = config
-        self.runtime = Runtime(config)
+        self.runtime = Runtime(config, backend_of or make_backend)
         self.health = health.aio.HealthServicer()
         self.port = 0
+        self.metrics_port: int | None = None
         interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor(SERVICE_NAME)]
         if config.auth_token:
             interceptors.insert(0, AuthInterceptor(config.auth_token, health.SERVICE_NAME))
@@ -245,6 +254,10 @@ class InferenceServer:
             raise OSError(f"cannot listen on {address}")
         self.port = port
         await self._server.start()
+        if self.config.metrics_port is not None:
+            self.metrics_port = metrics.serve(
+                self.config.host, self.config.metrics_port, self.runtime.loaded_model_keys
+            )
         return port
 
     async def prepare(self) -> None:
@@ -258,7 +271,7 @@ class InferenceServer:
     async def stop(self, grace: float = 2.0) -> None:
         await self.health.enter_graceful_shutdown()
         await self._server.stop(grace)
-        self.runtime.pools.shutdown()
+        self.runtime.stop()
 
     async def wait_for_termination(self) -> None:
         await self._server.wait_for_termination()

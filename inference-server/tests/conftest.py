@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from faulty_server import Faults, faulty_backends
 
 from embed_inference.cli import parse_config
 from embed_inference.config import ServerConfig
@@ -41,8 +42,11 @@ def make_config(argv: Sequence[str], environ: dict[str, str] | None = None) -> S
 class RunningServer:
     """An InferenceServer on its own loop in a daemon thread, as the CLI runs it."""
 
-    def __init__(self, config: ServerConfig, prepare: bool = True) -> None:
+    def __init__(
+        self, config: ServerConfig, prepare: bool = True, faults: Faults | None = None
+    ) -> None:
         self.config = config
+        self._backend_of = faulty_backends(faults) if faults is not None else None
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
@@ -52,7 +56,7 @@ class RunningServer:
             self.prepare()
 
     async def _create(self) -> InferenceServer:
-        return InferenceServer(self.config)
+        return InferenceServer(self.config, self._backend_of)
 
     def call(self, coro: Any, timeout: float = 120) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)

@@ -191,23 +191,6 @@ def test_no_warning_on_loopback_or_with_a_token(host: str, env: dict[str, str]) 
     assert "no TLS" not in err, err
 
 
-def test_hang_load_hook_holds_load_model_until_cancelled() -> None:
-    """EMBED_TEST_HANG_LOAD=1: LoadModel never answers; the orchestrator's signal tests use it."""
-    proc = start(["--engine", "debug"], {"EMBED_TEST_HANG_LOAD": "1"})
-    try:
-        match = LISTENING.search(first_line(proc))
-        assert match
-        with grpc.insecure_channel(f"127.0.0.1:{match.group(2)}") as channel:
-            stub = pb_grpc.InferenceStub(channel)
-            with pytest.raises(grpc.RpcError) as caught:
-                stub.LoadModel(pb.LoadModelRequest(model_id="m"), timeout=2)
-            assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-            assert stub.Info(pb.InfoRequest(), timeout=10).engine == "debug", "the rest works"
-    finally:
-        code, _, err = stop(proc)
-    assert code == 0, err
-
-
 BATCH_LINE = re.compile(
     r"batch (\d+) from \S+: model (\S+) \(([0-9a-f]+)\) rows (\d+) tokens (\d+) in ([\d.]+) s"
 )

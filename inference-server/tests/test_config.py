@@ -20,7 +20,7 @@ def test_defaults() -> None:
     assert config.limits == Limits(1024, 131072, 64 * 1024 * 1024, 200_000)
     assert config.model_dir is None and config.auth_token is None
     assert config.threads is None and config.preload == () and not config.trust_remote_code
-    assert config.test_oom_above is None and not config.tls
+    assert not config.tls
 
 
 def test_flags_and_environment() -> None:
@@ -37,11 +37,10 @@ def test_flags_and_environment() -> None:
             "--preload",
             "b/c",
         ],
-        {"EMBED_MODEL_DIR": str(MODEL_DIR), "EMBED_AUTH_TOKEN": "t", "EMBED_TEST_OOM_ABOVE": "4"},
+        {"EMBED_MODEL_DIR": str(MODEL_DIR), "EMBED_AUTH_TOKEN": "t"},
     )
     assert config.port == 0 and config.threads == 3 and config.preload == ("a", "b/c")
     assert config.model_dir == MODEL_DIR and config.auth_token == "t"
-    assert config.test_oom_above == 4
     flag_wins = parse_config(
         ["--engine", "debug", "--model-dir", str(MODEL_DIR.parent)],
         {"EMBED_MODEL_DIR": str(MODEL_DIR)},
@@ -59,7 +58,6 @@ def test_flags_and_environment() -> None:
         (["--max-message-bytes", str(2**31)], {}),
         (["--threads", "0"], {}),
         (["--tls-cert", __file__], {}),
-        ([], {"EMBED_TEST_OOM_ABOVE": "many"}),
     ],
 )
 def test_refusals(argv: list[str], environ: dict[str, str]) -> None:

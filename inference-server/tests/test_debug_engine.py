@@ -12,6 +12,7 @@ import grpc
 import numpy as np
 import pytest
 from conftest import RunningServer, embed, make_config, vectors
+from faulty_server import Faults
 
 from embedmulti.v1 import inference_pb2 as pb
 from embedmulti.v1 import inference_pb2_grpc as pb_grpc
@@ -111,15 +112,13 @@ def test_truncation_and_token_budget() -> None:
     assert "max_batch_tokens" in results[2].error.message
 
 
-def test_out_of_memory_hook(debug_stub: pb_grpc.InferenceStub) -> None:
+def test_out_of_memory_is_split_and_retried(debug_stub: pb_grpc.InferenceStub) -> None:
     texts = [f"paragraph {i}" for i in range(16)]
     reference_key = debug_stub.LoadModel(pb.LoadModelRequest(model_id="m")).model_key
     reference = vectors(embed(debug_stub, [(1, reference_key, texts)])[1])
-    for above, expect_ok in (("4", True), ("0", False)):
-        config = make_config(
-            ["--engine", "debug", "--debug-dim", "64"], {"EMBED_TEST_OOM_ABOVE": above}
-        )
-        server = RunningServer(config)
+    for above, expect_ok in ((4, True), (0, False)):
+        config = make_config(["--engine", "debug", "--debug-dim", "64"])
+        server = RunningServer(config, faults=Faults(oom_above=above))
         try:
             with server.channel() as channel:
                 stub = pb_grpc.InferenceStub(channel)

@@ -24,11 +24,14 @@ from conftest import (
     make_config,
     vectors,
 )
+from faulty_server import Faults, FaultyEncoder
 
 from embed_inference.encoders import fast_bert
 from embed_inference.encoders.base import Settings, Weights
 from embed_inference.encoders.fast_bert import FastBertEncoder, Packed, pack, padded_attention
-from embed_inference.encoders.st import SentenceTransformerBackend, SentenceTransformerEncoder
+from embed_inference.encoders.hf_text import TextTokenizer
+from embed_inference.encoders.select import SentenceTransformerBackend
+from embed_inference.encoders.st import SentenceTransformerEncoder
 from embedmulti.v1 import inference_pb2 as pb
 from embedmulti.v1 import inference_pb2_grpc as pb_grpc
 
@@ -50,7 +53,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def backend() -> SentenceTransformerBackend:
-    backend = SentenceTransformerBackend(int(TORCH_THREADS), False, None, "on")
+    backend = SentenceTransformerBackend(int(TORCH_THREADS), False, "on", "torch")
     backend.start()
     return backend
 
@@ -69,6 +72,10 @@ def expected() -> np.ndarray:
     return model.encode(TEXTS, convert_to_numpy=True, normalize_embeddings=True)
 
 
+def reference_encoder(weights: Weights, settings: Settings) -> SentenceTransformerEncoder:
+    return SentenceTransformerEncoder(weights, settings, TextTokenizer(weights, settings))
+
+
 def run(encoder: Any, texts: list[str]) -> np.ndarray:
     return encoder.post(encoder.forward(encoder.pre(texts)))
 
@@ -85,7 +92,8 @@ def test_fast_path_matches_a_float32_forward(
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
     # Token counts and truncation flags are the reference path's.
     prepared = encoder.pre(TEXTS)
-    reference = SentenceTransformerEncoder(weights32, Settings("", True, 256), None).pre(TEXTS)
+    settings = Settings("", True, 256)
+    reference = reference_encoder(weights32, settings).pre(TEXTS)
     assert prepared.token_counts.tolist() == reference.token_counts.tolist()
     assert prepared.truncated.tolist() == reference.truncated.tolist()
     assert prepared.truncated.any(), "the long text is truncated at 256"
@@ -97,7 +105,7 @@ def test_unnormalized_mean_has_the_reference_norms(
     settings = Settings("query: ", False, 128)
     fast = backend.encoder(weights32, settings)
     assert isinstance(fast, FastBertEncoder)
-    reference = SentenceTransformerEncoder(weights32, settings, None)
+    reference = reference_encoder(weights32, settings)
     got, want = run(fast, TEXTS), run(reference, TEXTS)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
@@ -120,7 +128,10 @@ def test_out_of_memory_split_of_a_packed_batch(
     settings = Settings("", True, 256)
     whole = run(backend.encoder(weights32, settings), TEXTS)
     # Every batch over 2 rows "runs out of memory": 8 -> 4 + 4 -> four pieces of 2.
-    split = FastBertEncoder(weights32, settings, 2, fast_bert.packed_model(weights32))
+    fast = FastBertEncoder(
+        weights32, settings, TextTokenizer(weights32, settings), fast_bert.packed_model(weights32)
+    )
+    split = FaultyEncoder(fast, Faults(oom_above=2))
     np.testing.assert_allclose(run(split, TEXTS), whole, atol=1e-5)
 
 
@@ -223,7 +234,7 @@ def test_an_unknown_model_keeps_the_reference_path(
     from sentence_transformers import SentenceTransformer
 
     weights = backend.load("tiny/distilbert", tiny_distilbert, "", "cpu", "float32")
-    with caplog.at_level(logging.INFO, logger="embed_inference.encoders.fast_bert"):
+    with caplog.at_level(logging.INFO, logger="embed_inference.encoders.select"):
         encoder = backend.encoder(weights, Settings("", True, 128))
     assert type(encoder) is SentenceTransformerEncoder
     assert "fast path off" in caplog.text and "DistilBertModel" in caplog.text
@@ -238,7 +249,7 @@ def test_a_mismatch_at_load_falls_back(
 ) -> None:
     """A fast path that computes the wrong thing (here: CLS instead of mean) is caught by the
     check at load, and the reference path serves."""
-    backend = SentenceTransformerBackend(int(TORCH_THREADS), False, None, "on")
+    backend = SentenceTransformerBackend(int(TORCH_THREADS), False, "on", "torch")
     weights = Weights(**{**vars(weights32), "extras": {}})
     original = fast_bert.PackedBert.__init__
 
@@ -247,15 +258,15 @@ def test_a_mismatch_at_load_falls_back(
         self.pooling = "cls"
 
     monkeypatch.setattr(fast_bert.PackedBert, "__init__", wrong_pooling)
-    with caplog.at_level(logging.WARNING, logger="embed_inference.encoders.fast_bert"):
+    with caplog.at_level(logging.WARNING, logger="embed_inference.encoders.select"):
         encoder = backend.encoder(weights, Settings("", True, 256))
     assert type(encoder) is SentenceTransformerEncoder
     assert "differ from the reference path" in caplog.text
 
 
-def test_auto_keeps_the_reference_path_on_the_cpu(weights32: Weights) -> None:
+def test_auto_keeps_the_torch_reference_path_on_the_cpu(weights32: Weights) -> None:
     for mode in ("auto", "off"):
-        backend = SentenceTransformerBackend(int(TORCH_THREADS), False, None, mode)
+        backend = SentenceTransformerBackend(int(TORCH_THREADS), False, mode, "torch")
         encoder = backend.encoder(weights32, Settings("", True, 256))
         assert type(encoder) is SentenceTransformerEncoder, mode
 
@@ -276,7 +287,7 @@ def test_server_with_the_fast_path_forced_gives_the_same_vectors(
     fast_server: RunningServer, expected: np.ndarray, caplog: pytest.LogCaptureFixture
 ) -> None:
     with (
-        caplog.at_level(logging.INFO, logger="embed_inference.encoders.fast_bert"),
+        caplog.at_level(logging.INFO, logger="embed_inference.encoders.select"),
         fast_server.channel() as channel,
     ):
         stub = pb_grpc.InferenceStub(channel)

@@ -18,6 +18,7 @@ from conftest import (
     make_config,
     vectors,
 )
+from faulty_server import Faults
 
 from embedmulti.v1 import inference_pb2 as pb
 from embedmulti.v1 import inference_pb2_grpc as pb_grpc
@@ -244,16 +245,14 @@ def test_out_of_memory_split_returns_the_same_vectors(
     texts = paragraphs[:16]
     reference = vectors(embed(st_stub, [(1, model.model_key, texts)])[1])
     config = make_config(
-        ["--model-dir", str(MODEL_DIR), "--threads", TORCH_THREADS, "--device", "cpu"],
-        {"EMBED_TEST_OOM_ABOVE": "4"},
+        ["--model-dir", str(MODEL_DIR), "--threads", TORCH_THREADS, "--device", "cpu"]
     )
-    assert config.test_oom_above == 4
-    server = RunningServer(config)
+    server = RunningServer(config, faults=Faults(oom_above=4))
     try:
         with server.channel() as channel:
             stub = pb_grpc.InferenceStub(channel)
             info = stub.LoadModel(pb.LoadModelRequest(model_id=MODEL_ID))
-            assert info.model_key == model.model_key, "the hook does not change the numbers"
+            assert info.model_key == model.model_key, "the fault does not change the numbers"
             result = embed(stub, [(1, info.model_key, texts)])[1]
     finally:
         server.close()

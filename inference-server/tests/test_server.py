@@ -159,7 +159,7 @@ class _OverlapEncoder(Encoder):
     pipeline that ran one batch at a time would never get there."""
 
     def __init__(self) -> None:
-        super().__init__(Settings("", False, 8), None)
+        super().__init__(Settings("", False, 8))
         self.second_pre_started = threading.Event()
         self.overlapped = False
 

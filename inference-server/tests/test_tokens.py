@@ -74,15 +74,15 @@ def test_long_texts_are_cut_yet_give_the_ids_of_the_whole_text(
     st_server: Any, model: pb.ModelInfo
 ) -> None:
     encoder = st_server.server.runtime.registry.get(model.model_key).encoder
-    assert encoder.supports_ids and encoder._cut_margin is not None
+    assert encoder.supports_ids and encoder.text._cut_margin is not None
     rng = random.Random(7)
     words = ["alpha", "Beta", "漢字", "x" * 130, "naïve", "of", "1,234", "\t", "é" * 99]
     texts = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 4000))) for _ in range(120)]
     # Words longer than WordPiece's 100 characters straddling where a cut may fall,
     # a text with no whitespace, and one made of one enormous word.
     texts += ["w " * 1100 + "y" * 3000, "漢" * 100_000, "z" * 50_000, "a " * 5000]
-    cut = encoder._tokenize_rows(texts, cut=True)
-    whole = encoder._tokenize_rows(texts, cut=False)
+    cut = encoder.text._tokenize_rows(texts, cut=True)
+    whole = encoder.text._tokenize_rows(texts, cut=False)
     assert np.array_equal(cut.lengths, whole.lengths)
     assert np.array_equal(cut.ids, whole.ids)
     assert np.array_equal(cut.truncated, whole.truncated)

@@ -26,8 +26,14 @@ export async function embedTexts(
   modelKey: string,
   texts: readonly string[],
   timeoutMs: number,
+  signal?: AbortSignal,
 ): Promise<Matrix> {
+  signal?.throwIfAborted();
   const stream = backend.openStream(() => {});
+  // A signal cancels the call at once: a batch waiting on a hung server (and its
+  // --batch_timeout timer) would otherwise keep the process for the whole timeout.
+  const cancel = () => stream.close();
+  signal?.addEventListener("abort", cancel, { once: true });
   const parts: Float32Array[] = [];
   let dim = 0;
   try {
@@ -48,7 +54,10 @@ export async function embedTexts(
       // Copied: the message's buffer need not be 4-byte aligned.
       parts.push(new Float32Array(new Uint8Array(e.data).buffer));
     }
+  } catch (err) {
+    throw signal?.aborted ? signal.reason : err;
   } finally {
+    signal?.removeEventListener("abort", cancel);
     stream.close();
   }
   const data = new Float32Array(texts.length * dim);

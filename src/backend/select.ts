@@ -1,5 +1,7 @@
 import { GrpcBackend } from "./grpc/backend.js";
-import { resolveTargets } from "./targets.js";
+import { DEFAULT_OPENAI_OPTIONS, OpenAIBackend } from "./openai/backend.js";
+import { isOpenAITarget, parseOpenAITarget } from "./openai/target.js";
+import { type Resolve, resolveTargets } from "./targets.js";
 import type { Backend, ConnectionOptions } from "./types.js";
 
 /**
@@ -12,33 +14,54 @@ export interface BackendKind {
   readonly name: string;
   claims(target: string): boolean;
   /** One backend per server the entry names (a DNS name may name several). */
-  create(target: string, options: ConnectionOptions): Promise<Backend[]>;
+  create(target: string, options: ConnectionOptions, resolve?: Resolve): Promise<Backend[]>;
 }
 
 const GRPC: BackendKind = {
   name: "grpc",
   claims: () => true,
-  create: async (target, options) =>
-    (await resolveTargets([target])).map((t) => new GrpcBackend(t.address, options, t.authority)),
+  create: async (target, options, resolve) =>
+    (await resolveTargets([target], resolve)).map(
+      (t) => new GrpcBackend(t.address, options, t.authority),
+    ),
 };
 
-export const BACKEND_KINDS: readonly BackendKind[] = [GRPC];
+/** Anyone's OpenAI-compatible `/v1/embeddings`: `openai:http(s)://host:port/v1`. */
+const OPENAI: BackendKind = {
+  name: "openai",
+  claims: isOpenAITarget,
+  create: async (target, options) => [
+    new OpenAIBackend(parseOpenAITarget(target).baseUrl, options.openai ?? DEFAULT_OPENAI_OPTIONS),
+  ],
+};
+
+export const BACKEND_KINDS: readonly BackendKind[] = [OPENAI, GRPC];
 
 /** The backends of every `--servers` entry (or the embedded server's target), in order. */
 export async function createBackends(
   targets: readonly string[],
   options: ConnectionOptions,
   kinds: readonly BackendKind[] = BACKEND_KINDS,
+  resolve?: Resolve,
 ): Promise<Backend[]> {
   const out: Backend[] = [];
   try {
     for (const target of targets) {
       const kind = kinds.find((k) => k.claims(target)) ?? GRPC;
-      out.push(...(await kind.create(target, options)));
+      out.push(...(await kind.create(target, options, resolve)));
     }
   } catch (err) {
     for (const b of out) b.close();
     throw err;
   }
   return out;
+}
+
+/** The backend of one address of a `dns:///` name that joined during the run. */
+export function backendForAddress(
+  address: string,
+  authority: string,
+  options: ConnectionOptions,
+): Backend {
+  return new GrpcBackend(address, options, authority);
 }

@@ -1,6 +1,15 @@
 import { lookup } from "node:dns/promises";
 import { ServerError } from "../errors.js";
 
+/** The addresses of a host name (IPv6 in brackets), as a resolver answers. */
+export type Resolve = (host: string) => Promise<string[]>;
+
+/** The system resolver (getaddrinfo: /etc/hosts, then DNS), every address. */
+export const systemResolve: Resolve = async (host) => {
+  const answers = await lookup(host, { all: true });
+  return answers.map((a) => (a.family === 6 ? `[${a.address}]` : a.address));
+};
+
 /**
  * What is wrong with a --servers entry, or null: each kind of backend says
  * which entries it takes (ours: host:port, [v6]:port or dns:///name:port).
@@ -30,7 +39,10 @@ export interface ServerTarget {
  * pod, and models loaded on one pod are unknown to another. One connection
  * per pod gives each its own stream, window and failover instead.
  */
-export async function resolveTargets(targets: readonly string[]): Promise<ServerTarget[]> {
+export async function resolveTargets(
+  targets: readonly string[],
+  resolve: Resolve = systemResolve,
+): Promise<ServerTarget[]> {
   const out: ServerTarget[] = [];
   for (const target of targets) {
     if (!target.startsWith("dns:///")) {
@@ -41,16 +53,14 @@ export async function resolveTargets(targets: readonly string[]): Promise<Server
     const colon = hostPort.lastIndexOf(":");
     const host = hostPort.slice(0, colon);
     const port = hostPort.slice(colon + 1);
-    let addresses: { address: string; family: number }[];
+    let addresses: string[];
     try {
-      addresses = await lookup(host, { all: true });
+      addresses = await resolve(host);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code ?? String(err);
       throw new ServerError(`--servers ${target}: cannot resolve ${host} (${code})`);
     }
-    const unique = [
-      ...new Set(addresses.map((a) => (a.family === 6 ? `[${a.address}]` : a.address))),
-    ];
+    const unique = [...new Set(addresses)];
     if (unique.length === 0) throw new ServerError(`--servers ${target}: ${host} has no addresses`);
     for (const address of unique.sort())
       out.push({ address: `${address}:${port}`, authority: host });

@@ -1,5 +1,6 @@
 import type { RunModel } from "../config.js";
 import type { ModelIdentity } from "../model/identity.js";
+import type { OpenAIOptions } from "./openai/backend.js";
 
 /**
  * The one boundary between the run and an inference server, in our own
@@ -45,6 +46,22 @@ export interface ServerDescription {
 export interface LoadedModel extends ModelIdentity {
   readonly modelKey: string;
   readonly device: string;
+  /** How a server that is not ours serves it (absent for ours): for the metadata. */
+  readonly servedAs?: ServedAs | undefined;
+}
+
+/** What an OpenAI-compatible server told about a model, and what was done here. */
+export interface ServedAs {
+  readonly backend: "openai";
+  /** The name sent as `model`. */
+  readonly servedModelName: string;
+  readonly encodingFormat: "base64" | "float";
+  /** Who made the Matryoshka cut: the server (`dimensions`), here, or none asked. */
+  readonly matryoshka: "server" | "local" | "none";
+  /** Whether the server's rows came back at unit length (before anything done here). */
+  readonly normalizedByServer: boolean;
+  /** What the plan's token counts came from. */
+  readonly tokenCounts: string;
 }
 
 /** Token ids of some texts: little-endian uint32 ids, row after row. */
@@ -72,6 +89,8 @@ export interface TokenCounter {
     returnIds: boolean,
     timeoutMs: number,
   ): Promise<TokenCounts | null>;
+  /** What counts, when not the server itself (the plan line says it): e.g. a tokenizer.json. */
+  describe?(modelKey: string): string;
 }
 
 /** One batch as the run sends it: texts, or (when the server handed them out) their token ids. */
@@ -100,17 +119,32 @@ export interface Vectors {
  */
 export type FailureKind = "batch" | "server" | "fatal";
 
+/** What some failures say besides their kind. */
+export interface FailureDetail {
+  /** The row of the batch the server refuses even alone (the run names its line). */
+  readonly row?: number;
+  /** How long the server asked to be left alone (HTTP Retry-After). */
+  readonly retryAfterMs?: number;
+}
+
 /** A failed call or batch: its kind, a short code in the backend's words, and the details. */
 export class BackendError extends Error {
+  /** -1: no one row is at fault. */
+  readonly row: number;
+  readonly retryAfterMs: number;
+
   constructor(
     readonly target: string,
     readonly kind: FailureKind,
     /** E.g. "UNAVAILABLE" (gRPC) or "HTTP 503": shown to the user, never decided on. */
     readonly code: string,
     readonly details: string,
+    detail: FailureDetail = {},
   ) {
     super(`${target}: ${code}: ${details}`);
     this.name = "BackendError";
+    this.row = detail.row ?? -1;
+    this.retryAfterMs = detail.retryAfterMs ?? 0;
   }
 }
 
@@ -163,6 +197,8 @@ export interface Backend {
 
 /** Options every backend of a run shares. */
 export interface ConnectionOptions {
+  /** OpenAI-compatible servers only: the key, the request caps, names and tokenizers. */
+  readonly openai?: OpenAIOptions | undefined;
   readonly tls: { readonly caFile: string } | null;
   readonly authToken: string;
   /** Largest message accepted or sent; the embeddings of one batch must fit. */

@@ -9,6 +9,8 @@ export interface CommitBatch {
   readonly batchNo: number;
   readonly rows: Uint32Array;
   readonly attempts: number;
+  /** Rows that take the vectors of rows of the batch: uint32 pairs (row, index in rows). */
+  readonly followers?: Uint32Array;
 }
 
 /**
@@ -60,6 +62,8 @@ export class Committer {
         });
       }
       matrix.writeRows(batch.rows, embeddings.data);
+      // Duplicates get the same bytes, durable with the batch (same fsync, same mark).
+      if (batch.followers) writeFollowers(matrix, batch.followers, embeddings.data);
     } catch (err) {
       throw describeFsError(err, "write", matrix.path);
     }
@@ -76,7 +80,7 @@ export class Committer {
       tokens,
       truncated,
     });
-    this.rowsSinceCommit += batch.rows.length;
+    this.rowsSinceCommit += batch.rows.length + (batch.followers?.length ?? 0) / 2;
     if (this.rowsSinceCommit >= this.interval && !this.inFlight) this.startCommit();
   }
 
@@ -113,4 +117,18 @@ export class Committer {
     }
     if (this.failure) throw this.failure;
   }
+}
+
+/** Writes each follower row the vector of its twin in the batch's answer. */
+function writeFollowers(matrix: NpyMatrixFile, followers: Uint32Array, data: Uint8Array): void {
+  const count = followers.length / 2;
+  const rowBytes = matrix.rowBytes;
+  const rows = new Uint32Array(count);
+  const gathered = Buffer.allocUnsafe(count * rowBytes);
+  for (let i = 0; i < count; i++) {
+    rows[i] = followers[2 * i] ?? 0;
+    const twin = followers[2 * i + 1] ?? 0;
+    gathered.set(data.subarray(twin * rowBytes, (twin + 1) * rowBytes), i * rowBytes);
+  }
+  matrix.writeRows(rows, gathered);
 }

@@ -38,13 +38,7 @@ export function checkSameInput(stored: InputIdentity, corpus: CorpusIndex): void
  * planned and added (also when a run stopped before planning all of them).
  */
 export function checkSameModels(stored: readonly LedgerModel[], models: readonly RunModel[]): void {
-  const now = new Set(models.map((m) => m.alias));
-  const dropped = stored.filter((m) => !now.has(m.alias)).map((m) => m.alias);
-  if (dropped.length > 0) {
-    throw new CheckpointError(
-      `the checkpoint also holds ${dropped.join(", ")}, missing from --models (checkpoint: ${stored.map((m) => m.alias).join(", ")}); list them too, ${HOW_TO_START_OVER}`,
-    );
-  }
+  // A subset of the checkpoint's models is fine: a run finishes those, the others wait.
   for (const model of models) {
     const s = stored.find((m) => m.alias === model.alias);
     if (!s) continue;

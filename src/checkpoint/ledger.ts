@@ -1,11 +1,19 @@
+import { lstatSync } from "node:fs";
 import Database from "better-sqlite3";
 import type { Matrix } from "../checks/vectors.js";
 import { CheckpointError } from "../errors.js";
-import type { LedgerModel, ModelTotals, PlanLimitsUsed, RunRecord } from "../model/records.js";
+import type {
+  CopyJob,
+  LedgerModel,
+  ModelTotals,
+  PlanLimitsUsed,
+  ReuseSourceRecord,
+  RunRecord,
+} from "../model/records.js";
 import type { PlannedBatch } from "../plan/planner.js";
 import { createSchema, migrate, SCHEMA_VERSION } from "./schema.js";
 
-export type { LedgerModel, ModelTotals, PlanLimitsUsed, RunRecord };
+export type { CopyJob, LedgerModel, ModelTotals, PlanLimitsUsed, ReuseSourceRecord, RunRecord };
 
 const APPLICATION = "embed-multi";
 
@@ -24,6 +32,8 @@ export interface BatchRecord {
   readonly paddedTokens: number;
   readonly realTokens: number;
   readonly attempts: number;
+  /** Rows that take the vectors of rows of the batch: uint32 pairs (row, index in rows). */
+  readonly followers?: Uint32Array;
 }
 
 /** A batch that a server answered and whose rows are written, to be marked done. */
@@ -63,8 +73,26 @@ function statements(db: Database.Database) {
          SUM(COALESCE(tokens, 0)) AS tokens,
          SUM(COALESCE(truncated, 0)) AS truncated,
          SUM(real_tokens) AS real_tokens,
-         SUM(padded_tokens) AS padded_tokens
+         SUM(padded_tokens) AS padded_tokens,
+         SUM(COALESCE(length(followers), 0)) / 8 AS deduplicated
        FROM batches WHERE alias = ?`,
+    ),
+    copyTotals: db.prepare(
+      `SELECT COUNT(*) AS copies, SUM(status = 'done') AS done_copies, SUM(row_count) AS rows,
+         SUM(CASE WHEN status = 'done' THEN row_count ELSE 0 END) AS done_rows
+       FROM copies WHERE alias = ?`,
+    ),
+    reusedFrom: db.prepare(
+      `SELECT s.dir AS dir, SUM(c.row_count) AS rows FROM copies c
+       JOIN reuse_sources s ON s.alias = c.alias AND s.source_no = c.source_no
+       WHERE c.alias = ? GROUP BY c.source_no ORDER BY c.source_no`,
+    ),
+    sources: db.prepare(
+      "SELECT source_no, dir, npy, npy_sha256, npy_bytes FROM reuse_sources WHERE alias = ? ORDER BY source_no",
+    ),
+    pendingCopies: db.prepare(
+      `SELECT copy_no, source_no, rows, source_rows FROM copies
+       WHERE alias = ? AND status = 'pending' ORDER BY copy_no`,
     ),
     retried: db.prepare(
       "SELECT retried_batches, spot_failures, spot_redone_batches FROM models WHERE alias = ?",
@@ -74,15 +102,15 @@ function statements(db: Database.Database) {
       "SELECT DISTINCT server FROM batches WHERE alias = ? AND server IS NOT NULL ORDER BY server",
     ),
     batches: db.prepare(
-      `SELECT alias, batch_no, rows, padded_tokens, real_tokens, attempts, status, completions
+      `SELECT alias, batch_no, rows, padded_tokens, real_tokens, attempts, status, completions, followers
        FROM batches WHERE alias = ? ORDER BY batch_no`,
     ),
     allBatches: db.prepare(
-      `SELECT alias, batch_no, rows, padded_tokens, real_tokens, attempts, status, completions
+      `SELECT alias, batch_no, rows, padded_tokens, real_tokens, attempts, status, completions, followers
        FROM batches ORDER BY alias, batch_no`,
     ),
     pending: db.prepare(
-      `SELECT alias, batch_no, rows, padded_tokens, real_tokens, attempts, status, completions
+      `SELECT alias, batch_no, rows, padded_tokens, real_tokens, attempts, status, completions, followers
        FROM batches WHERE alias = ? AND status = 'pending' ORDER BY batch_no`,
     ),
   };
@@ -174,13 +202,20 @@ export class LedgerReader {
     const retried = this.read.retried.get(alias) as
       | { retried_batches: number; spot_failures: number; spot_redone_batches: number }
       | undefined;
+    const copies = this.read.copyTotals.get(alias) as Record<string, number | null>;
+    const reusedFrom = this.read.reusedFrom.all(alias) as { dir: string; rows: number }[];
     return {
       planned: finalized !== undefined,
       finalized: Boolean(finalized?.finalized_at),
       batches: row.batches ?? 0,
       doneBatches: row.done_batches ?? 0,
-      rows: row.rows ?? 0,
-      doneRows: row.done_rows ?? 0,
+      rows: (row.rows ?? 0) + (copies.rows ?? 0),
+      doneRows: (row.done_rows ?? 0) + (copies.done_rows ?? 0),
+      copies: copies.copies ?? 0,
+      doneCopies: copies.done_copies ?? 0,
+      reusedRows: copies.rows ?? 0,
+      reusedFrom: reusedFrom.map((r) => ({ dir: String(r.dir), rows: Number(r.rows) })),
+      deduplicatedRows: row.deduplicated ?? 0,
       tokens: row.tokens ?? 0,
       truncated: row.truncated ?? 0,
       realTokens: row.real_tokens ?? 0,
@@ -190,6 +225,26 @@ export class LedgerReader {
       spotFailures: retried?.spot_failures ?? 0,
       spotRedoneBatches: retried?.spot_redone_batches ?? 0,
     };
+  }
+
+  /** The earlier outputs a model's plan copies rows from. */
+  reuseSources(alias: string): ReuseSourceRecord[] {
+    return (this.read.sources.all(alias) as Row[]).map((r) => ({
+      sourceNo: Number(r.source_no),
+      dir: String(r.dir),
+      npy: String(r.npy),
+      npySha256: String(r.npy_sha256),
+      npyBytes: Number(r.npy_bytes),
+    }));
+  }
+
+  pendingCopies(alias: string): CopyJob[] {
+    return (this.read.pendingCopies.all(alias) as Row[]).map((r) => ({
+      copyNo: Number(r.copy_no),
+      sourceNo: Number(r.source_no),
+      rows: blobToRows(r.rows as Buffer),
+      sourceRows: blobToRows(r.source_rows as Buffer),
+    }));
   }
 
   /** The probe vectors stored for a model, or null before its first server embedded them. */
@@ -227,8 +282,24 @@ function writeStatements(db: Database.Database) {
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ),
     insertBatch: db.prepare(
-      `INSERT INTO batches (alias, batch_no, rows, row_count, padded_tokens, real_tokens, status)
+      `INSERT INTO batches (alias, batch_no, rows, row_count, padded_tokens, real_tokens, status,
+         followers)
+       VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)`,
+    ),
+    insertSource: db.prepare(
+      `INSERT INTO reuse_sources (alias, source_no, dir, npy, npy_sha256, npy_bytes)
+       VALUES (?, ?, ?, ?, ?, ?)`,
+    ),
+    insertCopy: db.prepare(
+      `INSERT INTO copies (alias, copy_no, source_no, rows, source_rows, row_count, status)
        VALUES (?, ?, ?, ?, ?, ?, 'pending')`,
+    ),
+    copyDone: db.prepare(
+      `UPDATE copies SET status = 'done', completions = completions + 1
+       WHERE alias = ? AND copy_no = ? AND status = 'pending'`,
+    ),
+    resetCopies: db.prepare(
+      "UPDATE copies SET status = 'pending', completions = 0 WHERE alias = ?",
     ),
     markDone: db.prepare(
       `UPDATE batches SET status = 'done', attempts = ?, server = ?, tokens = ?, truncated = ?,
@@ -281,6 +352,8 @@ export class Ledger extends LedgerReader {
    * schema is migrated. Refuses files that are not ours or from a newer version.
    */
   static open(path: string): Ledger {
+    // Before SQLite opens it: opening for write switches a link's target to WAL mode.
+    refuseLink(path);
     return openChecked(
       path,
       () => {
@@ -305,12 +378,38 @@ export class Ledger extends LedgerReader {
     );
   }
 
+  /** A free-form setting of the checkpoint (e.g. the shard it holds), or null. */
+  metaValue(key: string): string | null {
+    const row = this.db.prepare("SELECT value FROM meta WHERE key = ?").get(key) as
+      | { value: string }
+      | undefined;
+    return row ? row.value : null;
+  }
+
+  setMetaValue(key: string, value: string): void {
+    this.db
+      .prepare(
+        "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+      )
+      .run(key, value);
+  }
+
   addProcessingTime(seconds: number): void {
     this.write.addTime.run(seconds);
   }
 
-  /** Stores a model and its batch plan, all pending, in one transaction. */
-  addModel(model: LedgerModel, batches: readonly PlannedBatch[]): void {
+  /**
+   * Stores a model and its plan, all pending, in one transaction: the batches
+   * for the servers, and the rows copied from earlier outputs.
+   */
+  addModel(
+    model: LedgerModel,
+    batches: readonly PlannedBatch[],
+    reuse: { sources: readonly ReuseSourceRecord[]; copies: readonly CopyJob[] } = {
+      sources: [],
+      copies: [],
+    },
+  ): void {
     this.db.transaction(() => {
       this.write.insertModel.run(
         model.alias,
@@ -332,16 +431,38 @@ export class Ledger extends LedgerReader {
         model.plannedWith?.maxBatchTokens ?? null,
       );
       for (const b of batches) {
-        const blob = Buffer.from(b.rows.buffer, b.rows.byteOffset, b.rows.byteLength);
+        const followers = b.followers && b.followers.length > 0 ? b.followers : null;
         this.write.insertBatch.run(
           model.alias,
           b.batchNo,
-          blob,
-          b.rows.length,
+          rowsToBlob(b.rows),
+          b.rows.length + (followers ? followers.length / 2 : 0),
           b.paddedTokens,
           b.realTokens,
+          followers ? rowsToBlob(followers) : null,
         );
       }
+      for (const s of reuse.sources) {
+        this.write.insertSource.run(model.alias, s.sourceNo, s.dir, s.npy, s.npySha256, s.npyBytes);
+      }
+      for (const c of reuse.copies) {
+        this.write.insertCopy.run(
+          model.alias,
+          c.copyNo,
+          c.sourceNo,
+          rowsToBlob(c.rows),
+          rowsToBlob(c.sourceRows),
+          c.rows.length,
+        );
+      }
+    })();
+  }
+
+  /** Marks copy jobs done, in one transaction: call only after their rows are durable. */
+  markCopiesDone(alias: string, copyNos: readonly number[]): void {
+    if (copyNos.length === 0) return;
+    this.db.transaction(() => {
+      for (const copyNo of copyNos) this.write.copyDone.run(alias, copyNo);
     })();
   }
 
@@ -402,6 +523,7 @@ export class Ledger extends LedgerReader {
   resetModel(alias: string): void {
     this.db.transaction(() => {
       this.write.resetBatches.run(alias);
+      this.write.resetCopies.run(alias);
       this.write.unfinalize.run(alias);
     })();
   }
@@ -425,6 +547,20 @@ export class Ledger extends LedgerReader {
  * it with `wrap`; any failure is a CheckpointError and leaves no handle open
  * once the file is open.
  */
+function refuseLink(path: string): void {
+  let link = false;
+  try {
+    link = lstatSync(path).isSymbolicLink();
+  } catch {
+    // Missing: SQLite creates it.
+  }
+  if (link) {
+    throw new CheckpointError(
+      `checkpoint ${path} is a symbolic link; remove it (embed-multi never writes through one)`,
+    );
+  }
+}
+
 function openChecked<T>(
   path: string,
   connect: () => Database.Database,
@@ -467,8 +603,15 @@ function checkVersion(db: Database.Database, path: string, writable: boolean): v
   for (const table of ["run", "models", "batches"]) {
     if (!names.has(table)) throw corrupt(path, `table ${table} is missing`);
   }
-  const version = Number(meta.get("schema_version"));
-  if (!Number.isInteger(version) || version < 1 || version > SCHEMA_VERSION) {
+  const stored = meta.get("schema_version");
+  const version = Number(stored);
+  if (!Number.isInteger(version) || version < 1) {
+    throw corrupt(
+      path,
+      `its schema version is ${JSON.stringify(stored ?? null)}, not a version number`,
+    );
+  }
+  if (version > SCHEMA_VERSION) {
     throw new CheckpointError(
       `checkpoint ${path} has schema version ${meta.get("schema_version")}, newer than this embed-multi reads (${SCHEMA_VERSION}); use the embed-multi that wrote it, or --restart or another --output_dir`,
     );
@@ -510,7 +653,9 @@ function plannedWithOf(r: Row): PlanLimitsUsed | null {
 }
 
 function batchFromRow(r: Row): StoredBatch {
+  const followers = r.followers ? blobToRows(r.followers as Buffer) : undefined;
   return {
+    ...(followers ? { followers } : {}),
     alias: String(r.alias),
     batchNo: Number(r.batch_no),
     rows: blobToRows(r.rows as Buffer),
@@ -520,6 +665,10 @@ function batchFromRow(r: Row): StoredBatch {
     done: r.status === "done",
     completions: Number(r.completions),
   };
+}
+
+function rowsToBlob(rows: Uint32Array): Buffer {
+  return Buffer.from(rows.buffer, rows.byteOffset, rows.byteLength);
 }
 
 function blobToRows(blob: Buffer): Uint32Array {

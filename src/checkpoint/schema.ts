@@ -76,7 +76,32 @@ const MIGRATIONS: readonly string[] = [
      stored_at TEXT NOT NULL
    );
    ALTER TABLE models ADD COLUMN retried_batches INTEGER NOT NULL DEFAULT 0;`,
-  // 5: spot checks (issue 16): how many failed on a model, and how many of its batches were
+  // 5: incremental runs (issue 20). A batch also writes its rows' duplicates: `followers`
+  // holds uint32 pairs (row, index of its twin in `rows`), counted in row_count. Rows
+  // whose model input an earlier run's output embedded are copied from it by `copies`
+  // (uint32 target rows and the source's rows), done only once fsynced, like batches.
+  `ALTER TABLE batches ADD COLUMN followers BLOB;
+   CREATE TABLE reuse_sources (
+     alias TEXT NOT NULL REFERENCES models(alias),
+     source_no INTEGER NOT NULL,
+     dir TEXT NOT NULL,
+     npy TEXT NOT NULL,
+     npy_sha256 TEXT NOT NULL,
+     npy_bytes INTEGER NOT NULL,
+     PRIMARY KEY (alias, source_no)
+   );
+   CREATE TABLE copies (
+     alias TEXT NOT NULL REFERENCES models(alias),
+     copy_no INTEGER NOT NULL,
+     source_no INTEGER NOT NULL,
+     rows BLOB NOT NULL,
+     source_rows BLOB NOT NULL,
+     row_count INTEGER NOT NULL,
+     status TEXT NOT NULL CHECK (status IN ('pending', 'done')),
+     completions INTEGER NOT NULL DEFAULT 0,
+     PRIMARY KEY (alias, copy_no)
+   );`,
+  // 6: spot checks (issue 16): how many failed on a model, and how many of its batches were
   // redone because the server that answered them failed one.
   `ALTER TABLE models ADD COLUMN spot_failures INTEGER NOT NULL DEFAULT 0;
    ALTER TABLE models ADD COLUMN spot_redone_batches INTEGER NOT NULL DEFAULT 0;`,

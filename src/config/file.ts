@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { extname } from "node:path";
+import { dirname, extname, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { ConfigError } from "../errors.js";
 import type { ModelSpec } from "./registry.js";
@@ -14,12 +14,27 @@ import type { ModelSpec } from "./registry.js";
  *       normalize_embeddings: true
  *       max_length: 256
  *       truncate_dim: 256         # Matryoshka: the first 256 dimensions
+ *       served_model_name: mini  # openai servers: the name it is served under
+ *       tokenizer: ./tokenizer.json  # openai servers: counts for planning
+ *       encoding_format: float   # openai servers: never ask for base64
  *   defaults:                     # any flag, as on the command line
  *     batch_size: 64
  *     models: [e5-mini]
  */
+/** How an OpenAI-compatible server knows a model: not part of what makes its vectors. */
+export interface ModelServing {
+  /** The name sent as `model`; "" = the model id. */
+  readonly servedModelName: string;
+  /** A tokenizer.json (or a folder holding one) for planning; "" = none given. */
+  readonly tokenizer: string;
+  /** "float" to never ask for base64 (a proxy that mangles it); "" = base64 where the server gives it. */
+  readonly encodingFormat: "" | "float";
+}
+
 export interface ConfigFile {
   readonly models: readonly ModelSpec[];
+  /** By alias, for the models that set served_model_name or tokenizer. */
+  readonly serving: ReadonlyMap<string, ModelServing>;
   readonly defaults: Readonly<Record<string, unknown>>;
 }
 
@@ -33,6 +48,9 @@ const MODEL_KEYS = new Set([
   "max_length",
   "dtype",
   "truncate_dim",
+  "served_model_name",
+  "tokenizer",
+  "encoding_format",
 ]);
 
 export function loadConfigFile(path: string): ConfigFile {
@@ -50,7 +68,7 @@ export function loadConfigFile(path: string): ConfigFile {
     const first = (err instanceof Error ? err.message : String(err)).split("\n")[0];
     throw new ConfigError(`config file ${path} is not valid JSON or YAML: ${first}`);
   }
-  if (doc === null || doc === undefined) return { models: [], defaults: {} };
+  if (doc === null || doc === undefined) return { models: [], serving: new Map(), defaults: {} };
   if (!isRecord(doc)) throw new ConfigError(`config file ${path}: expected a mapping at the top`);
   for (const key of Object.keys(doc)) {
     if (key !== "models" && key !== "defaults") {
@@ -66,7 +84,12 @@ export function loadConfigFile(path: string): ConfigFile {
   if (!isRecord(modelsDoc))
     throw new ConfigError(`config file ${path}: "models" must be a mapping`);
   const models = Object.entries(modelsDoc).map(([alias, raw]) => parseModel(path, alias, raw));
-  return { models, defaults };
+  const serving = new Map<string, ModelServing>();
+  for (const [alias, raw] of Object.entries(modelsDoc)) {
+    const entry = parseServing(path, alias, raw as Record<string, unknown>);
+    if (entry) serving.set(alias, entry);
+  }
+  return { models, serving, defaults };
 }
 
 function parseModel(path: string, alias: string, raw: unknown): ModelSpec {
@@ -105,6 +128,32 @@ function parseModel(path: string, alias: string, raw: unknown): ModelSpec {
     maxLength,
     dtype: str("dtype") ?? "",
     truncateDim,
+  };
+}
+
+function parseServing(
+  path: string,
+  alias: string,
+  raw: Record<string, unknown>,
+): ModelServing | null {
+  const where = `config file ${path}: model "${alias}"`;
+  const text = (key: string): string => {
+    const value = raw[key] ?? "";
+    if (typeof value !== "string") throw new ConfigError(`${where}: "${key}" must be a string`);
+    return value;
+  };
+  const servedModelName = text("served_model_name");
+  const tokenizer = text("tokenizer");
+  const encoding = text("encoding_format");
+  if (encoding !== "" && encoding !== "base64" && encoding !== "float") {
+    throw new ConfigError(`${where}: "encoding_format" must be base64 or float`);
+  }
+  if (!servedModelName && !tokenizer && encoding === "") return null;
+  return {
+    servedModelName,
+    // A relative tokenizer path is the config file's neighbour, wherever the run starts.
+    tokenizer: tokenizer ? resolve(dirname(path), tokenizer) : "",
+    encodingFormat: encoding === "float" ? "float" : "",
   };
 }
 

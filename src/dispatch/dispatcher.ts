@@ -26,6 +26,8 @@ export interface WorkItem {
   readonly priorAttempts: number;
   /** Its padded tokens as planned (what spot rows must fit); absent when unknown. */
   readonly paddedTokens?: number;
+  /** Rows that take the vectors of rows of the batch: uint32 pairs (row, index in rows). */
+  readonly followers?: Uint32Array;
 }
 
 /** Time as the dispatcher sees it: real timers, or a fake clock in tests. */
@@ -66,8 +68,8 @@ export interface DispatchHooks {
   payload(item: WorkItem): BatchPayload;
   /** Writes a result; `attempts` counts this one. Synchronous; throwing stops the run. */
   accept(item: WorkItem, embeddings: Vectors, server: string, attempts: number): void;
-  /** Where a batch's rows are, for messages. */
-  describe(item: WorkItem): string;
+  /** Where a batch's rows are, for messages; with `row`, where that row of it is. */
+  describe(item: WorkItem, row?: number): string;
   /** A failed attempt, with the failed attempts so far across runs. */
   attemptFailed(item: WorkItem, attempts: number): void;
   serverChanged(target: string, state: ServerState, detail: string): void;
@@ -214,12 +216,19 @@ export class Dispatcher {
   }
 
   /** Rows each server has embedded this run, and its state. */
-  serverShares(): { target: string; state: ServerState; rows: number; detail: string }[] {
+  serverShares(): {
+    target: string;
+    state: ServerState;
+    rows: number;
+    detail: string;
+    inFlight: number;
+  }[] {
     return this.slots.map((s) => ({
       target: s.target,
       state: s.state,
       rows: s.rowsDone,
       detail: s.lastError,
+      inFlight: s.inFlight.size,
     }));
   }
 
@@ -591,13 +600,23 @@ export class Dispatcher {
 
   /** The server answered this batch with an error: whose fault it is, the backend says. */
   private batchFailed(slot: ServerSlot, item: WorkItem, err: BackendError): void {
+    if (err.kind === "fatal" && err.row >= 0) {
+      // One text the server refuses even alone: retrying cannot help, and the user knows lines.
+      this.settle?.(
+        new ExitError(
+          `${this.hooks.describe(item, err.row)}: server ${slot.target}: ${err.code}: ${err.details}; fix or remove that line and run the same command again (the checkpoint is intact)`,
+        ),
+      );
+      return;
+    }
     if (err.kind === "fatal") {
       this.settle?.(fatalError(slot, err));
       return;
     }
     if (err.kind === "server") {
-      // Lost its models, overloaded, going away: the batch goes elsewhere at no cost.
-      this.serverFailed(slot, err);
+      // Lost its models, overloaded, going away: the batch goes elsewhere at no cost,
+      // and so do the others it had in flight (each its own request, none at fault).
+      this.serverFailed(slot, err, false);
       this.requeue(item, false, err);
       return;
     }
@@ -627,7 +646,7 @@ export class Dispatcher {
    * take): it is taken out and retried with backoff. The batches that were on
    * a broken stream cost an attempt, since one of them may have broken it.
    */
-  private serverFailed(slot: ServerSlot, err: BackendError): void {
+  private serverFailed(slot: ServerSlot, err: BackendError, orphansCount = true): void {
     if (slot.state !== "up" || this.finished) return;
     if (err.kind === "fatal") {
       this.settle?.(fatalError(slot, err));
@@ -640,12 +659,13 @@ export class Dispatcher {
     slot.stream?.close();
     slot.stream = null;
     this.hooks.serverChanged(slot.target, "down", slot.lastError);
-    for (const item of orphans.reverse()) this.requeue(item, true, err);
+    for (const item of orphans.reverse()) this.requeue(item, orphansCount, err);
     // Its held answers are unchecked: redone, at no cost to their attempts.
     for (const item of this.unverified(slot).reverse()) this.queue.unshift(item);
     this.watchAllDown();
     this.pump();
-    void this.revive(slot);
+    // A server that said when to come back (Retry-After) is left alone that long.
+    void this.revive(slot, err.retryAfterMs > 0 ? err.retryAfterMs : BACKOFF_START_MS);
   }
 
   private watchAllDown(): void {

@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { type Stats, statSync } from "node:fs";
 import { describeFsError, ExitError, InputError } from "../errors.js";
+import type { ShardRange } from "../shard/shard.js";
 import { Growable } from "./growable.js";
 import { forEachLineBytes } from "./lines.js";
 import { checkLine } from "./validate.js";
@@ -31,12 +32,20 @@ export interface CorpusIndex {
   readonly lineNumbers: Uint32Array;
   readonly skipped: readonly SkippedLine[];
   readonly blankLines: number;
+  /** Set when these rows are one shard of the input (sizes and digests stay the whole file's). */
+  readonly shard?: ShardRange;
 }
 
 export interface ScanOptions {
   readonly maxTextChars: number;
   /** Skip bad lines (listed in the metadata) instead of stopping. */
   readonly skipInvalid: boolean;
+}
+
+const BOM = [0xef, 0xbb, 0xbf];
+
+function hasByteOrderMark(bytes: Uint8Array): boolean {
+  return BOM.every((b, i) => bytes[i] === b);
 }
 
 /** Reads the input once as a stream: validates every line, hashes the bytes, indexes the rows. */
@@ -57,7 +66,12 @@ export async function scanInput(file: string, options: ScanOptions): Promise<Cor
   const skipped: SkippedLine[] = [];
   let blankLines = 0;
 
-  const takeLine = (bytes: Uint8Array, offset: number, lineNumber: number): void => {
+  const takeLine = (line: Uint8Array, lineOffset: number, lineNumber: number): void => {
+    // A UTF-8 byte-order mark (Windows tools write one) is not part of the first row: the
+    // row starts after it, so every reader by offset skips it too.
+    const mark = lineOffset === 0 && hasByteOrderMark(line) ? BOM.length : 0;
+    const bytes = line.subarray(mark);
+    const offset = lineOffset + mark;
     let end = bytes.length;
     if (end > 0 && bytes[end - 1] === 0x0d) end--; // CRLF files
     const body = bytes.subarray(0, end);

@@ -43,6 +43,31 @@ export interface ModelTotals {
   readonly spotFailures: number;
   /** Its batches redone because the server that answered them then failed a spot check. */
   readonly spotRedoneBatches: number;
+  /** Copy jobs of rows reused from earlier outputs, and how many are done. */
+  readonly copies: number;
+  readonly doneCopies: number;
+  /** Rows copied from earlier outputs, by source folder (in `rows` too). */
+  readonly reusedRows: number;
+  readonly reusedFrom: readonly { dir: string; rows: number }[];
+  /** Rows that took the vector of an identical model input of this run (in `rows` too). */
+  readonly deduplicatedRows: number;
+}
+
+/** An earlier run's float32 matrix that rows of this run are copied from. */
+export interface ReuseSourceRecord {
+  readonly sourceNo: number;
+  readonly dir: string;
+  readonly npy: string;
+  readonly npySha256: string;
+  readonly npyBytes: number;
+}
+
+/** Rows copied from one source: `rows[i]` takes the source's row `sourceRows[i]`. */
+export interface CopyJob {
+  readonly copyNo: number;
+  readonly sourceNo: number;
+  readonly rows: Uint32Array;
+  readonly sourceRows: Uint32Array;
 }
 
 export interface RunRecord {

@@ -13,11 +13,14 @@ import { exportJsonl } from "./jsonl.js";
 import { formatThreadCount } from "./jsonl-threads.js";
 import type { MetadataBody, ModelMetadata, OutputFileEntry } from "./metadata.js";
 import { NpyMatrixFile, npyHeader } from "./npy.js";
+import { listedOutputs, removeUnlisted } from "./own-files.js";
 import { exportParquet } from "./parquet.js";
 
 /** Where each format's file of a model goes, and its metadata. */
 export interface OutputPaths extends Readonly<Record<OutputFormat, string>> {
   readonly metadata: string;
+  /** Each row's content hash (src/reuse/hashes.ts): what a later run reuses rows by. */
+  readonly hashes: string;
   /** Where the float32 matrix lives while it is being filled (the checkpoint's copy). */
   readonly workingNpy: string;
 }
@@ -33,6 +36,7 @@ export function outputPaths(outputDir: string, model: RunModel): OutputPaths {
   return {
     ...files,
     metadata: `${base}.metadata.json`,
+    hashes: `${base}.hashes`,
     workingNpy: partialPath(files.npy),
   };
 }
@@ -53,7 +57,7 @@ export function finalFiles(paths: OutputPaths, spec: OutputSpec): string[] {
 
 /** Every file a model may leave in the output folder, finished or not (for --restart). */
 export function allFiles(paths: OutputPaths): string[] {
-  const finals = [...OUTPUT_FORMATS.map((f) => pathOf(paths, f)), paths.metadata];
+  const finals = [...OUTPUT_FORMATS.map((f) => pathOf(paths, f)), paths.hashes, paths.metadata];
   return [...finals, ...finals.map(partialPath), compactTemp(paths)];
 }
 
@@ -83,10 +87,14 @@ export async function finalizeModel(
   reader: RowReader,
   alias: string,
   metadata: (outputs: FinalizedOutputs) => MetadataBody,
+  /** Files written beside the vectors before this call (the row hashes): listed and hashed too. */
+  extraFiles: readonly string[] = [],
 ): Promise<void> {
   try {
     const dtype = spec.outputDtype;
     const formats = spec.outputFormat;
+    // What an earlier finalizing of this model wrote: what this one does not write again goes.
+    const previous = listedOutputs(paths);
     matrix.sync();
     const ranges = rangesFor(dtype, matrix);
     const encoder = new Encoder(dtype, matrix.dim, ranges);
@@ -111,12 +119,14 @@ export async function finalizeModel(
     }
     const jsonlSeconds = seconds.get("jsonl") ?? null;
     files.sort((a, b) => formats.indexOf(a.format) - formats.indexOf(b.format));
-    const outputs = finalFiles(paths, spec);
+    const outputs = [...finalFiles(paths, spec), ...extraFiles];
     // Hashed under their final names, so the digests are of what stays.
     const complete: ModelMetadata = {
       ...metadata({ outputs, files, ranges, jsonlSeconds }),
       files: digestFiles(outputs.filter((f) => f !== paths.metadata)),
     };
+    // Before the metadata: a crash in between leaves the old metadata, naming what to remove.
+    removeUnlisted(previous, outputs);
     writeFileAtomic(paths.metadata, `${JSON.stringify(complete, null, 2)}\n`);
     discardWorkingCopy(paths, spec);
   } catch (err) {

@@ -26,7 +26,28 @@ export class FolderLock {
   private constructor(
     private readonly db: Database.Database,
     readonly path: string,
+    /** The locked file's identity: a file deleted and made again at the path is another. */
+    private readonly identity: { dev: number; ino: number },
   ) {}
+
+  /**
+   * Throws unless the file at the path is still the one this run locked. A
+   * lock file deleted during the run lets a second run lock a new one; the
+   * first must then stop before it writes what the second writes too.
+   */
+  assertHeld(): void {
+    let now: { dev: number; ino: number } | null = null;
+    try {
+      now = lstatSync(this.path);
+    } catch {
+      // Gone.
+    }
+    if (!now || now.dev !== this.identity.dev || now.ino !== this.identity.ino) {
+      throw new FolderLockedError(
+        `the lock file ${this.path} was deleted or replaced during the run, so another run may be using the folder; stopping without writing outputs: run the same command again once no other embed-multi uses it`,
+      );
+    }
+  }
 
   static acquire(dir: string): FolderLock {
     const path = join(dir, LOCK_FILE);
@@ -39,8 +60,10 @@ export class FolderLock {
     } catch (err) {
       throw lockFailure(err, path);
     }
+    let identity: { dev: number; ino: number };
     try {
       db.exec("BEGIN EXCLUSIVE");
+      identity = lstatSync(path);
     } catch (err) {
       db.close();
       if (isBusy(err)) {
@@ -57,7 +80,7 @@ export class FolderLock {
       db.close();
       throw describeFsError(err, "write", pidPath(path));
     }
-    return new FolderLock(db, path);
+    return new FolderLock(db, path, identity);
   }
 
   /** Lets the next run in. The files stay: removing them would race with a run opening them. */
@@ -122,11 +145,14 @@ function lockFailure(err: unknown, path: string): ExitError {
 }
 
 /** Runs `work` holding the lock of `dir` (made if missing); released however `work` ends. */
-export async function withFolderLock<T>(dir: string, work: () => Promise<T>): Promise<T> {
+export async function withFolderLock<T>(
+  dir: string,
+  work: (lock: FolderLock) => Promise<T>,
+): Promise<T> {
   ensureWritableDir(dir);
   const lock = FolderLock.acquire(dir);
   try {
-    return await work();
+    return await work(lock);
   } finally {
     lock.release();
   }

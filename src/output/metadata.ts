@@ -1,3 +1,4 @@
+import type { LoadedModel } from "../backend/types.js";
 import type { RunConfig, RunModel } from "../config.js";
 import type { CorpusIndex } from "../input/scan.js";
 import type { LedgerModel, ModelTotals, RunRecord } from "../model/records.js";
@@ -52,6 +53,8 @@ export interface ModelMetadata {
   skipped_lines: { line: number; problem: string }[];
   blank_lines: number;
   servers: string[];
+  /** Which kind of server made the vectors, and for one not ours, how it served them. */
+  backend: BackendRecord;
   outputs: string[];
   /** The dtype of the vectors in the output files. */
   output_dtype: OutputDtype;
@@ -68,12 +71,71 @@ export interface ModelMetadata {
   spot_check_failures: number;
   /** Batches redone because their server then failed a spot check. */
   spot_redone_batches: number;
+  /** Rows whose vectors the servers computed (the rest were copied: reused or duplicates). */
+  embedded_rows: number;
+  /** Rows copied byte for byte from the float32 .npy of earlier outputs (--reuse), by folder. */
+  reused_rows: number;
+  reused_from: { dir: string; rows: number }[];
+  /** Rows whose model input equals an earlier row's of this input: embedded once, copied. */
+  deduplicated_rows: number;
+  /** The file of per-row content hashes, and how each is made. */
+  row_hashes: { file: string; rule: string };
   created_at: string;
   finished_at: string;
   tool: string;
   tool_version: string;
   /** sha256 and size of every output file but the metadata, by file name. */
   files: Record<string, FileDigest>;
+  /** A shard's run: which rows of the input it holds, and how the input was scanned (for the merge). */
+  shard?: ShardMetadata;
+  /** A merge's output: the shards it was made from. */
+  merged_from?: MergedFrom;
+}
+
+export interface ShardMetadata {
+  index: number;
+  count: number;
+  first_row: number;
+  rows: number;
+  total_rows: number;
+  skip_invalid: boolean;
+  max_text_chars: number;
+}
+
+export interface MergedFrom {
+  shards: number;
+  folders: string[];
+  /** Where int8/uint8 ranges came from: "all shards" (computed at the merge) or a file. */
+  ranges_from: string | null;
+}
+
+export type BackendRecord =
+  | { kind: "grpc" }
+  | {
+      kind: "openai";
+      served_model_name: string;
+      encoding_format: string;
+      /** Who cut to truncate_dim: the server (`dimensions`), embed-multi (`local`), or "none". */
+      matryoshka: string;
+      normalized_by_server: boolean;
+      token_counts: string;
+    }
+  /** An OpenAI-compatible run finished without reconnecting (nothing was left to embed). */
+  | { kind: "openai" };
+
+function backendRecord(config: RunConfig, server: LoadedModel | undefined): BackendRecord {
+  const s = server?.servedAs;
+  if (s) {
+    return {
+      kind: "openai",
+      served_model_name: s.servedModelName,
+      encoding_format: s.encodingFormat,
+      matryoshka: s.matryoshka,
+      normalized_by_server: s.normalizedByServer,
+      token_counts: s.tokenCounts,
+    };
+  }
+  return config.openai ? { kind: "openai" } : { kind: "grpc" };
 }
 
 /** The metadata as the run describes it; finalize adds the digests of the files it wrote. */
@@ -90,6 +152,8 @@ export interface MetadataInputs {
   readonly files: OutputFileEntry[];
   readonly ranges: Ranges | null;
   readonly jsonlSeconds: number | null;
+  /** The first server's view of the model, when this run connected to one. */
+  readonly server?: LoadedModel | undefined;
 }
 
 export function buildMetadata(x: MetadataInputs): MetadataBody {
@@ -120,6 +184,7 @@ export function buildMetadata(x: MetadataInputs): MetadataBody {
     skipped_lines: [...x.corpus.skipped],
     blank_lines: x.corpus.blankLines,
     servers: x.totals.servers,
+    backend: backendRecord(x.config, x.server),
     outputs: x.outputs,
     output_dtype: x.config.outputDtype,
     output_files: x.files,
@@ -130,10 +195,31 @@ export function buildMetadata(x: MetadataInputs): MetadataBody {
     spot_check: x.config.spotCheck,
     spot_check_failures: x.totals.spotFailures,
     spot_redone_batches: x.totals.spotRedoneBatches,
+    embedded_rows: x.corpus.rows - x.totals.reusedRows - x.totals.deduplicatedRows,
+    reused_rows: x.totals.reusedRows,
+    reused_from: x.totals.reusedFrom.map((s) => ({ ...s })),
+    deduplicated_rows: x.totals.deduplicatedRows,
+    row_hashes: {
+      file: `${x.model.fileStem}.hashes`,
+      rule: "16 bytes a row, row i at byte 16 * i: the first 16 bytes of sha256 of the UTF-8 model input (prefix + text)",
+    },
     created_at: x.run.createdAt,
     finished_at: new Date().toISOString(),
     tool: "embed-multi",
     tool_version: x.config.toolVersion,
+    ...(x.corpus.shard
+      ? {
+          shard: {
+            index: x.corpus.shard.index,
+            count: x.corpus.shard.count,
+            first_row: x.corpus.shard.firstRow,
+            rows: x.corpus.shard.rows,
+            total_rows: x.corpus.shard.totalRows,
+            skip_invalid: x.config.skipInvalid,
+            max_text_chars: x.config.maxTextChars,
+          },
+        }
+      : {}),
   };
 }
 
@@ -147,7 +233,7 @@ const RULES: Record<OutputDtype, string | null> = {
   ubinary: "numpy.packbits(x > 0): 8 dimensions per byte, the first in the high bit",
 };
 
-function quantization(dtype: OutputDtype, ranges: Ranges | null): QuantizationInfo | null {
+export function quantization(dtype: OutputDtype, ranges: Ranges | null): QuantizationInfo | null {
   const rule = RULES[dtype];
   if (rule === null) return null;
   return {

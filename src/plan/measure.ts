@@ -22,6 +22,8 @@ export interface MeasureOptions {
   readonly store: TokenStore | null;
   /** The model's prefix, whose bytes count toward each text's possible tokens. */
   readonly prefix: string;
+  /** The rows to measure, ascending (the others are copied, not embedded); absent = all. */
+  readonly only?: Uint32Array;
 }
 
 export interface Measured {
@@ -47,8 +49,10 @@ export async function measureTokens(
   textChars: Uint32Array,
   options: MeasureOptions,
 ): Promise<Measured> {
-  const rows = textChars.length;
-  const lengths = new Uint32Array(rows);
+  const only = options.only;
+  const rows = only ? only.length : textChars.length;
+  const rowAt = (i: number): number => (only ? (only[i] ?? 0) : i);
+  const lengths = new Uint32Array(textChars.length);
   const cap = maxLength > 0 ? maxLength : Number.MAX_SAFE_INTEGER;
   const budget = Math.max(
     1,
@@ -62,7 +66,7 @@ export async function measureTokens(
     let requestBytes = 0;
     let answerBytes = 0;
     while (first + texts.length < rows) {
-      const text = reader.paragraph(first + texts.length).text;
+      const text = reader.paragraph(rowAt(first + texts.length)).text;
       const bytes = Buffer.byteLength(text) + TEXT_OVERHEAD_BYTES;
       // A text has at most one token per byte (WordPiece and byte-level BPE alike).
       const tokens = Math.min(cap, bytes + prefixBytes + EXTRA_TOKENS);
@@ -78,11 +82,11 @@ export async function measureTokens(
     if (!response) {
       return { lengths: estimateTokens(textChars, maxLength), counted: false, stored: false };
     }
-    const ids = Uint32Array.from({ length: texts.length }, (_, i) => first + i);
+    const ids = Uint32Array.from({ length: texts.length }, (_, i) => rowAt(first + i));
     if (stored && response.tokens && options.store) {
       options.store.add(ids, response.tokens);
       for (let i = 0; i < texts.length; i++) {
-        lengths[first + i] = Math.min(cap, response.tokens.lengths[i] ?? 1);
+        lengths[rowAt(first + i)] = Math.min(cap, response.tokens.lengths[i] ?? 1);
       }
     } else {
       if (stored && first > 0) {
@@ -90,7 +94,7 @@ export async function measureTokens(
       }
       stored = false; // a model the server can only count for: the batches carry texts
       for (let i = 0; i < texts.length; i++) {
-        lengths[first + i] = Math.min(cap, response.counts[i] ?? 1);
+        lengths[rowAt(first + i)] = Math.min(cap, response.counts[i] ?? 1);
       }
     }
     first += texts.length;

@@ -6,6 +6,11 @@ export interface PlannedBatch {
   /** Rows × the longest row's length: what the model computes after padding. */
   readonly paddedTokens: number;
   readonly realTokens: number;
+  /**
+   * Rows that take the vector of a row of the batch (identical model input):
+   * uint32 pairs (row, index in `rows`); absent when none.
+   */
+  readonly followers?: Uint32Array;
 }
 
 export interface Plan {
@@ -35,8 +40,13 @@ export interface PlanLimits {
  * to padding. Deterministic: the same lengths and limits give the same plan,
  * ties broken by row number.
  */
-export function planBatches(lengths: ArrayLike<number>, limits: PlanLimits): Plan {
-  const order = sortByLengthDescending(lengths);
+export function planBatches(
+  lengths: ArrayLike<number>,
+  limits: PlanLimits,
+  /** The rows to plan, ascending (the rest are copied, not embedded); absent = all. */
+  only?: Uint32Array,
+): Plan {
+  const order = sortByLengthDescending(lengths, only);
   const batches: PlannedBatch[] = [];
   let realTotal = 0;
   let paddedTotal = 0;
@@ -72,13 +82,14 @@ export function paddingEfficiency(plan: Pick<Plan, "realTokens" | "paddedTokens"
 }
 
 /** A stable counting sort: lengths are small integers, so this is O(n) for a million rows. */
-function sortByLengthDescending(lengths: ArrayLike<number>): Uint32Array {
-  const n = lengths.length;
+function sortByLengthDescending(lengths: ArrayLike<number>, only?: Uint32Array): Uint32Array {
+  const rows = only ?? Uint32Array.from({ length: lengths.length }, (_, i) => i);
+  const n = rows.length;
   let max = 0;
-  for (let i = 0; i < n; i++) max = Math.max(max, lengths[i] ?? 0);
+  for (let i = 0; i < n; i++) max = Math.max(max, lengths[rows[i] ?? 0] ?? 0);
   const counts = new Uint32Array(max + 2);
   for (let i = 0; i < n; i++) {
-    const k = max - (lengths[i] ?? 0);
+    const k = max - (lengths[rows[i] ?? 0] ?? 0);
     counts[k] = (counts[k] ?? 0) + 1;
   }
   let sum = 0;
@@ -89,8 +100,9 @@ function sortByLengthDescending(lengths: ArrayLike<number>): Uint32Array {
   }
   const order = new Uint32Array(n);
   for (let i = 0; i < n; i++) {
-    const k = max - (lengths[i] ?? 0);
-    order[counts[k] ?? 0] = i;
+    const row = rows[i] ?? 0;
+    const k = max - (lengths[row] ?? 0);
+    order[counts[k] ?? 0] = row;
     counts[k] = (counts[k] ?? 0) + 1;
   }
   return order;

@@ -16,17 +16,20 @@ export function tokenStorePath(outputDir: string, fileStem: string): string {
 
 /** Stores left by a run that was killed: useless to a resumed run, which sends texts. */
 export function removeTokenStores(outputDir: string): void {
+  for (const path of tokenStorePaths(outputDir)) rmSync(path, { force: true });
+}
+
+/** The token stores in `outputDir` (a killed run's, or none). */
+export function tokenStorePaths(outputDir: string): string[] {
   let names: string[];
   try {
     names = readdirSync(outputDir);
   } catch {
-    return;
+    return [];
   }
-  for (const name of names) {
-    if (name.startsWith(PREFIX) && name.endsWith(".bin")) {
-      rmSync(join(outputDir, name), { force: true });
-    }
-  }
+  return names
+    .filter((name) => name.startsWith(PREFIX) && name.endsWith(".bin"))
+    .map((name) => join(outputDir, name));
 }
 
 /**

@@ -1,15 +1,67 @@
-import type { LoadedModel, Vectors } from "../backend/types.js";
+import { backendForAddress } from "../backend/select.js";
+import { type Resolve, systemResolve } from "../backend/targets.js";
+import type { Backend, LoadedModel, Vectors } from "../backend/types.js";
 import { Committer } from "../checkpoint/committer.js";
 import type { Ledger } from "../checkpoint/ledger.js";
 import { checkBatch } from "../checks/batch.js";
-import { Dispatcher, type WorkItem } from "../dispatch/dispatcher.js";
+import type { RunConfig } from "../config.js";
+import { Dispatcher, ServerRefusedError, type WorkItem } from "../dispatch/dispatcher.js";
 import { batchPayload } from "../dispatch/payload.js";
-import { openSession } from "../dispatch/servers.js";
+import { notYetSession, openSession } from "../dispatch/servers.js";
 import type { CorpusIndex } from "../input/scan.js";
+import { RUN_METRICS } from "../metrics/run-metrics.js";
 import type { NpyMatrixFile } from "../output/npy.js";
+import type { Progress } from "../progress.js";
 import { type ModelRun, storedModel } from "./model-run.js";
+import { connectionOptions } from "./pool.js";
 import type { ProbedPool, ProbeGuard } from "./probe.js";
+import { dnsTargets, type Membership, ResolveLoop } from "./resolve-loop.js";
 import { SpotSource } from "./spots.js";
+
+/** How the run follows `dns:///` names while it embeds, and what changed. */
+export interface Fleet {
+  readonly resolve: Resolve;
+  /** Filled with every server that joined or left. */
+  readonly changes: Membership[];
+}
+
+/**
+ * Re-resolves the run's `dns:///` targets every --resolve_interval: a new
+ * address becomes a server (opened, health-checked, probed by the
+ * dispatcher's reopen hook, then given work); a vanished one is drained.
+ */
+function followNames(
+  config: RunConfig,
+  pool: EmbedServers,
+  fleet: Fleet,
+  progress: Progress,
+  dispatcher: Dispatcher,
+  joined: Backend[],
+): ResolveLoop {
+  const fixed = new Set(config.servers.filter((t) => !t.startsWith("dns:///")));
+  const initial = [...pool.ready, ...pool.waiting]
+    .map((s) => s.target)
+    .filter((t) => !fixed.has(t));
+  const loop = new ResolveLoop(
+    dnsTargets(config.servers),
+    initial,
+    fleet.resolve,
+    config.resolveIntervalMs,
+    {
+      join: (address, authority) => {
+        const backend = backendForAddress(address, authority, connectionOptions(config));
+        joined.push(backend);
+        dispatcher.addServer(notYetSession(backend));
+      },
+      leave: (address) => dispatcher.removeServer(address),
+      note: (line) => progress.note(line),
+    },
+    fleet.changes,
+  );
+  loop.start();
+  return loop;
+}
+
 import type { RunState } from "./state.js";
 
 /** The pending batches of the models still to embed, in model order. */
@@ -21,6 +73,7 @@ export function pendingWork(runs: readonly ModelRun[], ledger: Ledger): WorkItem
       rows: b.rows,
       priorAttempts: b.attempts,
       paddedTokens: b.paddedTokens,
+      ...(b.followers ? { followers: b.followers } : {}),
     })),
   );
 }
@@ -41,6 +94,7 @@ export async function embed(
   runs: readonly ModelRun[],
   items: readonly WorkItem[],
   pool: EmbedServers,
+  fleet: Fleet = { resolve: systemResolve, changes: [] },
 ): Promise<void> {
   const { ledger, config, reader, corpus, progress, signal } = state;
   const byAlias = new Map(runs.map((r) => [r.model.alias, r]));
@@ -94,6 +148,7 @@ export async function embed(
       },
       retried: (item, server, problem) => {
         ledger.addRetried(item.alias);
+        RUN_METRICS.retries.inc({ model: item.alias, reason: "check" });
         progress.note(
           `${describeBatch(item, corpus)}: the vectors from server ${server} failed the checks (${problem}); sending it again`,
         );
@@ -106,11 +161,15 @@ export async function embed(
           if (run.window) run.window.last = Date.now();
         }
         if (manyServers) progress.servers(dispatcher.serverShares());
-        progress.advance(item.alias, item.rows.length);
+        progress.advance(item.alias, item.rows.length + (item.followers?.length ?? 0) / 2);
       },
-      describe: (item) => describeBatch(item, corpus),
+      describe: (item, row) =>
+        row === undefined ? describeBatch(item, corpus) : describeRow(item, row, corpus),
+      attemptFailed: (item, attempts) => {
+        RUN_METRICS.retries.inc({ model: item.alias, reason: "error" });
+        ledger.recordAttempts(item.alias, item.batchNo, attempts);
+      },
       spots,
-      attemptFailed: (item, attempts) => ledger.recordAttempts(item.alias, item.batchNo, attempts),
       serverChanged: (target, state, detail) => {
         // A probe refusal is a whole line of its own, naming the server.
         const refused = detail.startsWith(`server ${target} `);
@@ -128,18 +187,29 @@ export async function embed(
           config.serverTimeoutMs,
           signal,
         );
-        await pool.guard.check(fresh);
+        await pool.guard.check(fresh).catch((err: unknown) => {
+          RUN_METRICS.probeFailures.inc({
+            server: session.target,
+            outcome: err instanceof ServerRefusedError ? "refused" : "retry",
+          });
+          throw err;
+        });
         return fresh;
       },
     },
     pool.reference,
     pool.waiting,
   );
+  RUN_METRICS.watchServers(() => dispatcher.serverShares());
+  const joined: Backend[] = [];
+  const loop = followNames(config, pool, fleet, progress, dispatcher, joined);
   let dispatchFailed = true;
   try {
     await dispatcher.run(items, signal);
     dispatchFailed = false;
   } finally {
+    await loop.stop();
+    for (const backend of joined) backend.close();
     // A flush failure must not hide the error that stopped the run.
     await committer.flush().catch((err: unknown) => {
       if (!dispatchFailed) throw err;
@@ -168,6 +238,17 @@ export function batchProblem(
   // checkBatch counts rows within the batch; the user knows lines.
   const what = problem.message.replace(/^row \d+: /, "");
   return line === undefined ? problem.message : `input line ${line}: ${what}`;
+}
+
+/** One row of a batch, by its input line. */
+export function describeRow(
+  item: WorkItem,
+  row: number,
+  corpus: Pick<CorpusIndex, "lineNumbers">,
+): string {
+  const r = item.rows[row];
+  const line = r === undefined ? "?" : (corpus.lineNumbers[r] ?? r + 1);
+  return `input line ${line} (batch ${item.batchNo} of ${item.alias})`;
 }
 
 export function describeBatch(item: WorkItem, corpus: Pick<CorpusIndex, "lineNumbers">): string {

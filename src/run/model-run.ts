@@ -20,6 +20,8 @@ export interface ModelRun {
   /** From its first batch sent to its last batch written, this run (ms since the epoch). */
   window: { first: number; last: number } | null;
   rowsThisRun: number;
+  /** Rows copied from earlier outputs by this invocation. */
+  rowsCopiedThisRun: number;
   /** The token ids this run's measuring pass kept (batches then carry ids, not texts). */
   store: TokenStore | null;
 }
@@ -30,14 +32,16 @@ export function refresh(run: ModelRun, ledger: Ledger): ModelStatus {
   return run.status;
 }
 
-/** Every batch of the plan is done (its outputs may still have to be written). */
+/** Every batch and copy of the plan is done (its outputs may still have to be written). */
 export function allBatchesDone(status: ModelStatus): boolean {
-  return status.planned && status.doneBatches === status.batches;
+  return (
+    status.planned && status.doneBatches === status.batches && status.doneCopies === status.copies
+  );
 }
 
-/** Needs a server: not planned yet, or batches left. */
+/** Needs a server: not planned yet, or batches left (copies need none). */
 export function needsServers(status: ModelStatus): boolean {
-  return !allBatchesDone(status);
+  return !status.planned || status.doneBatches < status.batches;
 }
 
 /** The stored model, which every phase after planning relies on. */

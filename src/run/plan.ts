@@ -5,15 +5,25 @@ import { ledgerModelOf } from "../checkpoint/model-row.js";
 import type { RunConfig } from "../config.js";
 import { checkAgreement, type ServerSession } from "../dispatch/servers.js";
 import { checkServerTextLimit } from "../input/server-limit.js";
+import { identityOf } from "../model/identity.js";
 import { batchLimits } from "../plan/limits.js";
 import { measureTokens } from "../plan/measure.js";
 import { paddingEfficiency, planBatches } from "../plan/planner.js";
 import { TokenStore, tokenStorePath } from "../plan/tokens.js";
+import { decideRows, decisionNote } from "../reuse/decide.js";
+import { attachFollowers } from "../reuse/plan-rows.js";
 import { type ModelRun, refresh } from "./model-run.js";
 import type { RunState } from "./state.js";
 
 /** A counter that cannot count: the planner estimates lengths from characters, and says so. */
 const NO_COUNTER: TokenCounter = { countTokens: async () => null };
+
+/** The plan line's note on where the lengths came from (nothing: the server counted). */
+function countedWith(counted: boolean, counter: TokenCounter, modelKey: string): string {
+  if (!counted) return " (lengths estimated)";
+  const what = counter.describe?.(modelKey);
+  return what ? ` (tokens counted with ${what})` : "";
+}
 
 /**
  * Gives each model the first server's view of it, then plans the batches of
@@ -42,6 +52,9 @@ export async function planModels(
       }
       continue;
     }
+    // Rows reused from earlier outputs or duplicating another row are not sent.
+    const decided = decideRows(run.model, identityOf(info), config, reader, corpus.rows, progress);
+    const only = decided?.rows.embed;
     // The ids come along, so that the batches of this run carry them (the run
     // ends by removing the store, also on failure).
     run.store = TokenStore.available
@@ -53,26 +66,44 @@ export async function planModels(
       info.maxLength,
       reader,
       corpus.textChars,
-      { maxMessageBytes: limits.maxMessageBytes, store: run.store, prefix: run.model.prefix },
+      {
+        maxMessageBytes: limits.maxMessageBytes,
+        store: run.store,
+        prefix: run.model.prefix,
+        ...(only ? { only } : {}),
+      },
     );
     if (run.store && !measured.stored) {
       run.store.remove();
       run.store = null;
     }
-    const plan = planBatches(measured.lengths, {
-      ...limits,
-      // A resumed run sends texts: each batch's lines (longer than their texts) must fit.
-      rowBytes: corpus.byteLengths,
-    });
+    const plan = planBatches(
+      measured.lengths,
+      {
+        ...limits,
+        // A resumed run sends texts: each batch's lines (longer than their texts) must fit.
+        rowBytes: corpus.byteLengths,
+      },
+      only,
+    );
+    const batches = decided ? attachFollowers(plan.batches, decided.rows.leaderOf) : plan.batches;
+    const sent = decided ? `${decisionNote(decided, corpus.rows)}, ` : "";
     progress.note(
-      `${run.model.alias}: ${plan.batches.length} batches of up to ${limits.batchSize} paragraphs, padding efficiency ${paddingEfficiency(plan).toFixed(3)}${measured.counted ? "" : " (lengths estimated)"}`,
+      `${run.model.alias}: ${sent}${plan.batches.length} batches of up to ${limits.batchSize} paragraphs, padding efficiency ${paddingEfficiency(plan).toFixed(3)}${countedWith(measured.counted, counter, info.modelKey)}`,
     );
     const plannedWith = { batchSize: limits.batchSize, maxBatchTokens: limits.maxBatchTokens };
     run.stored = ledgerModelOf(run.model, info, position, plannedWith);
-    ledger.addModel(run.stored, plan.batches);
+    ledger.addModel(
+      run.stored,
+      batches,
+      decided ? { sources: decided.sources, copies: decided.rows.copies } : undefined,
+    );
     refresh(run, ledger);
   }
-  if (overruled.length > 0) progress.note(storedPlanNote(config, overruled));
+  // Only limits the user set are "not used": the defaults are no request.
+  if (overruled.length > 0 && config.planLimitsGiven) {
+    progress.note(storedPlanNote(config, overruled));
+  }
 }
 
 function samePlanLimits(a: PlanLimitsUsed, b: PlanLimitsUsed): boolean {

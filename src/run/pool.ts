@@ -1,5 +1,7 @@
-import { createBackends } from "../backend/select.js";
-import type { Backend } from "../backend/types.js";
+import { openAIOptions } from "../backend/openai/backend.js";
+import { BACKEND_KINDS, createBackends } from "../backend/select.js";
+import type { Resolve } from "../backend/targets.js";
+import type { Backend, ConnectionOptions } from "../backend/types.js";
 import type { RunConfig } from "../config.js";
 import {
   notYetSession,
@@ -17,7 +19,8 @@ export const STRAGGLER_GRACE_MS = 5000;
 export interface ServerPool {
   readonly ready: ServerSession[];
   readonly waiting: ServerSession[];
-  readonly embedded: EmbeddedServer | null;
+  /** The embedded servers (one per local device); empty with --servers. */
+  readonly embedded: readonly EmbeddedServer[];
 }
 
 /** Starts the embedded server when no --servers are given, then connects to every server. */
@@ -25,21 +28,37 @@ export async function startPool(
   config: RunConfig,
   progress: Progress,
   signal: AbortSignal,
-  onEmbeddedServer?: (server: EmbeddedServer | null) => void,
+  onEmbeddedServer?: (servers: readonly EmbeddedServer[]) => void,
+  resolve?: Resolve,
 ): Promise<ServerPool> {
-  let embedded: EmbeddedServer | null = null;
+  const embedded: EmbeddedServer[] = [];
   if (config.servers.length === 0) {
-    progress.note("starting the embedded inference server");
-    embedded = await EmbeddedServer.start(config.embedded, config.device, signal);
+    const devices = config.localDevices;
+    progress.note(
+      devices.length > 1
+        ? `starting ${devices.length} embedded inference servers (${devices.join(", ")}), one per device`
+        : "starting the embedded inference server",
+    );
+    // Side by side: each pays its own torch import and model load.
+    const started = await Promise.allSettled(
+      devices.map((d) => EmbeddedServer.start(config.embedded, d, signal)),
+    );
+    for (const s of started) if (s.status === "fulfilled") embedded.push(s.value);
     onEmbeddedServer?.(embedded);
+    const failed = started.find((s) => s.status === "rejected");
+    if (failed) {
+      await stopPool({ ready: [], waiting: [], embedded }, onEmbeddedServer);
+      throw failed.reason;
+    }
   }
   try {
-    const targets = embedded ? [embedded.target] : config.servers;
-    const backends = await createBackends(targets, {
-      tls: config.tls,
-      authToken: config.authToken,
-      maxMessageBytes: 256 * 1024 * 1024,
-    });
+    const targets = embedded.length > 0 ? embedded.map((e) => e.target) : config.servers;
+    const backends = await createBackends(
+      targets,
+      connectionOptions(config),
+      BACKEND_KINDS,
+      resolve,
+    );
     const open = (b: Backend) =>
       openSession(b, config.models, config.device, config.serverTimeoutMs, signal);
     // A session with no models yet: the dispatcher reopens it when it comes up.
@@ -56,15 +75,25 @@ export async function startPool(
   }
 }
 
+/** How the run connects to its servers (also those that join later). */
+export function connectionOptions(config: RunConfig): ConnectionOptions {
+  return {
+    tls: config.tls,
+    authToken: config.authToken,
+    maxMessageBytes: 256 * 1024 * 1024,
+    openai: config.openai ? openAIOptions(config.openai, config.embedded.modelDir) : undefined,
+  };
+}
+
 /** Closes every connection and stops the embedded server. */
 export async function stopPool(
   pool: ServerPool,
-  onEmbeddedServer?: (server: EmbeddedServer | null) => void,
+  onEmbeddedServer?: (servers: readonly EmbeddedServer[]) => void,
 ): Promise<void> {
   for (const session of [...pool.ready, ...pool.waiting]) session.backend.close();
-  if (pool.embedded) {
-    await pool.embedded.stop();
-    onEmbeddedServer?.(null);
+  if (pool.embedded.length > 0) {
+    await Promise.all(pool.embedded.map((e) => e.stop()));
+    onEmbeddedServer?.([]);
   }
 }
 

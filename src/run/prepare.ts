@@ -1,7 +1,7 @@
-import { rmSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
 import { basename, join } from "node:path";
 import { checkSameInput, checkSameModels } from "../checkpoint/compat.js";
-import { Ledger } from "../checkpoint/ledger.js";
+import { Ledger, LedgerReader } from "../checkpoint/ledger.js";
 import { isComplete } from "../checks/complete.js";
 import { reexportSource } from "../checks/reexport.js";
 import type { RunConfig } from "../config.js";
@@ -13,9 +13,13 @@ import {
   outputPaths,
   recoverWorkingMatrix,
 } from "../output/finalize.js";
+import { LOCK_FILE } from "../output/lock.js";
 import { NpyMatrixFile } from "../output/npy.js";
 import { ensureWritableDir } from "../output/output-dir.js";
+import { restartFiles } from "../output/own-files.js";
+import { tokenStorePaths } from "../plan/tokens.js";
 import type { Progress } from "../progress.js";
+import { checkShardCheckpoint } from "../shard/shard.js";
 import { allBatchesDone, type ModelRun, refresh, storedModel } from "./model-run.js";
 
 export const CHECKPOINT_FILE = "embed-multi.checkpoint.sqlite";
@@ -51,6 +55,8 @@ export function openCheckpoint(
   const ledger = Ledger.open(checkpointPath);
   try {
     const stored = ledger.input();
+    // Before the input check: a shard's rows differ from the whole input's, and that is the news.
+    checkShardCheckpoint(ledger, corpus.shard, stored !== null);
     if (stored) {
       checkSameInput(stored, corpus);
       checkSameModels(ledger.models(), config.models);
@@ -72,6 +78,7 @@ export function openCheckpoint(
         matrix: null,
         window: null,
         rowsThisRun: 0,
+        rowsCopiedThisRun: 0,
         store: null,
       }),
     );
@@ -107,14 +114,49 @@ export function openCheckpoint(
   }
 }
 
-/** --restart: the checkpoint and this run's outputs go, finished or not. */
+/**
+ * --restart: the checkpoint and this run's outputs go, finished or not, but
+ * only files the checkpoint or a metadata file shows this tool wrote.
+ */
 function removeRunFiles(config: RunConfig, checkpointPath: string): void {
+  const known = checkpointAliases(checkpointPath);
+  const files = config.models.flatMap((model) =>
+    restartFiles(outputPaths(config.outputDir, model), known.has(model.alias)),
+  );
   for (const suffix of ["", "-wal", "-shm"]) rmSync(`${checkpointPath}${suffix}`, { force: true });
-  for (const model of config.models) {
-    for (const file of allFiles(outputPaths(config.outputDir, model))) {
-      rmSync(file, { force: true });
+  for (const file of files) rmSync(file, { force: true });
+}
+
+/** The models an existing checkpoint holds; none when it is missing or unreadable. */
+function checkpointAliases(path: string): Set<string> {
+  if (!existsSync(path)) return new Set();
+  try {
+    const reader = LedgerReader.openReadOnly(path);
+    try {
+      return new Set(reader.models().map((m) => m.alias));
+    } finally {
+      reader.close();
     }
+  } catch {
+    return new Set();
   }
+}
+
+/**
+ * Every path this run may write, rename over or remove in the output folder:
+ * none may be the input (checked before anything is touched).
+ */
+export function runPaths(config: RunConfig): string[] {
+  const checkpoint = join(config.outputDir, CHECKPOINT_FILE);
+  const lock = join(config.outputDir, LOCK_FILE);
+  const stores = tokenStorePaths(config.outputDir);
+  return [
+    ...["", "-wal", "-shm", "-journal"].map((suffix) => `${checkpoint}${suffix}`),
+    lock,
+    `${lock}.pid`,
+    ...stores,
+    ...config.models.flatMap((model) => allFiles(outputPaths(config.outputDir, model))),
+  ];
 }
 
 /**
@@ -136,7 +178,7 @@ export function openMatrix(run: ModelRun, rows: number, ledger: Ledger, progress
     run.matrix = reopened;
     return;
   }
-  if (run.status.doneBatches > 0) {
+  if (run.status.doneBatches > 0 || run.status.doneCopies > 0) {
     progress.note(`${paths.workingNpy} is missing or damaged: embedding ${run.model.alias} again`);
     ledger.resetModel(run.model.alias);
     refresh(run, ledger);

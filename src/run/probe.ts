@@ -7,6 +7,7 @@ import { untilAborted } from "../dispatch/abort.js";
 import { ServerRefusedError } from "../dispatch/dispatcher.js";
 import type { ServerSession } from "../dispatch/servers.js";
 import { ServerError } from "../errors.js";
+import { RUN_METRICS } from "../metrics/run-metrics.js";
 import type { Progress } from "../progress.js";
 
 /** What the probe check needs of the run. */
@@ -100,7 +101,7 @@ export class ProbeGuard {
     );
     const texts = taken.map((i) => PROBE_TEXTS[i] ?? "");
     const got = await untilAborted(
-      embedTexts(session.backend, modelKey, texts, this.settings.timeoutMs),
+      embedTexts(session.backend, modelKey, texts, this.settings.timeoutMs, this.settings.signal),
       this.settings.signal,
     );
     const data = new Float32Array(PROBE_TEXTS.length * got.dim);
@@ -146,10 +147,12 @@ export async function probeServers(
     const err = outcomes[i];
     if (err === null || err === undefined) probed.ready.push(session);
     else if (err instanceof ServerRefusedError) {
+      RUN_METRICS.probeFailures.inc({ server: session.target, outcome: "refused" });
       probed.refusals.push(err.message);
       progress.note(err.message);
     } else {
       const why = err instanceof Error ? err.message : String(err);
+      RUN_METRICS.probeFailures.inc({ server: session.target, outcome: "retry" });
       progress.note(
         `server ${session.target} could not embed the probes (${why}); trying it again later`,
       );

@@ -1,13 +1,17 @@
 import { randomInt } from "node:crypto";
 import { resolve } from "node:path";
 import yargs from "yargs";
+import { DEFAULT_OPENAI_OPTIONS } from "../backend/openai/backend.js";
 import { DEFAULT_PROBE_TOLERANCE } from "../checks/probe.js";
 import { withHelpAndVersion } from "../cli-help.js";
+import { numeric } from "../cli-numbers.js";
 import { DEFAULTS, type FlagPicker, secondsFlag, serverFlags } from "../config.js";
 import { ConfigError } from "../errors.js";
 import { type ModelVerdict, type VerifyOptions, verify } from "./verify.js";
 
 interface VerifyArgs {
+  max_request_inputs?: number;
+  max_request_tokens?: number;
   output_dir?: string;
   input_file?: string;
   sample?: number;
@@ -47,12 +51,15 @@ function parser(argv: readonly string[]) {
       describe: "The JSONL input the outputs were made from",
     })
     .option("sample", {
-      type: "number",
+      ...numeric("sample"),
       describe: "Embed this many random rows again and compare (needs --input_file)",
     })
-    .option("seed", { type: "number", describe: "Seed of the sample [default: random, printed]" })
+    .option("seed", {
+      ...numeric("seed"),
+      describe: "Seed of the sample [default: random, printed]",
+    })
     .option("tolerance", {
-      type: "number",
+      ...numeric("tolerance"),
       describe: `Lowest cosine a re-embedded row may have [default: ${DEFAULT_PROBE_TOLERANCE}]`,
     })
     .option("servers", {
@@ -71,8 +78,15 @@ function parser(argv: readonly string[]) {
       describe:
         "Local server engine [default: debug for debug-engine outputs, else sentence-transformers]",
     })
-    .option("debug_dim", { alias: "debug-dim", type: "number", describe: "Debug engine dimension" })
-    .option("threads", { type: "number", describe: "CPU threads of the local server's torch" })
+    .option("debug_dim", {
+      alias: "debug-dim",
+      ...numeric("debug_dim"),
+      describe: "Debug engine dimension",
+    })
+    .option("threads", {
+      ...numeric("threads"),
+      describe: "CPU threads of the local server's torch",
+    })
     .option("model_dir", {
       alias: "model-dir",
       type: "string",
@@ -80,12 +94,12 @@ function parser(argv: readonly string[]) {
     })
     .option("server_timeout", {
       alias: "server-timeout",
-      type: "number",
+      ...numeric("server_timeout"),
       describe: `Seconds to wait for a server [default: ${DEFAULTS.server_timeout}]`,
     })
     .option("batch_timeout", {
       alias: "batch-timeout",
-      type: "number",
+      ...numeric("batch_timeout"),
       describe: `Seconds a server may take for one batch [default: ${DEFAULTS.batch_timeout}]`,
     })
     .example("$0 --output_dir out --input_file data.jsonl", "Check files, hashes and order")
@@ -145,7 +159,12 @@ function buildOptions(args: VerifyArgs, env: NodeJS.ProcessEnv): VerifyOptions {
     servers: reach.servers,
     embedded: reach.embedded,
     engineGiven: args.engine !== undefined,
-    connection: { tls: reach.tls, authToken: reach.authToken },
+    connection: {
+      tls: reach.tls,
+      authToken: reach.authToken,
+      // The key and caps of the run's flags; model ids as the served names.
+      openai: reach.openai ? { ...DEFAULT_OPENAI_OPTIONS, ...reach.openai } : undefined,
+    },
     serverTimeoutMs: secondsFlag(
       "server_timeout",
       last(args.server_timeout) ?? DEFAULTS.server_timeout,

@@ -1,4 +1,4 @@
-import { closeSync, openSync, readdirSync, readSync } from "node:fs";
+import { closeSync, existsSync, openSync, readdirSync, readSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { safeFileStem } from "../config/registry.js";
@@ -83,4 +83,23 @@ function looksLikeEmbeddings(path: string): boolean {
   } finally {
     if (fd !== null) closeSync(fd);
   }
+}
+
+/**
+ * Output files of the model `stem` in `dir` that its metadata does not list
+ * (`listed`): an earlier run's, left beside the new ones. A JSONL file that
+ * holds no embeddings (the input, say) is not ours.
+ */
+export function unlistedOutputs(dir: string, stem: string, listed: readonly string[]): string[] {
+  const problems: string[] = [];
+  for (const ext of [".npy", ".jsonl", ".parquet"]) {
+    const name = `${stem}${ext}`;
+    const path = join(dir, name);
+    if (listed.includes(name) || !existsSync(path)) continue;
+    if (ext === ".jsonl" && !looksLikeEmbeddings(path)) continue;
+    problems.push(
+      `${name} is an output file of ${stem} not listed in its metadata (an earlier run's, or copied in): remove it, or run embed-multi again to finish the folder`,
+    );
+  }
+  return problems;
 }

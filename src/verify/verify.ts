@@ -1,5 +1,6 @@
 import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
+import type { OpenAIOptions } from "../backend/openai/backend.js";
 import { createBackends } from "../backend/select.js";
 import type { Backend } from "../backend/types.js";
 import { readStoredMetadata, type StoredMetadata } from "../checks/metadata.js";
@@ -8,12 +9,13 @@ import { waitHealthy } from "../dispatch/servers.js";
 import { ExitError } from "../errors.js";
 import { hashFile } from "../output/checksum.js";
 import { formatOf, OUTPUT_FORMATS, type OutputFormat } from "../output/formats.js";
+import { checkRowHashes } from "../reuse/check-hashes.js";
 import { EmbeddedServer } from "../server/embedded.js";
 import { jsonlChecker } from "./checkers/jsonl.js";
 import { npyChecker } from "./checkers/npy.js";
 import { parquetChecker } from "./checkers/parquet.js";
 import type { CheckContext, FileChecker } from "./context.js";
-import { discoverModels, type FoundModel } from "./discover.js";
+import { discoverModels, type FoundModel, unlistedOutputs } from "./discover.js";
 import { VerifyInput } from "./input.js";
 import { checkSample, modelOf, type SampleSettings } from "./sample.js";
 
@@ -34,7 +36,12 @@ export interface VerifyOptions {
   readonly embedded: EmbeddedServerConfig;
   /** The engine was chosen with --engine; otherwise debug outputs get the debug engine. */
   readonly engineGiven: boolean;
-  readonly connection: { tls: { caFile: string } | null; authToken: string };
+  readonly connection: {
+    tls: { caFile: string } | null;
+    authToken: string;
+    /** For openai: servers (the key from the environment; model ids as served names). */
+    openai?: OpenAIOptions | undefined;
+  };
   readonly serverTimeoutMs: number;
 }
 
@@ -96,6 +103,7 @@ async function verifyModel(
   const metadata = read.metadata;
   const files = outputFiles(metadata, model.metadataName);
   problems.push(...checkDigests(dir, metadata, files));
+  problems.push(...unlistedOutputs(dir, model.stem, files));
   if (problems.length === 0) checked.push("checksums");
 
   const expected = input ? input.rowsFor(metadata.skippedLines) : null;
@@ -123,7 +131,13 @@ async function verifyModel(
         if (result.checked) checked.push(result.checked);
       }
     }
-    const unread = files.filter((f) => formatOf(f) === null);
+    const hashes = files.find((f) => f === `${model.stem}.hashes` && existsSync(join(dir, f)));
+    if (hashes && expected) {
+      const problem = checkRowHashes(join(dir, hashes), expected, metadata.prefix);
+      if (problem) problems.push(problem);
+      else checked.push(`${hashes} ${expected.count} rows, each the hash of its input`);
+    }
+    const unread = files.filter((f) => formatOf(f) === null && !(f === hashes && expected));
     if (unread.length > 0) checked.push(`${unread.join(", ")} by checksum only`);
     // Re-embedding is only meaningful against sound files of this very input.
     if (sample && expected && problems.length > 0) {

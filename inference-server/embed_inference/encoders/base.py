@@ -22,19 +22,18 @@ from ..errors import ResourceExhausted
 log = logging.getLogger("embed_inference.encoders")
 
 
-class SimulatedOutOfMemoryError(MemoryError):
-    """Raised by the EMBED_TEST_OOM_ABOVE hook where torch.cuda.OutOfMemoryError is not
-    at hand (the debug engine does not import torch); handled exactly like a CUDA OOM."""
-
-
 def is_out_of_memory(error: BaseException) -> bool:
-    if isinstance(error, SimulatedOutOfMemoryError):
-        return True
     torch = sys.modules.get("torch")  # never import torch just to ask
     if torch is not None and isinstance(error, torch.cuda.OutOfMemoryError):
         return True
     # Some kernels still raise a bare RuntimeError for a CUDA OOM.
     return isinstance(error, RuntimeError) and "CUDA out of memory" in str(error)
+
+
+def first_line(error: BaseException) -> str:
+    """An exception as one log-friendly line: its type and the first line of its text."""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
 
 
 @dataclass(frozen=True)
@@ -105,9 +104,8 @@ class Encoder(ABC):
     # The largest id plus one that pre_ids accepts; None: any uint32 (debug engine).
     vocab_size: int | None = None
 
-    def __init__(self, settings: Settings, oom_above: int | None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.oom_above = oom_above
         self._tokenized = 0
         self._tokenized_lock = threading.Lock()
 
@@ -124,6 +122,16 @@ class Encoder(ABC):
     def supports_ids(self) -> bool:
         """Whether tokenize/pre_ids work; if not, clients send texts."""
         return False
+
+    @property
+    def engine(self) -> str:
+        """What computes the forward pass (reported in ModelInfo and the metadata)."""
+        return "unknown"
+
+    @property
+    def precision(self) -> str:
+        """The precision the forward computes in; "" = the model's dtype."""
+        return ""
 
     def tokenize(self, texts: Sequence[str]) -> TokenBatch:
         """Prefix, tokenize and truncate, for CountTokens(return_ids) and pre."""
@@ -172,9 +180,15 @@ class Encoder(ABC):
     def release_memory(self) -> None:
         """Returns cached device memory after an OOM (torch.cuda.empty_cache)."""
 
+    def finish(self, output: Any) -> Any:
+        """What follows the forward pass on the forward thread (the reference encoder
+        queues the copy to the host there); `post` gets its result."""
+        return output
+
     def forward(self, prepared: Prepared) -> Any:
         """`core` with the out-of-memory fallback: split in halves and retry, down to one
-        row; the caller always gets one whole result for the batch, or ResourceExhausted."""
+        row; the caller always gets one whole result for the batch, or ResourceExhausted.
+        Then `finish`."""
         pieces = [0]
         output = self._forward_split(prepared.features, prepared.rows, pieces)
         if pieces[0] > 1:
@@ -183,12 +197,10 @@ class Encoder(ABC):
                 prepared.rows,
                 pieces[0],
             )
-        return output
+        return self.finish(output)
 
     def _forward_split(self, features: Any, rows: int, pieces: list[int]) -> Any:
         try:
-            if self.oom_above is not None and rows > self.oom_above:
-                raise self._simulated_oom(rows)
             output = self.core(features)
             pieces[0] += 1
             return output
@@ -209,11 +221,6 @@ class Encoder(ABC):
             ]
         )
 
-    def _simulated_oom(self, rows: int) -> BaseException:
-        return SimulatedOutOfMemoryError(
-            f"CUDA out of memory (simulated by EMBED_TEST_OOM_ABOVE={self.oom_above}: {rows} rows)"
-        )
-
 
 class Backend(ABC):
     """An engine: how weights are found and loaded, and how encoders are made."""
@@ -224,6 +231,9 @@ class Backend(ABC):
 
     def start(self) -> None:  # noqa: B027 - optional hook
         """Heavy imports and global settings (torch threads), off the event loop."""
+
+    def stop(self) -> None:  # noqa: B027 - optional hook
+        """The server is stopping: end anything `load` may still be waiting on."""
 
     @abstractmethod
     def load(

@@ -98,13 +98,17 @@ def l2_normalize_f64(values: np.ndarray) -> np.ndarray:
 
 
 class DebugEncoder(Encoder):
-    def __init__(self, dim: int, settings: Settings, oom_above: int | None) -> None:
-        super().__init__(settings, oom_above)
+    def __init__(self, dim: int, settings: Settings) -> None:
+        super().__init__(settings)
         self._dim = dim
 
     @property
     def dim(self) -> int:
         return self.settings.truncate_dim or self._dim
+
+    @property
+    def engine(self) -> str:
+        return "debug"
 
     def _words(self, texts: Sequence[str]) -> np.ndarray:
         prefix = self.settings.prefix
@@ -179,9 +183,8 @@ class DebugBackend(Backend):
     name = "debug"
     uses_model_files = False
 
-    def __init__(self, dim: int, oom_above: int | None) -> None:
+    def __init__(self, dim: int) -> None:
         self._dim = dim
-        self._oom_above = oom_above
 
     def load(
         self, model_id: str, local_path: Path | None, revision: str, device: str, dtype: str
@@ -199,4 +202,4 @@ class DebugBackend(Backend):
         )
 
     def encoder(self, weights: Weights, settings: Settings) -> Encoder:
-        return DebugEncoder(self._dim, settings, self._oom_above)
+        return DebugEncoder(self._dim, settings)

@@ -12,7 +12,7 @@ Transformer module), so nothing is loaded twice except a fused Q/K/V weight per 
 used only for what it recognises (absolute positions, an encoder without cross-attention,
 Transformer + Pooling(cls|mean) [+ Normalize]), and only after a check at load that its
 vectors match the reference path's on a few texts; anything else keeps the reference path
-(`try_fast_encoder`).
+(the selector in select.py).
 
 Attention kernels, the first that works on this torch, device and dtype (probed at load):
 `torch.nn.attention.varlen.varlen_attn` (FlashAttention/cuDNN over cu_seqlens, CUDA,
@@ -34,22 +34,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import Prepared, Settings, Weights
-from .st import SentenceTransformerEncoder
+from .base import Settings, Weights, first_line
+from .hf_text import TextEncoder, TextTokenizer
 
 log = logging.getLogger("embed_inference.encoders.fast_bert")
-
-# The check at load: every row's cosine to the reference path, and the norms' ratio (which
-# catches a mean computed as a sum when the vectors are not normalized).
-MIN_COSINE = 0.9995
-MAX_NORM_ERROR = 0.01
-CHECK_TEXTS = (
-    "Hello world.",
-    "The quick brown fox jumps over the lazy dog; it is a pangram used in typography.",
-    "Die Übersetzung ins Deutsche, 日本語のテキスト, и немного кириллицы — with accents: café.",
-    " ".join(["We estimate the latent variable model by maximum likelihood."] * 80),
-    "a",
-)
 
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, "Packed"], torch.Tensor]
 
@@ -228,7 +216,7 @@ def choose_attention(
             try:
                 found = make()
             except Exception as error:
-                log.info("attention kernel %s unavailable: %s", name, _first_line(error))
+                log.info("attention kernel %s unavailable: %s", name, first_line(error))
                 continue
             if found is None:
                 continue
@@ -236,7 +224,7 @@ def choose_attention(
                 try:
                     got = attend(q, k, v, probe).float()
                 except Exception as error:  # a kernel this build or card lacks
-                    log.info("attention kernel %s unavailable: %s", label, _first_line(error))
+                    log.info("attention kernel %s unavailable: %s", label, first_line(error))
                     continue
                 error = float((got - expected).abs().max()) if got.shape == expected.shape else 1e9
                 if error < 2e-2:
@@ -345,26 +333,31 @@ class PackedBert:
         return sums / counts.unsqueeze(1)
 
 
-class FastBertEncoder(SentenceTransformerEncoder):
-    """The reference encoder's tokenization and post stage, with the packed forward pass."""
+class FastBertEncoder(TextEncoder):
+    """The shared tokenization and post stage, with the packed forward pass."""
 
     def __init__(
-        self, weights: Weights, settings: Settings, oom_above: int | None, packed: PackedBert
+        self, weights: Weights, settings: Settings, text: TextTokenizer, packed: PackedBert
     ) -> None:
-        super().__init__(weights, settings, oom_above)
+        super().__init__(weights, settings, text)
         self.packed = packed
 
-    def _to_device(self, features: dict[str, Any]) -> Packed:
+    @property
+    def engine(self) -> str:
+        return f"torch-packed ({self.packed.attention_name})"
+
+    def device_features(self, features: dict[str, Any]) -> Packed:
         return pack(features, self.device)
 
     def core(self, features: Any) -> torch.Tensor:
         with torch.inference_mode():
             return self.packed(features)
 
-    def _finish(self, output: torch.Tensor) -> torch.Tensor:
+    def finish(self, output: torch.Tensor) -> Any:
+        # The model's own Normalize module, which the packed forward does not run.
         if self.packed.normalizes and not self.settings.normalize:
             output = F.normalize(output, p=2, dim=1)
-        return super()._finish(output)
+        return super().finish(output)
 
     def split(self, features: Any, at: int) -> tuple[Any, Any]:
         return split_packed(features, at)
@@ -383,61 +376,3 @@ def packed_model(weights: Weights) -> PackedBert:
             raise
         weights.extras["packed_bert"] = cached
     return cached
-
-
-def try_fast_encoder(
-    reference: SentenceTransformerEncoder,
-    weights: Weights,
-    settings: Settings,
-    oom_above: int | None,
-) -> SentenceTransformerEncoder:
-    """The fast encoder when it knows the model and agrees with `reference` on CHECK_TEXTS;
-    else `reference`, with one log line saying why. Never raises."""
-    try:
-        fast = FastBertEncoder(weights, settings, oom_above, packed_model(weights))
-        worst, norm_error = compare(reference, fast, CHECK_TEXTS)
-    except Exception as error:
-        log.info("fast path off for this model (%s): %s", _name(weights), _first_line(error))
-        return reference
-    if worst < MIN_COSINE or norm_error > MAX_NORM_ERROR:
-        log.warning(
-            "fast path off for this model (%s): its vectors differ from the reference path "
-            "(lowest cosine %.6f, norm error %.4f)",
-            _name(weights),
-            worst,
-            norm_error,
-        )
-        return reference
-    log.info(
-        "fast path on for %s (packed tokens, %s attention; check: lowest cosine %.6f)",
-        _name(weights),
-        fast.packed.attention_name,
-        worst,
-    )
-    return fast
-
-
-def compare(
-    reference: SentenceTransformerEncoder, other: SentenceTransformerEncoder, texts: Sequence[str]
-) -> tuple[float, float]:
-    """(lowest row cosine, largest relative norm difference) between two encoders' vectors."""
-
-    def encode(encoder: SentenceTransformerEncoder) -> np.ndarray:
-        prepared: Prepared = encoder.pre(list(texts))
-        return encoder.post(encoder.forward(prepared)).astype(np.float64)
-
-    a, b = encode(reference), encode(other)
-    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
-    cosine = (a * b).sum(axis=1) / np.maximum(na * nb, 1e-30)
-    return float(cosine.min()), float(np.max(np.abs(na - nb) / np.maximum(na, 1e-30)))
-
-
-def _name(weights: Weights) -> str:
-    config = getattr(getattr(weights.model, "_first_module", lambda: None)(), "auto_model", None)
-    name = getattr(getattr(config, "config", None), "_name_or_path", "") if config else ""
-    return str(name or type(weights.model).__name__)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__

@@ -59,7 +59,7 @@ class LoadModelRequest(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., revision: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., max_length: _Optional[int] = ..., prefix: _Optional[str] = ..., normalize: _Optional[bool] = ..., truncate_dim: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model_key", "model_id", "revision", "dim", "max_length", "pooling", "normalize", "prefix", "dtype", "device", "tokenized_rows", "truncate_dim")
+    __slots__ = ("model_key", "model_id", "revision", "dim", "max_length", "pooling", "normalize", "prefix", "dtype", "device", "tokenized_rows", "truncate_dim", "engine", "precision")
     MODEL_KEY_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +72,8 @@ class ModelInfo(_message.Message):
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     TOKENIZED_ROWS_FIELD_NUMBER: _ClassVar[int]
     TRUNCATE_DIM_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
     model_key: str
     model_id: str
     revision: str
@@ -84,7 +86,9 @@ class ModelInfo(_message.Message):
     device: str
     tokenized_rows: int
     truncate_dim: int
-    def __init__(self, model_key: _Optional[str] = ..., model_id: _Optional[str] = ..., revision: _Optional[str] = ..., dim: _Optional[int] = ..., max_length: _Optional[int] = ..., pooling: _Optional[str] = ..., normalize: _Optional[bool] = ..., prefix: _Optional[str] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., tokenized_rows: _Optional[int] = ..., truncate_dim: _Optional[int] = ...) -> None: ...
+    engine: str
+    precision: str
+    def __init__(self, model_key: _Optional[str] = ..., model_id: _Optional[str] = ..., revision: _Optional[str] = ..., dim: _Optional[int] = ..., max_length: _Optional[int] = ..., pooling: _Optional[str] = ..., normalize: _Optional[bool] = ..., prefix: _Optional[str] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., tokenized_rows: _Optional[int] = ..., truncate_dim: _Optional[int] = ..., engine: _Optional[str] = ..., precision: _Optional[str] = ...) -> None: ...
 
 class CountTokensRequest(_message.Message):
     __slots__ = ("model_key", "texts", "return_ids")

@@ -107,6 +107,14 @@ export interface ModelInfo {
   tokenizedRows: number;
   /** As asked in LoadModelRequest; 0: not truncated. */
   truncateDim: number;
+  /**
+   * What computes the forward pass: "torch", "torch-packed (...)", "openvino", "debug".
+   * Recorded in the metadata, not compared: a server with another engine is held to the
+   * probe vectors like any other.
+   */
+  engine: string;
+  /** The precision of that forward: the dtype, or "int8" for a quantized engine. */
+  precision: string;
 }
 
 export interface CountTokensRequest {
@@ -734,6 +742,8 @@ function createBaseModelInfo(): ModelInfo {
     device: "",
     tokenizedRows: 0,
     truncateDim: 0,
+    engine: "",
+    precision: "",
   };
 }
 
@@ -774,6 +784,12 @@ export const ModelInfo: MessageFns<ModelInfo> = {
     }
     if (message.truncateDim !== 0) {
       writer.uint32(96).uint32(message.truncateDim);
+    }
+    if (message.engine !== "") {
+      writer.uint32(106).string(message.engine);
+    }
+    if (message.precision !== "") {
+      writer.uint32(114).string(message.precision);
     }
     return writer;
   },
@@ -887,6 +903,22 @@ export const ModelInfo: MessageFns<ModelInfo> = {
             message.truncateDim = reader.uint32();
             continue;
           }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.engine = reader.string();
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.precision = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -933,6 +965,8 @@ export const ModelInfo: MessageFns<ModelInfo> = {
         : isSet(object.truncate_dim)
         ? globalThis.Number(object.truncate_dim)
         : 0,
+      engine: isSet(object.engine) ? globalThis.String(object.engine) : "",
+      precision: isSet(object.precision) ? globalThis.String(object.precision) : "",
     };
   },
 
@@ -974,6 +1008,12 @@ export const ModelInfo: MessageFns<ModelInfo> = {
     if (message.truncateDim !== 0) {
       obj.truncateDim = Math.round(message.truncateDim);
     }
+    if (message.engine !== "") {
+      obj.engine = message.engine;
+    }
+    if (message.precision !== "") {
+      obj.precision = message.precision;
+    }
     return obj;
   },
 
@@ -994,6 +1034,8 @@ export const ModelInfo: MessageFns<ModelInfo> = {
     message.device = object.device ?? "";
     message.tokenizedRows = object.tokenizedRows ?? 0;
     message.truncateDim = object.truncateDim ?? 0;
+    message.engine = object.engine ?? "";
+    message.precision = object.precision ?? "";
     return message;
   },
 };
