@@ -63,10 +63,11 @@ class _Rows:
 
 
 class FaultyEncoder(Encoder):
-    def __init__(self, inner: Encoder, faults: Faults) -> None:
+    def __init__(self, inner: Encoder, faults: Faults, answers: _Answers | None = None) -> None:
         super().__init__(inner.settings)
         self.inner = inner
         self.faults = faults
+        self.answers = answers or _Answers()
         self.vocab_size = inner.vocab_size
 
     @property
@@ -124,7 +125,7 @@ class FaultyEncoder(Encoder):
 
     def post(self, output: Any) -> np.ndarray:
         data = self.inner.post(output.inner)
-        if self.faults.perturb is not None and _answered() >= self.faults.perturb_after:
+        if self.faults.perturb is not None and self.answers.next() >= self.faults.perturb_after:
             data = perturbed(data, self.faults.perturb, self.settings.normalize)
         if output.nan.any():
             data = np.array(data, dtype=np.float32, copy=True)
@@ -159,14 +160,16 @@ def _out_of_memory(detail: str) -> BaseException:
     return RuntimeError(message)
 
 
-_answer_count = itertools.count()
-_answer_lock = threading.Lock()
+class _Answers:
+    """How many batches one server answered before this one (all its models)."""
 
+    def __init__(self) -> None:
+        self._count = itertools.count()
+        self._lock = threading.Lock()
 
-def _answered() -> int:
-    """How many batches the server answered before this one (all models)."""
-    with _answer_lock:
-        return next(_answer_count)
+    def next(self) -> int:
+        with self._lock:
+            return next(self._count)
 
 
 def perturbed(data: Any, strength: float, normalize: bool) -> np.ndarray:
@@ -192,6 +195,7 @@ class FaultyBackend(Backend):
         self.name = inner.name
         self.uses_model_files = inner.uses_model_files
         self._stopped = threading.Event()
+        self._answers = _Answers()
 
     def start(self) -> None:
         self.inner.start()
@@ -209,7 +213,7 @@ class FaultyBackend(Backend):
         return self.inner.load(model_id, local_path, revision, device, dtype)
 
     def encoder(self, weights: Weights, settings: Settings) -> Encoder:
-        return FaultyEncoder(self.inner.encoder(weights, settings), self.faults)
+        return FaultyEncoder(self.inner.encoder(weights, settings), self.faults, self._answers)
 
 
 def faulty_backends(faults: Faults) -> cli.BackendFactory:
