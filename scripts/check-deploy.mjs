@@ -32,6 +32,19 @@ function instructions(file) {
     });
 }
 const all = (ins, op) => ins.filter((i) => i.op === op).map((i) => i.args);
+// FROM lines with ${NAME} resolved to the defaults of the ARGs before them (the base
+// images the Dockerfiles build on unless --build-arg names another).
+const froms = (ins) => {
+  const args = new Map();
+  const out = [];
+  for (const i of ins) {
+    const arg = /^([A-Za-z_][A-Za-z0-9_]*)=(\S+)$/.exec(i.op === "ARG" ? i.args : "");
+    if (arg) args.set(arg[1], arg[2]);
+    if (i.op === "FROM")
+      out.push(i.args.replace(/\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?/g, (m, n) => args.get(n) ?? m));
+  }
+  return out;
+};
 const last = (ins, op) => all(ins, op).at(-1) ?? "";
 const execForm = (args) => {
   try {
@@ -44,7 +57,7 @@ const execForm = (args) => {
 const inference = instructions("Dockerfile.inference");
 const orchestrator = instructions("Dockerfile.orchestrator");
 
-const base = all(inference, "FROM")[0] ?? "";
+const base = froms(inference)[0] ?? "";
 check(
   /^pytorch\/pytorch:[^:@\s]*cuda[^:@\s]*$/.test(base) && !base.endsWith(":latest"),
   `Dockerfile.inference: FROM should be a pytorch/pytorch CUDA image pinned by tag, got "${base}"`,
@@ -93,7 +106,7 @@ check(
 );
 
 check(
-  all(orchestrator, "FROM").every((f) => f.startsWith("node:20-bookworm-slim")),
+  froms(orchestrator).every((f) => f.startsWith("node:20-bookworm-slim")),
   "Dockerfile.orchestrator: every stage should be FROM node:20-bookworm-slim",
 );
 check(

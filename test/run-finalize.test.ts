@@ -23,6 +23,12 @@ test("a model is finalized only when every batch is done; then its outputs and s
     ledger.markDone([
       { alias: "org/m", batchNo: 1, attempts: 1, server: "a", tokens: 12, truncated: 0 },
     ]);
+    // The rows the batches carried: the finalize refuses a row still zero.
+    const rows = Uint32Array.from({ length: 12 }, (_, i) => i);
+    run.matrix?.writeRows(
+      rows,
+      Buffer.from(new Float32Array(12 * run.matrix.dim).fill(0.5).buffer),
+    );
     run.rowsThisRun = 12;
     run.window = { first: 1000, last: 3500 };
     await finalizeAll({ config, ledger, reader, corpus, progress }, models, 1);

@@ -85,7 +85,8 @@ test("new models are measured, planned and stored; stored ones are checked again
     await planModels(state(config), models, session, wordCounter(calls));
     assert.deepEqual(calls, [40]);
     assert.equal(progress.notes.length, 1, "the same limits: nothing to say");
-    const other = { ...config, batchSize: 4, maxBatchTokens: 0 };
+    // Given on the command line (a resume that does not give them hears nothing).
+    const other = { ...config, batchSize: 4, maxBatchTokens: 0, planLimitsGiven: true };
     await planModels(state(other), models, session, wordCounter(calls));
     assert.deepEqual(progress.notes.slice(1), [
       "--batch_size 4 --max_batch_tokens 0 not used: the stored plan wins: batches of up to 16 paragraphs / 16384 tokens, from the first run; --restart to plan again",

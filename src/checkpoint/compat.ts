@@ -9,7 +9,6 @@ import {
   requestOf,
 } from "../model/identity.js";
 import type { InputIdentity, LedgerModel } from "./ledger.js";
-import { storedRequest } from "./model-row.js";
 
 const HOW_TO_START_OVER = "run with --restart to start over, or use another --output_dir";
 
@@ -42,7 +41,7 @@ export function checkSameModels(stored: readonly LedgerModel[], models: readonly
   for (const model of models) {
     const s = stored.find((m) => m.alias === model.alias);
     if (!s) continue;
-    const changes = requestDifferences(storedRequest(s), requestOf(model));
+    const changes = requestDifferences(s.requested, requestOf(model));
     if (changes.length > 0) {
       throw new CheckpointError(
         `model "${model.alias}" settings changed since the checkpoint (${changes.join(", ")}); ${HOW_TO_START_OVER}`,

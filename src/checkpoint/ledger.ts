@@ -11,6 +11,7 @@ import type {
   RunRecord,
 } from "../model/records.js";
 import type { PlannedBatch } from "../plan/planner.js";
+import { modelColumns, modelFromRow, modelToRow } from "./model-row.js";
 import { createSchema, migrate, SCHEMA_VERSION } from "./schema.js";
 
 export type { CopyJob, LedgerModel, ModelTotals, PlanLimitsUsed, ReuseSourceRecord, RunRecord };
@@ -93,6 +94,10 @@ function statements(db: Database.Database) {
     pendingCopies: db.prepare(
       `SELECT copy_no, source_no, rows, source_rows FROM copies
        WHERE alias = ? AND status = 'pending' ORDER BY copy_no`,
+    ),
+    doneCopies: db.prepare(
+      `SELECT copy_no, source_no, rows, source_rows FROM copies
+       WHERE alias = ? AND status = 'done' ORDER BY copy_no`,
     ),
     retried: db.prepare(
       "SELECT retried_batches, spot_failures, spot_redone_batches FROM models WHERE alias = ?",
@@ -239,12 +244,12 @@ export class LedgerReader {
   }
 
   pendingCopies(alias: string): CopyJob[] {
-    return (this.read.pendingCopies.all(alias) as Row[]).map((r) => ({
-      copyNo: Number(r.copy_no),
-      sourceNo: Number(r.source_no),
-      rows: blobToRows(r.rows as Buffer),
-      sourceRows: blobToRows(r.source_rows as Buffer),
-    }));
+    return (this.read.pendingCopies.all(alias) as Row[]).map(copyJobOf);
+  }
+
+  /** Copy jobs whose rows are durable: with the done batches, they cover the model's rows. */
+  doneCopies(alias: string): CopyJob[] {
+    return (this.read.doneCopies.all(alias) as Row[]).map(copyJobOf);
   }
 
   /** The probe vectors stored for a model, or null before its first server embedded them. */
@@ -275,11 +280,12 @@ function writeStatements(db: Database.Database) {
        ON CONFLICT(id) DO UPDATE SET attempts = attempts + 1, input_path = excluded.input_path`,
     ),
     addTime: db.prepare("UPDATE run SET processing_seconds = processing_seconds + ? WHERE id = 1"),
+    // The identity's columns come from its one definition (src/model/identity.ts).
     insertModel: db.prepare(
-      `INSERT INTO models (alias, position, model_id, requested_revision, revision, dim, prefix,
-         normalize, requested_max_length, requested_dtype, max_length, dtype, pooling, file_stem,
-         truncate_dim, plan_batch_size, plan_max_batch_tokens)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO models (${modelColumns().join(", ")})
+       VALUES (${modelColumns()
+         .map((c) => `@${c}`)
+         .join(", ")})`,
     ),
     insertBatch: db.prepare(
       `INSERT INTO batches (alias, batch_no, rows, row_count, padded_tokens, real_tokens, status,
@@ -411,25 +417,7 @@ export class Ledger extends LedgerReader {
     },
   ): void {
     this.db.transaction(() => {
-      this.write.insertModel.run(
-        model.alias,
-        model.position,
-        model.modelId,
-        model.requestedRevision,
-        model.revision,
-        model.dim,
-        model.prefix,
-        model.normalize ? 1 : 0,
-        model.requestedMaxLength,
-        model.requestedDtype,
-        model.maxLength,
-        model.dtype,
-        model.pooling,
-        model.fileStem,
-        model.truncateDim,
-        model.plannedWith?.batchSize ?? null,
-        model.plannedWith?.maxBatchTokens ?? null,
-      );
+      this.write.insertModel.run(modelToRow(model));
       for (const b of batches) {
         const followers = b.followers && b.followers.length > 0 ? b.followers : null;
         this.write.insertBatch.run(
@@ -626,32 +614,6 @@ function checkVersion(db: Database.Database, path: string, writable: boolean): v
   }
 }
 
-function modelFromRow(r: Row): LedgerModel {
-  return {
-    alias: String(r.alias),
-    position: Number(r.position),
-    modelId: String(r.model_id),
-    requestedRevision: String(r.requested_revision),
-    revision: String(r.revision),
-    dim: Number(r.dim),
-    prefix: String(r.prefix),
-    normalize: Number(r.normalize) === 1,
-    requestedMaxLength: Number(r.requested_max_length),
-    requestedDtype: String(r.requested_dtype),
-    maxLength: Number(r.max_length),
-    dtype: String(r.dtype),
-    pooling: String(r.pooling),
-    fileStem: String(r.file_stem),
-    truncateDim: Number(r.truncate_dim),
-    plannedWith: plannedWithOf(r),
-  };
-}
-
-function plannedWithOf(r: Row): PlanLimitsUsed | null {
-  if (r.plan_batch_size === null || r.plan_max_batch_tokens === null) return null;
-  return { batchSize: Number(r.plan_batch_size), maxBatchTokens: Number(r.plan_max_batch_tokens) };
-}
-
 function batchFromRow(r: Row): StoredBatch {
   const followers = r.followers ? blobToRows(r.followers as Buffer) : undefined;
   return {
@@ -669,6 +631,15 @@ function batchFromRow(r: Row): StoredBatch {
 
 function rowsToBlob(rows: Uint32Array): Buffer {
   return Buffer.from(rows.buffer, rows.byteOffset, rows.byteLength);
+}
+
+function copyJobOf(r: Row): CopyJob {
+  return {
+    copyNo: Number(r.copy_no),
+    sourceNo: Number(r.source_no),
+    rows: blobToRows(r.rows as Buffer),
+    sourceRows: blobToRows(r.source_rows as Buffer),
+  };
 }
 
 function blobToRows(blob: Buffer): Uint32Array {

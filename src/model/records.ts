@@ -1,4 +1,4 @@
-import type { ModelIdentity } from "./identity.js";
+import type { ModelIdentity, ModelRequest } from "./identity.js";
 
 // What the checkpoint stores and the outputs report, declared below both so
 // that output/ need not import checkpoint/.
@@ -12,16 +12,13 @@ export interface PlanLimitsUsed {
 
 /**
  * A model as the ledger knows it: its identity as the servers resolved it
- * (revision, max_length, dtype), plus what was asked for where that differs.
+ * (revision, max_length, dtype), plus what was asked for.
  */
 export interface LedgerModel extends ModelIdentity {
   readonly alias: string;
   readonly position: number;
-  /** The revision asked for ("" = any). */
-  readonly requestedRevision: string;
-  /** max_length and dtype as asked for (0 / "" = the model's own). */
-  readonly requestedMaxLength: number;
-  readonly requestedDtype: string;
+  /** The settings asked for (revision "" = any, max_length 0 / dtype "" = the model's own). */
+  readonly requested: ModelRequest;
   readonly fileStem: string;
   /** null: planned by an embed-multi that did not record it (checkpoint schema < 3). */
   readonly plannedWith: PlanLimitsUsed | null;

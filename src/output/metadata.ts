@@ -1,6 +1,7 @@
 import type { LoadedModel } from "../backend/types.js";
 import type { RunConfig, RunModel } from "../config.js";
 import type { CorpusIndex } from "../input/scan.js";
+import { type IdentityMetadata, identityMetadata } from "../model/identity.js";
 import type { LedgerModel, ModelTotals, RunRecord } from "../model/records.js";
 import type { FileDigest } from "./checksum.js";
 import type { OutputDtype, Ranges } from "./dtype.js";
@@ -25,24 +26,18 @@ export interface QuantizationInfo {
   rule: string;
 }
 
-/** `<alias>.metadata.json`: the fields of the specification, then everything needed to reproduce. */
-export interface ModelMetadata {
-  model_name: string;
-  /** Of the stored vectors: truncate_dim when set. */
-  embedding_dim: number;
+/**
+ * `<alias>.metadata.json`: the fields of the specification, then everything
+ * needed to reproduce. The model's identity (model_name, embedding_dim,
+ * revision, dtype, normalize, prefix, max_length, pooling, truncate_dim...)
+ * comes from its one definition (src/model/identity.ts).
+ */
+export interface ModelMetadata extends IdentityMetadata {
   num_paragraphs: number;
   processing_time: number;
   /** The batch limits the plan was cut with (after the servers' caps), also when resumed with others. */
   batch_size: number;
   alias: string;
-  revision: string;
-  dtype: string;
-  normalize: boolean;
-  prefix: string;
-  max_length: number;
-  pooling: string;
-  /** Matryoshka: the first N dimensions kept, before normalizing; 0 = not cut. */
-  truncate_dim: number;
   truncated_count: number;
   total_tokens: number;
   padding_efficiency: number;
@@ -157,21 +152,22 @@ export interface MetadataInputs {
 }
 
 export function buildMetadata(x: MetadataInputs): MetadataBody {
-  return {
-    model_name: x.ledgerModel.modelId,
-    embedding_dim: x.ledgerModel.dim,
+  const identity = identityMetadata(x.ledgerModel);
+  // The specification's fields first; model_name and embedding_dim keep their places
+  // (a key set again by the spread below keeps its place), the other settings follow
+  // alias in the definition's order.
+  const head = {
+    model_name: identity.model_name,
+    embedding_dim: identity.embedding_dim,
     num_paragraphs: x.corpus.rows,
     processing_time: round(x.run.processingSeconds),
     // A checkpoint planned before the limits were recorded: the flags, as it always said.
     batch_size: x.ledgerModel.plannedWith?.batchSize ?? x.config.batchSize,
     alias: x.model.alias,
-    revision: x.ledgerModel.revision,
-    dtype: x.ledgerModel.dtype,
-    normalize: x.ledgerModel.normalize,
-    prefix: x.ledgerModel.prefix,
-    max_length: x.ledgerModel.maxLength,
-    pooling: x.ledgerModel.pooling,
-    truncate_dim: x.ledgerModel.truncateDim,
+  };
+  return {
+    ...head,
+    ...identity,
     truncated_count: x.totals.truncated,
     total_tokens: x.totals.tokens,
     padding_efficiency: round(

@@ -1,4 +1,4 @@
-import type { StoredBatch } from "../checkpoint/ledger.js";
+import type { CopyJob, StoredBatch } from "../checkpoint/ledger.js";
 import { CheckpointError } from "../errors.js";
 import type { CorpusIndex } from "../input/scan.js";
 import type { NpyMatrixFile } from "../output/npy.js";
@@ -7,35 +7,44 @@ const ROWS_PER_READ = 4096;
 const HOW = "the checkpoint was edited or damaged; run with --restart to embed it again";
 
 /**
- * Before a model is finalized: its done batches cover every input row exactly
- * once, and no row of its matrix is still the zero it was created with (the
+ * Before a model is finalized: its done batches (with the duplicate rows each
+ * carries) and done copy jobs (rows reused from earlier outputs) cover every
+ * input row exactly once, and no row of its matrix is still the zero it was created with (the
  * per-batch checks refuse a zero vector, so a zero row was never written).
  * A checkpoint edited by hand must not give outputs with rows never embedded.
  */
 export function checkCoverage(
   alias: string,
   batches: readonly StoredBatch[],
+  copies: readonly CopyJob[],
   matrix: NpyMatrixFile,
   corpus: Pick<CorpusIndex, "rows" | "lineNumbers">,
 ): void {
   const line = (row: number) => corpus.lineNumbers[row] ?? row + 1;
   const seen = new Uint8Array(corpus.rows);
-  for (const batch of batches) {
-    if (!batch.done) continue;
-    for (const row of batch.rows) {
+  const cover = (rows: ArrayLike<number>, step: number, what: string) => {
+    for (let i = 0; i < rows.length; i += step) {
+      const row = rows[i] as number;
       if (row >= corpus.rows) {
         throw new CheckpointError(
-          `batch ${batch.batchNo} of ${alias} names row ${row}, past the input's ${corpus.rows} rows: ${HOW}`,
+          `${what} of ${alias} names row ${row}, past the input's ${corpus.rows} rows: ${HOW}`,
         );
       }
       if (seen[row]) {
         throw new CheckpointError(
-          `input line ${line(row)} is in more than one done batch of ${alias}: ${HOW}`,
+          `input line ${line(row)} is in more than one done batch or copy of ${alias}: ${HOW}`,
         );
       }
       seen[row] = 1;
     }
+  };
+  for (const batch of batches) {
+    if (!batch.done) continue;
+    cover(batch.rows, 1, `batch ${batch.batchNo}`);
+    // Followers are (row, index in the batch) pairs: the rows that took a batch row's vector.
+    if (batch.followers) cover(batch.followers, 2, `batch ${batch.batchNo}`);
   }
+  for (const copy of copies) cover(copy.rows, 1, `copy job ${copy.copyNo}`);
   const missing = seen.indexOf(0);
   if (missing >= 0) {
     throw new CheckpointError(

@@ -50,7 +50,8 @@ export async function finalizeAll(
     }
     const { matrix } = run;
     if (!matrix) throw new Error(`${run.model.alias} has no matrix`);
-    checkCoverage(run.model.alias, ledger.batches(run.model.alias), matrix, corpus);
+    const alias = run.model.alias;
+    checkCoverage(alias, ledger.batches(alias), ledger.doneCopies(alias), matrix, corpus);
     progress.note(`writing the outputs of ${run.model.alias} (${config.outputFormat.join(", ")})`);
     const previous = ledger.run();
     const record = {
