@@ -145,6 +145,11 @@ const described = yargs(hideBin(process.argv))
     ...numeric("probe_tolerance"),
     describe: `Least cosine between a server's probe vectors and the ones stored for the model; a server below it is kept out of the run [default: ${DEFAULTS.probe_tolerance}]`,
   })
+  .option("spot_check", {
+    alias: "spot-check",
+    type: "number",
+    describe: `Known rows (the probe texts, rows another server embedded) carried inside ordinary batches, as a fraction of rows; a server that gets one wrong is kept out and its batches since its last passed check are redone; 0 turns it off [default: ${DEFAULTS.spot_check}]`,
+  })
   .option("max_request_inputs", {
     alias: "max-request-inputs",
     type: "number",

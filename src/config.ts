@@ -117,6 +117,8 @@ export interface RunConfig {
   readonly maxAttempts: number;
   /** Every probe vector of a joining server must have at least this cosine with the stored one. */
   readonly probeTolerance: number;
+  /** Spot rows per row sent (--spot_check, issue 16): known rows inside ordinary batches; 0 = off. */
+  readonly spotCheck: number;
   readonly tls: TlsConfig | null;
   readonly authToken: string;
   readonly progress: ProgressMode;
@@ -155,6 +157,7 @@ export interface CliArgs {
   server_timeout?: number;
   max_attempts?: number;
   probe_tolerance?: number;
+  spot_check?: number;
   tls?: boolean;
   tls_ca?: string;
   engine?: string;
@@ -185,6 +188,7 @@ export const DEFAULTS = {
   max_attempts: 4,
   resolve_interval: 30,
   probe_tolerance: DEFAULT_PROBE_TOLERANCE,
+  spot_check: 0.005,
   engine: "sentence-transformers",
   debug_dim: 384,
   threads: 0,
@@ -288,6 +292,7 @@ export function buildRunConfig(args: CliArgs, env: NodeJS.ProcessEnv): RunConfig
     serverTimeoutMs: secondsFlag("server_timeout", pick("server_timeout", DEFAULTS.server_timeout)),
     maxAttempts: positiveInt("max_attempts", pick("max_attempts", DEFAULTS.max_attempts)),
     probeTolerance: probeTolerance(pick("probe_tolerance", DEFAULTS.probe_tolerance)),
+    spotCheck: spotCheck(pick("spot_check", DEFAULTS.spot_check)),
     tls: reach.tls,
     authToken: reach.authToken,
     progress: progress as ProgressMode,
@@ -511,6 +516,16 @@ function nonNegativeInt(flag: string, value: unknown, zero?: string): number {
   if (typeof value !== "number" || !Number.isInteger(value) || value < 0) {
     const what = zero ? `a positive integer, ${zero}` : "a non-negative integer";
     throw new ConfigError(`--${flag} must be ${what} (got ${String(value)})`);
+  }
+  return value;
+}
+
+/** A fraction of rows: 0 (off) to 1 (a known row for every row sent). */
+function spotCheck(value: unknown): number {
+  if (typeof value !== "number" || !Number.isFinite(value) || value < 0 || value > 1) {
+    throw new ConfigError(
+      `--spot_check must be a fraction of rows from 0 (off) to 1 (got ${String(value)})`,
+    );
   }
   return value;
 }

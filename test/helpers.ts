@@ -155,6 +155,8 @@ export interface ServerFaults {
   readonly poison?: string;
   /** This multiple of a fixed unit direction is added to every vector: other vectors. */
   readonly perturb?: number;
+  /** With `perturb`: the first this many batches answered are right (the probe passes). */
+  readonly perturbAfter?: number;
   /** Each text containing this string comes back as a row of NaN. */
   readonly nan?: string;
   /** LoadModel never answers. */
@@ -168,6 +170,9 @@ function faultFlags(faults: ServerFaults): string[] {
   if (faults.oomAbove !== undefined) flags.push("--fault-oom-above", String(faults.oomAbove));
   if (faults.poison !== undefined) flags.push("--fault-poison", faults.poison);
   if (faults.perturb !== undefined) flags.push("--fault-perturb", String(faults.perturb));
+  if (faults.perturbAfter !== undefined) {
+    flags.push("--fault-perturb-after", String(faults.perturbAfter));
+  }
   if (faults.nan !== undefined) flags.push("--fault-nan", faults.nan);
   if (faults.hangLoad) flags.push("--fault-hang-load");
   return flags;

@@ -147,6 +147,8 @@ function versionOneCheckpoint(path: string): void {
     ALTER TABLE models DROP COLUMN plan_max_batch_tokens;`);
   undoProbeStep(db);
   undoReuseStep(db);
+  db.exec(`ALTER TABLE models DROP COLUMN spot_failures;
+    ALTER TABLE models DROP COLUMN spot_redone_batches;`);
   db.prepare("UPDATE meta SET value = '1' WHERE key = 'schema_version'").run();
   db.close();
 }

@@ -108,6 +108,8 @@ test("a new model setting flows through the checkpoint, resume refusal and metad
         reusedRows: 0,
         reusedFrom: [],
         deduplicatedRows: 0,
+        spotFailures: 0,
+        spotRedoneBatches: 0,
       },
       run: { attempts: 1, processingSeconds: 0, createdAt: "t" },
       corpus: {

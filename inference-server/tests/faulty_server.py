@@ -12,6 +12,8 @@ FAULT FLAGS:
   --fault-oom-above N    a forward pass over more than N rows raises a CUDA out-of-memory
                          error (the server splits the batch and retries)
   --fault-poison S       a batch holding a text that contains S fails
+  --fault-perturb-after N  with --fault-perturb: the first N batches the server answers are
+                         right, every one after them perturbed (passes the probe, then goes wrong)
   --fault-perturb X      X times its norm times a fixed unit vector is added to every vector,
                          normalized again if the model normalizes: other weights, same shape
   --fault-nan S          each text containing S comes back as a row of NaN
@@ -21,6 +23,7 @@ FAULT FLAGS:
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import sys
 import threading
@@ -41,6 +44,7 @@ class Faults:
     oom_above: int | None = None
     poison: str | None = None
     perturb: float | None = None
+    perturb_after: int = 0
     nan: str | None = None
     hang_load: bool = False
 
@@ -59,10 +63,11 @@ class _Rows:
 
 
 class FaultyEncoder(Encoder):
-    def __init__(self, inner: Encoder, faults: Faults) -> None:
+    def __init__(self, inner: Encoder, faults: Faults, answers: _Answers | None = None) -> None:
         super().__init__(inner.settings)
         self.inner = inner
         self.faults = faults
+        self.answers = answers or _Answers()
         self.vocab_size = inner.vocab_size
 
     @property
@@ -120,7 +125,7 @@ class FaultyEncoder(Encoder):
 
     def post(self, output: Any) -> np.ndarray:
         data = self.inner.post(output.inner)
-        if self.faults.perturb is not None:
+        if self.faults.perturb is not None and self.answers.next() >= self.faults.perturb_after:
             data = perturbed(data, self.faults.perturb, self.settings.normalize)
         if output.nan.any():
             data = np.array(data, dtype=np.float32, copy=True)
@@ -155,6 +160,18 @@ def _out_of_memory(detail: str) -> BaseException:
     return RuntimeError(message)
 
 
+class _Answers:
+    """How many batches one server answered before this one (all its models)."""
+
+    def __init__(self) -> None:
+        self._count = itertools.count()
+        self._lock = threading.Lock()
+
+    def next(self) -> int:
+        with self._lock:
+            return next(self._count)
+
+
 def perturbed(data: Any, strength: float, normalize: bool) -> np.ndarray:
     """Vectors of the right shape and norm that mean something else, as from other weights
     or pooling: a fixed direction (seeded, the same on every call) times `strength` times
@@ -178,6 +195,7 @@ class FaultyBackend(Backend):
         self.name = inner.name
         self.uses_model_files = inner.uses_model_files
         self._stopped = threading.Event()
+        self._answers = _Answers()
 
     def start(self) -> None:
         self.inner.start()
@@ -195,7 +213,7 @@ class FaultyBackend(Backend):
         return self.inner.load(model_id, local_path, revision, device, dtype)
 
     def encoder(self, weights: Weights, settings: Settings) -> Encoder:
-        return FaultyEncoder(self.inner.encoder(weights, settings), self.faults)
+        return FaultyEncoder(self.inner.encoder(weights, settings), self.faults, self._answers)
 
 
 def faulty_backends(faults: Faults) -> cli.BackendFactory:
@@ -215,6 +233,7 @@ def parse_faults(argv: Sequence[str]) -> tuple[Faults, list[str]]:
     parser.add_argument("--fault-oom-above", type=_non_negative)
     parser.add_argument("--fault-poison")
     parser.add_argument("--fault-perturb", type=_positive)
+    parser.add_argument("--fault-perturb-after", type=_non_negative, default=0)
     parser.add_argument("--fault-nan")
     parser.add_argument("--fault-hang-load", action="store_true")
     known, rest = parser.parse_known_args(argv)
@@ -222,6 +241,7 @@ def parse_faults(argv: Sequence[str]) -> tuple[Faults, list[str]]:
         oom_above=known.fault_oom_above,
         poison=known.fault_poison or None,
         perturb=known.fault_perturb,
+        perturb_after=known.fault_perturb_after,
         nan=known.fault_nan or None,
         hang_load=known.fault_hang_load,
     )

@@ -49,6 +49,24 @@ def test_perturb_changes_every_vector_and_keeps_norms_when_normalizing(normalize
     np.testing.assert_array_equal(bent, again)
 
 
+def test_perturb_after_leaves_the_first_batches_right() -> None:
+    """--fault-perturb-after N: passes the probe (its first batch), then goes wrong."""
+    clean = embed_with(None, TEXTS, True)
+    server = RunningServer(
+        make_config(["--engine", "debug"]), faults=Faults(perturb=1.0, perturb_after=2)
+    )
+    try:
+        with server.channel() as channel:
+            stub = pb_grpc.InferenceStub(channel)
+            key = stub.LoadModel(pb.LoadModelRequest(model_id="m", normalize=True)).model_key
+            got = [vectors(embed(stub, [(i, key, TEXTS)])[i]).copy() for i in range(1, 5)]
+    finally:
+        server.close()
+    for i, batch in enumerate(got):
+        cos = cosine_rows(clean, batch)
+        assert np.all(cos > 0.9999) if i < 2 else np.all(cos < 0.99), (i, cos)
+
+
 def test_nan_marks_exactly_the_rows_with_the_marker() -> None:
     texts = ["clean", "has zz-nan-zz inside", "clean too", "zz-nan-zz"]
     out = embed_with(Faults(nan="zz-nan-zz"), texts, True)

@@ -99,7 +99,9 @@ function statements(db: Database.Database) {
       `SELECT copy_no, source_no, rows, source_rows FROM copies
        WHERE alias = ? AND status = 'done' ORDER BY copy_no`,
     ),
-    retried: db.prepare("SELECT retried_batches FROM models WHERE alias = ?"),
+    retried: db.prepare(
+      "SELECT retried_batches, spot_failures, spot_redone_batches FROM models WHERE alias = ?",
+    ),
     probes: db.prepare("SELECT probe_set, dim, vectors, server FROM probes WHERE alias = ?"),
     servers: db.prepare(
       "SELECT DISTINCT server FROM batches WHERE alias = ? AND server IS NOT NULL ORDER BY server",
@@ -202,7 +204,9 @@ export class LedgerReader {
     const row = this.read.totals.get(alias) as Record<string, number | null>;
     const servers = this.read.servers.all(alias) as { server: string }[];
     const finalized = this.read.finalized.get(alias) as { finalized_at: string | null } | undefined;
-    const retried = this.read.retried.get(alias) as { retried_batches: number } | undefined;
+    const retried = this.read.retried.get(alias) as
+      | { retried_batches: number; spot_failures: number; spot_redone_batches: number }
+      | undefined;
     const copies = this.read.copyTotals.get(alias) as Record<string, number | null>;
     const reusedFrom = this.read.reusedFrom.all(alias) as { dir: string; rows: number }[];
     return {
@@ -223,6 +227,8 @@ export class LedgerReader {
       paddedTokens: row.padded_tokens ?? 0,
       servers: servers.map((s) => s.server),
       retriedBatches: retried?.retried_batches ?? 0,
+      spotFailures: retried?.spot_failures ?? 0,
+      spotRedoneBatches: retried?.spot_redone_batches ?? 0,
     };
   }
 
@@ -333,6 +339,12 @@ function writeStatements(db: Database.Database) {
     ),
     addRetried: db.prepare(
       "UPDATE models SET retried_batches = retried_batches + 1 WHERE alias = ?",
+    ),
+    addSpotFailure: db.prepare(
+      "UPDATE models SET spot_failures = spot_failures + 1 WHERE alias = ?",
+    ),
+    addSpotRedone: db.prepare(
+      "UPDATE models SET spot_redone_batches = spot_redone_batches + 1 WHERE alias = ?",
     ),
     unfinalize: db.prepare("UPDATE models SET finalized_at = NULL WHERE alias = ?"),
     finalize: db.prepare("UPDATE models SET finalized_at = ? WHERE alias = ?"),
@@ -495,6 +507,16 @@ export class Ledger extends LedgerReader {
   /** Counts a batch of the model whose vectors failed the checks and that is sent again. */
   addRetried(alias: string): void {
     this.write.addRetried.run(alias);
+  }
+
+  /** A spot check failed on the model (issue 16). */
+  addSpotFailure(alias: string): void {
+    this.write.addSpotFailure.run(alias);
+  }
+
+  /** One of its batches is redone because its server failed a spot check. */
+  addSpotRedone(alias: string): void {
+    this.write.addSpotRedone.run(alias);
   }
 
   /** Puts every batch of a model back to pending (its .npy was lost). */

@@ -101,6 +101,10 @@ const MIGRATIONS: readonly string[] = [
      completions INTEGER NOT NULL DEFAULT 0,
      PRIMARY KEY (alias, copy_no)
    );`,
+  // 6: spot checks (issue 16): how many failed on a model, and how many of its batches were
+  // redone because the server that answered them failed one.
+  `ALTER TABLE models ADD COLUMN spot_failures INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE models ADD COLUMN spot_redone_batches INTEGER NOT NULL DEFAULT 0;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length + 1;

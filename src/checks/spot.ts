@@ -1,4 +1,4 @@
-import type { Vectors } from "../backend/types.js";
+import type { TokenIds, Vectors } from "../backend/types.js";
 import { cosineAt, type Matrix } from "./vectors.js";
 
 /**
@@ -184,5 +184,69 @@ function mulberry32(seed: number): () => number {
     t = Math.imul(t ^ (t >>> 15), t | 1);
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** A known row as a batch carries it: its text, and its token ids when batches carry ids. */
+export interface SpotRow extends KnownRow {
+  /** Its token ids (the model's tokenizer, as the measuring pass got them), or null. */
+  readonly ids: Uint32Array | null;
+  readonly truncatedIds: boolean;
+}
+
+/** A batch's payload with spot rows placed inside it. */
+export interface SpotPayload {
+  readonly texts: readonly string[];
+  readonly tokens: TokenIds | undefined;
+  readonly positions: number[];
+}
+
+/**
+ * The batch's own payload (texts, or token ids) with `spots` placed inside
+ * at seeded positions. A batch of token ids takes only spot rows that have
+ * their ids (null when one lacks them: the caller picks none).
+ */
+export function withSpots(
+  own: { readonly texts: readonly string[]; readonly tokens: TokenIds | undefined },
+  spots: readonly SpotRow[],
+  seed: number,
+): SpotPayload | null {
+  if (!own.tokens) {
+    const placed = placeSpots(
+      own.texts,
+      spots.map((s) => s.text),
+      seed,
+    );
+    return { texts: placed.rows, tokens: undefined, positions: placed.positions };
+  }
+  if (spots.some((s) => s.ids === null)) return null;
+  const { ids, lengths, truncated } = own.tokens;
+  const all = new Uint32Array(ids.buffer.slice(ids.byteOffset, ids.byteOffset + ids.byteLength));
+  const rows: { ids: Uint32Array; truncated: boolean }[] = [];
+  let at = 0;
+  lengths.forEach((length, r) => {
+    rows.push({ ids: all.subarray(at, at + length), truncated: truncated[r] ?? false });
+    at += length;
+  });
+  const placed = placeSpots(
+    rows,
+    spots.map((s) => ({ ids: s.ids as Uint32Array, truncated: s.truncatedIds })),
+    seed,
+  );
+  const total = placed.rows.reduce((n, r) => n + r.ids.length, 0);
+  const out = new Uint32Array(total);
+  let o = 0;
+  for (const r of placed.rows) {
+    out.set(r.ids, o);
+    o += r.ids.length;
+  }
+  return {
+    texts: [],
+    tokens: {
+      ids: new Uint8Array(out.buffer),
+      lengths: placed.rows.map((r) => r.ids.length),
+      truncated: placed.rows.map((r) => r.truncated),
+    },
+    positions: placed.positions,
   };
 }

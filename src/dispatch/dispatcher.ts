@@ -1,4 +1,17 @@
-import type { BackendError, BatchStream, LoadedModel, Vectors } from "../backend/types.js";
+import type {
+  BackendError,
+  BatchStream,
+  LoadedModel,
+  ServerLimits,
+  Vectors,
+} from "../backend/types.js";
+import {
+  compareSpots,
+  SpotCredit,
+  type SpotPayload,
+  type SpotRow,
+  splitSpots,
+} from "../checks/spot.js";
 import { ExitError, ServerError } from "../errors.js";
 import { identityDifferences, identityOf } from "../model/identity.js";
 import type { BatchPayload } from "./payload.js";
@@ -11,6 +24,8 @@ export interface WorkItem {
   readonly rows: Uint32Array;
   /** Failed attempts in earlier runs (the dispatcher counts this run's). */
   readonly priorAttempts: number;
+  /** Its padded tokens as planned (what spot rows must fit); absent when unknown. */
+  readonly paddedTokens?: number;
   /** Rows that take the vectors of rows of the batch: uint32 pairs (row, index in rows). */
   readonly followers?: Uint32Array;
 }
@@ -68,6 +83,46 @@ export interface DispatchHooks {
   check(item: WorkItem, embeddings: Vectors): string | null;
   /** A batch whose vectors failed the check is sent again (to another server when there is one). */
   retried(item: WorkItem, server: string, problem: string): void;
+  /** Spot checks; absent or rate 0: every checked answer is written at once. */
+  spots?: SpotHooks;
+}
+
+/**
+ * Spot checks (issue 16): ordinary batches carry a few rows whose vectors are
+ * known, and a server's answers are held, not written, until a later check on
+ * it passes; a failed check keeps it out and its held batches go back to the
+ * queue, so nothing it computed since its last passed check is written.
+ */
+export interface SpotHooks {
+  /** Spot rows per row sent (--spot_check); 0 turns the checks off. */
+  readonly rate: number;
+  /** Least cosine of a spot row with its known vector (--probe_tolerance). */
+  readonly tolerance: number;
+  /**
+   * Held rows of a server past which a batch of known rows alone checks them
+   * (the run's --checkpoint_interval: answers become durable no later than without checks).
+   */
+  readonly maxHeldRows: number;
+  /**
+   * Up to `count` known rows for `item` (never `server`'s own), that fit its
+   * padding and the server's limits, placed inside `payload`; null when none fits.
+   */
+  place(
+    item: WorkItem,
+    payload: BatchPayload,
+    server: string,
+    count: number,
+    limits: ServerLimits | null,
+  ): { rows: SpotRow[]; payload: SpotPayload } | null;
+  /**
+   * Known rows (never `server`'s own) for a batch of them alone, sent as texts:
+   * for a server's held batches when no batch is left to carry them (the end of the run).
+   */
+  checkBatch(alias: string, server: string): SpotRow[];
+  /** A batch's checked answer: rows other servers may be checked with. */
+  learned(item: WorkItem, embeddings: Vectors, server: string): void;
+  /** A server failed a spot check; `redone` of its batches go back to the queue. */
+  failed(server: string, alias: string, detail: string, redone: readonly WorkItem[]): void;
 }
 
 /** A server that must not get work in this run (its probe vectors differ): not retried. */
@@ -79,8 +134,20 @@ class ServerSlot {
   inFlight = new Set<WorkItem>();
   rowsDone = 0;
   lastError = "";
+  /** Answers held until a spot check on this server passes. */
+  held: { item: WorkItem; vectors: Vectors }[] = [];
+  /** The spot rows each batch in flight carries. */
+  readonly spotsOf = new Map<WorkItem, { rows: SpotRow[]; positions: number[] }>();
+  /** The batch of known rows only in flight, if any. */
+  check: { alias: string; rows: SpotRow[] } | null = null;
+  credit: SpotCredit;
 
-  constructor(public session: ServerSession) {}
+  constructor(
+    public session: ServerSession,
+    rate: number,
+  ) {
+    this.credit = new SpotCredit(rate);
+  }
 
   get target(): string {
     return this.session.target;
@@ -94,6 +161,8 @@ class ServerSlot {
 }
 
 const BACKOFF_START_MS = 250;
+/** Held answers of one server past which a batch of known rows alone is sent to check them. */
+const MAX_HELD_BATCHES = 32;
 const BACKOFF_MAX_MS = 5000;
 
 /**
@@ -120,6 +189,7 @@ export class Dispatcher {
   /** Batches whose vectors failed the check once: the server and the problem. */
   private readonly failedCheck = new Map<WorkItem, { server: string; problem: string }>();
   private readonly clock: Clock;
+  private readonly spotRate: number;
 
   /**
    * `sessions` are the servers ready at the start; `waiting` are servers not
@@ -135,9 +205,10 @@ export class Dispatcher {
     env: DispatchEnvironment = {},
   ) {
     this.clock = env.clock ?? realClock;
-    this.slots = sessions.map((s) => new ServerSlot(s));
+    this.spotRate = hooks.spots?.rate ?? 0;
+    this.slots = sessions.map((s) => new ServerSlot(s, this.spotRate));
     for (const session of waiting) {
-      const slot = new ServerSlot(session);
+      const slot = new ServerSlot(session, this.spotRate);
       slot.state = "down";
       slot.lastError = "not reachable at the start";
       this.slots.push(slot);
@@ -168,7 +239,7 @@ export class Dispatcher {
    */
   addServer(session: ServerSession): void {
     if (this.slots.some((s) => s.target === session.target && s.state !== "removed")) return;
-    const slot = new ServerSlot(session);
+    const slot = new ServerSlot(session, this.spotRate);
     slot.state = "down";
     slot.lastError = "joining";
     this.slots.push(slot);
@@ -186,7 +257,7 @@ export class Dispatcher {
     const wasUp = slot.state === "up";
     slot.state = "removed";
     slot.lastError = "removed";
-    const orphans = [...slot.inFlight];
+    const orphans = [...this.unverified(slot), ...slot.inFlight];
     slot.inFlight.clear();
     slot.stream?.close();
     slot.stream = null;
@@ -235,17 +306,166 @@ export class Dispatcher {
   /** Fills every up server's window from the queue. */
   private pump(): void {
     for (const slot of this.slots) {
+      if (!this.finished && slot.state === "up" && !slot.check && this.holdsTooMuch(slot)) {
+        this.sendCheck(slot);
+      }
       while (
         !this.finished &&
         slot.state === "up" &&
         slot.inFlight.size < this.options.maxWorkers
       ) {
         const at = this.nextFor(slot);
-        if (at < 0) break;
+        if (at < 0) {
+          if (slot.held.length > 0 && !slot.check) this.sendCheck(slot);
+          break;
+        }
         const [item] = this.queue.splice(at, 1);
         if (item) this.send(slot, item);
       }
     }
+  }
+
+  /** Past what a server may hold before a batch of known rows alone checks it. */
+  private holdsTooMuch(slot: ServerSlot): boolean {
+    if (slot.held.length >= MAX_HELD_BATCHES) return true;
+    const limit = this.hooks.spots?.maxHeldRows ?? 0;
+    if (limit <= 0) return false;
+    let rows = 0;
+    for (const h of slot.held) rows += h.item.rows.length;
+    return rows >= limit;
+  }
+
+  /** Held answers and spot rows in flight are forgotten: their batches go back to the queue. */
+  private unverified(slot: ServerSlot): WorkItem[] {
+    const items = slot.held.map((h) => h.item);
+    slot.held = [];
+    slot.spotsOf.clear();
+    slot.check = null;
+    return items;
+  }
+
+  /**
+   * A batch of known rows alone, sent as texts (so that a model whose batches
+   * carry token ids needs none for it): it checks the server's held answers
+   * of one model when no ordinary batch is left to carry spot rows.
+   */
+  private sendCheck(slot: ServerSlot): void {
+    const stream = slot.stream;
+    const spots = this.hooks.spots;
+    const first = slot.held[0];
+    if (!stream || !spots || !first) return;
+    const alias = first.item.alias;
+    let rows: SpotRow[];
+    let modelKey: string;
+    try {
+      rows = spots.checkBatch(alias, slot.target);
+      modelKey = slot.modelKey(alias);
+    } catch (err) {
+      this.settle?.(err as Error);
+      return;
+    }
+    if (rows.length === 0) {
+      // Nothing known to check it with: the per-batch checks are all there is.
+      this.flush(slot, alias);
+      this.settled();
+      return;
+    }
+    const check = { alias, rows };
+    slot.check = check;
+    const batch = {
+      batchId: this.nextBatchId++,
+      modelKey,
+      texts: rows.map((r) => r.text),
+      tokens: undefined,
+    };
+    stream.send(batch, this.options.batchTimeoutMs).then(
+      (outcome) => {
+        if (this.finished || slot.check !== check) return;
+        slot.check = null;
+        if (!outcome.ok) {
+          // A server that cannot embed a few known texts is not trusted with its held answers.
+          this.serverFailed(slot, outcome.error);
+          return;
+        }
+        const got = outcome.vectors;
+        const comparison =
+          got.rows === rows.length
+            ? compareSpots(
+                rows,
+                splitSpots(
+                  got,
+                  rows.map((_, i) => i),
+                ).spots,
+                spots.tolerance,
+              )
+            : { pass: false, worstCosine: Number.NaN, worstSpot: -1 };
+        if (!comparison.pass) {
+          this.spotFailed(slot, alias, spotDetail(rows, comparison, got.rows, spots.tolerance), []);
+          return;
+        }
+        this.flush(slot, alias);
+        this.settled();
+      },
+      () => {
+        // The stream broke: serverFailed() puts the held batches back.
+      },
+    );
+  }
+
+  /** Writes the held answers of one model on a server after a passed check. */
+  private flush(slot: ServerSlot, alias: string): boolean {
+    const keep: typeof slot.held = [];
+    const go: typeof slot.held = [];
+    for (const h of slot.held) (h.item.alias === alias ? go : keep).push(h);
+    slot.held = keep;
+    for (const h of go) if (!this.write(slot, h.item, h.vectors)) return false;
+    return true;
+  }
+
+  /** Hands one checked answer to accept(); false when that stopped the run. */
+  private write(slot: ServerSlot, item: WorkItem, embeddings: Vectors): boolean {
+    try {
+      this.hooks.accept(item, embeddings, slot.target, (this.attempts.get(item) ?? 0) + 1);
+      this.hooks.spots?.learned(item, embeddings, slot.target);
+    } catch (err) {
+      this.settle?.(err as Error);
+      return false;
+    }
+    slot.rowsDone += item.rows.length;
+    this.outstanding--;
+    return true;
+  }
+
+  /** After answers were written: the run ends when none is left, else more work goes out. */
+  private settled(): void {
+    if (this.finished) return;
+    if (this.outstanding === 0) this.settle?.(undefined);
+    else this.pump();
+  }
+
+  /**
+   * A spot check failed: the server is kept out for the run, and every batch
+   * it answered since its last passed check (held, never written) and every
+   * batch on its way to it goes back to the queue, at no cost to their
+   * attempts, for another server. With no other server the run stops.
+   */
+  private spotFailed(slot: ServerSlot, alias: string, detail: string, also: WorkItem[]): void {
+    const redo = [...this.unverified(slot), ...also, ...slot.inFlight];
+    slot.inFlight.clear();
+    slot.stream?.close();
+    slot.stream = null;
+    const line = `server ${slot.target} failed a spot check of ${alias} (${detail}); it is kept out of the run and its ${redo.length} unchecked batch${redo.length === 1 ? "" : "es"} are redone`;
+    try {
+      this.hooks.spots?.failed(slot.target, alias, detail, redo);
+    } catch (err) {
+      this.settle?.(err as Error);
+      return;
+    }
+    for (const item of [...redo].reverse()) this.queue.unshift(item);
+    this.retire(slot, line);
+    if (this.finished) return;
+    this.watchAllDown();
+    this.pump();
   }
 
   /**
@@ -271,6 +491,26 @@ export class Dispatcher {
       this.settle?.(err as Error);
       return;
     }
+    const spots = this.hooks.spots;
+    if (spots && this.spotRate > 0) {
+      const owed = slot.credit.owed(item.rows.length);
+      if (owed > 0) {
+        let placed: ReturnType<SpotHooks["place"]>;
+        try {
+          placed = spots.place(item, payload, slot.target, owed, slot.session.info?.limits ?? null);
+        } catch (err) {
+          this.settle?.(err as Error);
+          return;
+        }
+        const n = placed?.rows.length ?? 0;
+        // What does not fit this batch rides in a later one.
+        if (n < owed) slot.credit.refund(owed - n);
+        if (placed && n > 0) {
+          payload = { texts: placed.payload.texts, tokens: placed.payload.tokens };
+          slot.spotsOf.set(item, { rows: placed.rows, positions: placed.payload.positions });
+        }
+      }
+    }
     const batchId = this.nextBatchId++;
     stream.send({ batchId, modelKey, ...payload }, this.options.batchTimeoutMs).then(
       (outcome) => {
@@ -284,7 +524,28 @@ export class Dispatcher {
     );
   }
 
-  private completed(slot: ServerSlot, item: WorkItem, embeddings: Vectors): void {
+  private completed(slot: ServerSlot, item: WorkItem, answer: Vectors): void {
+    const spotted = slot.spotsOf.get(item);
+    slot.spotsOf.delete(item);
+    let embeddings = answer;
+    if (spotted) {
+      const tolerance = this.hooks.spots?.tolerance ?? 1;
+      const expected = item.rows.length + spotted.rows.length;
+      const split = answer.rows === expected ? splitSpots(answer, spotted.positions) : null;
+      const comparison = split
+        ? compareSpots(spotted.rows, split.spots, tolerance)
+        : { pass: false, worstCosine: Number.NaN, worstSpot: -1 };
+      if (!split || !comparison.pass) {
+        this.spotFailed(
+          slot,
+          item.alias,
+          spotDetail(spotted.rows, comparison, answer.rows, tolerance, expected),
+          [item],
+        );
+        return;
+      }
+      embeddings = split.own;
+    }
     let problem: string | null;
     try {
       problem = this.hooks.check(item, embeddings);
@@ -292,20 +553,19 @@ export class Dispatcher {
       this.settle?.(err as Error);
       return;
     }
+    // A passed spot check vouches for the answers held before it.
+    if (spotted && !this.flush(slot, item.alias)) return;
     if (problem !== null) {
       this.checkFailed(slot, item, problem);
       return;
     }
-    try {
-      this.hooks.accept(item, embeddings, slot.target, (this.attempts.get(item) ?? 0) + 1);
-    } catch (err) {
-      this.settle?.(err as Error);
+    if (this.spotRate > 0 && !spotted) {
+      slot.held.push({ item, vectors: embeddings });
+      this.pump();
       return;
     }
-    slot.rowsDone += item.rows.length;
-    this.outstanding--;
-    if (this.outstanding === 0) this.settle?.(undefined);
-    else this.pump();
+    if (!this.write(slot, item, embeddings)) return;
+    this.settled();
   }
 
   /**
@@ -400,6 +660,8 @@ export class Dispatcher {
     slot.stream = null;
     this.hooks.serverChanged(slot.target, "down", slot.lastError);
     for (const item of orphans.reverse()) this.requeue(item, orphansCount, err);
+    // Its held answers are unchecked: redone, at no cost to their attempts.
+    for (const item of this.unverified(slot).reverse()) this.queue.unshift(item);
     this.watchAllDown();
     this.pump();
     // A server that said when to come back (Retry-After) is left alone that long.
@@ -470,6 +732,19 @@ export class Dispatcher {
       this.settle?.(new ServerError(`no server is left to embed with: ${reasons}`));
     }
   }
+}
+
+/** Why a spot check failed, for the line that keeps the server out. */
+function spotDetail(
+  rows: readonly SpotRow[],
+  comparison: { worstCosine: number; worstSpot: number },
+  gotRows: number,
+  tolerance: number,
+  expected = rows.length,
+): string {
+  if (gotRows !== expected) return `${gotRows} rows back for ${expected} sent`;
+  const label = rows[comparison.worstSpot]?.label ?? "a known row";
+  return `${label}: cosine ${comparison.worstCosine.toFixed(6)} with its known vector, below --probe_tolerance ${tolerance}`;
 }
 
 /** A refused key or the like: no server of the run would do better. */

@@ -36,6 +36,10 @@ export interface ModelTotals {
   readonly servers: string[];
   /** Batches whose vectors failed the per-batch checks and were sent again (all runs). */
   readonly retriedBatches: number;
+  /** Spot checks that failed on the model (all runs): each kept a server out. */
+  readonly spotFailures: number;
+  /** Its batches redone because the server that answered them then failed a spot check. */
+  readonly spotRedoneBatches: number;
   /** Copy jobs of rows reused from earlier outputs, and how many are done. */
   readonly copies: number;
   readonly doneCopies: number;

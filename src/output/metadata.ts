@@ -60,6 +60,12 @@ export interface ModelMetadata extends IdentityMetadata {
   resumed_count: number;
   /** Batches whose vectors failed the per-batch checks (NaN, Inf, zero or off-norm rows) and were sent again. */
   retried_batches: number;
+  /** Spot rows per row (--spot_check); 0 when the checks were off. */
+  spot_check: number;
+  /** Spot checks that failed (each kept a server out of the run). */
+  spot_check_failures: number;
+  /** Batches redone because their server then failed a spot check. */
+  spot_redone_batches: number;
   /** Rows whose vectors the servers computed (the rest were copied: reused or duplicates). */
   embedded_rows: number;
   /** Rows copied byte for byte from the float32 .npy of earlier outputs (--reuse), by folder. */
@@ -182,6 +188,9 @@ export function buildMetadata(x: MetadataInputs): MetadataBody {
     jsonl_export_time: x.jsonlSeconds === null ? null : round(x.jsonlSeconds),
     resumed_count: Math.max(0, x.run.attempts - 1),
     retried_batches: x.totals.retriedBatches,
+    spot_check: x.config.spotCheck,
+    spot_check_failures: x.totals.spotFailures,
+    spot_redone_batches: x.totals.spotRedoneBatches,
     embedded_rows: x.corpus.rows - x.totals.reusedRows - x.totals.deduplicatedRows,
     reused_rows: x.totals.reusedRows,
     reused_from: x.totals.reusedFrom.map((s) => ({ ...s })),

@@ -16,6 +16,7 @@ import { type ModelRun, storedModel } from "./model-run.js";
 import { connectionOptions } from "./pool.js";
 import type { ProbedPool, ProbeGuard } from "./probe.js";
 import { dnsTargets, type Membership, ResolveLoop } from "./resolve-loop.js";
+import { SpotSource } from "./spots.js";
 
 /** How the run follows `dns:///` names while it embeds, and what changed. */
 export interface Fleet {
@@ -71,6 +72,7 @@ export function pendingWork(runs: readonly ModelRun[], ledger: Ledger): WorkItem
       batchNo: b.batchNo,
       rows: b.rows,
       priorAttempts: b.attempts,
+      paddedTokens: b.paddedTokens,
       ...(b.followers ? { followers: b.followers } : {}),
     })),
   );
@@ -100,6 +102,25 @@ export async function embed(
   for (const r of runs) if (r.matrix) matrices.set(r.model.alias, r.matrix);
   const committer = new Committer(ledger, matrices, config.checkpointInterval);
   const manyServers = pool.ready.length + pool.waiting.length > 1;
+  // The probe texts' token counts (and ids, for batches of ids) from the first server's tokenizer.
+  const counting = pool.ready[0];
+  const spots = await SpotSource.open(
+    {
+      rate: config.spotCheck,
+      tolerance: config.probeTolerance,
+      timeoutMs: config.batchTimeoutMs,
+      maxHeldRows: config.checkpointInterval,
+    },
+    byAlias,
+    ledger,
+    reader,
+    corpus,
+    (alias) => {
+      const counter = counting?.backend.tokenCounter(signal);
+      const modelKey = counting?.models.get(alias)?.modelKey;
+      return counter && modelKey ? { counter, modelKey } : null;
+    },
+  );
   const dispatcher = new Dispatcher(
     pool.ready,
     {
@@ -143,6 +164,7 @@ export async function embed(
         RUN_METRICS.retries.inc({ model: item.alias, reason: "error" });
         ledger.recordAttempts(item.alias, item.batchNo, attempts);
       },
+      spots,
       serverChanged: (target, state, detail) => {
         // A probe refusal is a whole line of its own, naming the server.
         const refused = detail.startsWith(`server ${target} `);
