@@ -145,6 +145,11 @@ const described = yargs(hideBin(process.argv))
     ...numeric("probe_tolerance"),
     describe: `Least cosine between a server's probe vectors and the ones stored for the model; a server below it is kept out of the run [default: ${DEFAULTS.probe_tolerance}]`,
   })
+  .option("verbose", {
+    type: "boolean",
+    describe:
+      "Debug log on stderr: per batch the server, rows, tokens and seconds, every retry and keep-out decision; the embedded server logs each batch too (EMBED_LOG_LEVEL=debug). Never texts or the token",
+  })
   .option("spot_check", {
     alias: "spot-check",
     type: "number",

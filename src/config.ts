@@ -42,6 +42,8 @@ export interface EmbeddedServerConfig {
   readonly debugDim: number;
   /** torch threads; 0 = the server's default. */
   readonly threads: number;
+  /** --verbose: the server logs each batch (EMBED_LOG_LEVEL=debug) and its lines are shown. */
+  readonly verbose: boolean;
 }
 
 export interface TlsConfig {
@@ -117,6 +119,8 @@ export interface RunConfig {
   readonly maxAttempts: number;
   /** Every probe vector of a joining server must have at least this cosine with the stored one. */
   readonly probeTolerance: number;
+  /** --verbose: a debug line per batch and per retry or keep-out decision. */
+  readonly verbose: boolean;
   /** Spot rows per row sent (--spot_check, issue 16): known rows inside ordinary batches; 0 = off. */
   readonly spotCheck: number;
   readonly tls: TlsConfig | null;
@@ -158,6 +162,7 @@ export interface CliArgs {
   max_attempts?: number;
   probe_tolerance?: number;
   spot_check?: number;
+  verbose?: boolean;
   tls?: boolean;
   tls_ca?: string;
   engine?: string;
@@ -293,6 +298,7 @@ export function buildRunConfig(args: CliArgs, env: NodeJS.ProcessEnv): RunConfig
     maxAttempts: positiveInt("max_attempts", pick("max_attempts", DEFAULTS.max_attempts)),
     probeTolerance: probeTolerance(pick("probe_tolerance", DEFAULTS.probe_tolerance)),
     spotCheck: spotCheck(pick("spot_check", DEFAULTS.spot_check)),
+    verbose: pick("verbose", false),
     tls: reach.tls,
     authToken: reach.authToken,
     progress: progress as ProgressMode,
@@ -351,7 +357,8 @@ type ServerFlagName =
   | "debug_dim"
   | "threads"
   | "max_request_inputs"
-  | "max_request_tokens";
+  | "max_request_tokens"
+  | "verbose";
 
 /** A flag's value: the last given, else a default (of a config file, then the tool's). */
 export type FlagPicker = <T>(key: ServerFlagName, fallback: T) => T;
@@ -389,6 +396,7 @@ export function serverFlags(
       engine,
       debugDim: positiveInt("debug_dim", pick("debug_dim", DEFAULTS.debug_dim)),
       threads: nonNegativeInt("threads", pick("threads", DEFAULTS.threads)),
+      verbose: pick("verbose", false),
     },
   };
 }

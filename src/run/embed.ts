@@ -121,6 +121,10 @@ export async function embed(
       return counter && modelKey ? { counter, modelKey } : null;
     },
   );
+  // --verbose: one line per batch answered and per failed attempt (never texts or the token).
+  const debug = config.verbose ? (line: string) => progress.note(`debug: ${line}`) : null;
+  const sentAt = new Map<WorkItem, number>();
+  const answeredAt = new Map<WorkItem, number>();
   const dispatcher = new Dispatcher(
     pool.ready,
     {
@@ -134,10 +138,12 @@ export async function embed(
         const run = byAlias.get(item.alias);
         // A model's time runs from its first batch sent to its last batch written.
         if (run && !run.window) run.window = { first: Date.now(), last: Date.now() };
+        if (debug) sentAt.set(item, Date.now());
         return batchPayload(item.rows, run?.store ?? undefined, reader);
       },
       // Before anything of the batch is written or marked done.
       check: (item, embeddings) => {
+        if (debug) answeredAt.set(item, Date.now());
         const run = byAlias.get(item.alias);
         return run ? batchProblem(item, embeddings, storedModel(run).normalize, corpus) : null;
       },
@@ -150,6 +156,17 @@ export async function embed(
       },
       accept: (item, embeddings, server, attempts) => {
         committer.accept({ ...item, attempts }, embeddings, server);
+        if (debug) {
+          let tokens = 0;
+          for (const n of embeddings.tokenCounts) tokens += n;
+          const sent = sentAt.get(item) ?? Date.now();
+          const seconds = ((answeredAt.get(item) ?? Date.now()) - sent) / 1000;
+          sentAt.delete(item);
+          answeredAt.delete(item);
+          debug(
+            `${describeBatch(item, corpus)}: server ${server}, ${item.rows.length} rows, ${tokens} tokens, ${seconds.toFixed(3)} s, attempt ${attempts}`,
+          );
+        }
         const run = byAlias.get(item.alias);
         if (run) {
           run.rowsThisRun += item.rows.length;
@@ -161,11 +178,15 @@ export async function embed(
       describe: (item, row) =>
         row === undefined ? describeBatch(item, corpus) : describeRow(item, row, corpus),
       attemptFailed: (item, attempts) => {
+        debug?.(
+          `${describeBatch(item, corpus)}: attempt ${attempts} of --max_attempts ${config.maxAttempts} failed; back in the queue`,
+        );
         RUN_METRICS.retries.inc({ model: item.alias, reason: "error" });
         ledger.recordAttempts(item.alias, item.batchNo, attempts);
       },
       spots,
       serverChanged: (target, state, detail) => {
+        debug?.(`server ${target}: now ${state}${detail ? ` (${detail})` : ""}`);
         // A probe refusal is a whole line of its own, naming the server.
         const refused = detail.startsWith(`server ${target} `);
         progress.note(

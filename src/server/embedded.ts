@@ -50,13 +50,18 @@ export class EmbeddedServer {
 
     const child = spawn(config.command, args, {
       stdio: ["pipe", "pipe", "pipe"],
-      env: { ...process.env, PYTHONUNBUFFERED: "1" },
+      env: {
+        ...process.env,
+        PYTHONUNBUFFERED: "1",
+        ...(config.verbose ? { EMBED_LOG_LEVEL: "debug" } : {}),
+      },
     });
     const stderrTail: string[] = [];
     createInterface({ input: child.stderr as NodeJS.ReadableStream }).on("line", (line) => {
       stderrTail.push(line);
       if (stderrTail.length > 20) stderrTail.shift();
-      if (process.env.EMBED_SERVER_LOG) process.stderr.write(`[server] ${line}\n`);
+      if (config.verbose || process.env.EMBED_SERVER_LOG)
+        process.stderr.write(`[server] ${line}\n`);
     });
 
     const target = await new Promise<string>((resolve, reject) => {

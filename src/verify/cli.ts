@@ -24,6 +24,7 @@ interface VerifyArgs {
   engine?: string;
   debug_dim?: number;
   threads?: number;
+  verbose?: boolean;
   model_dir?: string;
   server_timeout?: number;
   batch_timeout?: number;
