@@ -40,7 +40,12 @@ export function makeDirs(
       mkdirOne(level);
     } catch (err) {
       // Made meanwhile by another process: fine.
-      if ((err as NodeJS.ErrnoException)?.code === "EEXIST" && isDir(level)) continue;
+      if ((err as NodeJS.ErrnoException)?.code === "EEXIST") {
+        if (isDir(level)) continue;
+        throw new ExitError(
+          `cannot create output directory ${dir}: a parent is not a directory (${level} is a file)`,
+        );
+      }
       const described = describeFsError(err, "create output directory", dir);
       throw level === resolve(dir) || described.constructor !== ExitError
         ? described
