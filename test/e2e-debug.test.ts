@@ -39,6 +39,14 @@ test("row i of every model's .npy is input line i, whatever the batching (debug 
     { stem: "e5-small-v2", prefix: "passage: ", normalize: false },
   ];
   for (const { stem, prefix, normalize } of cases) {
+    // What made the vectors is recorded (issue 22), and said in the plan line.
+    const meta = JSON.parse(readFileSync(join(out, `${stem}.metadata.json`), "utf8"));
+    assert.equal(meta.engine, "debug");
+    assert.equal(meta.precision, "float32");
+    assert.match(
+      result.stderr,
+      new RegExp(`${stem}: .*padding efficiency.*, engine debug float32`),
+    );
     const npy = readNpy(join(out, `${stem}.npy`));
     assert.equal(npy.rows, lines.length);
     assert.equal(npy.dim, dim);

@@ -45,6 +45,14 @@ export interface ServerDescription {
 export interface LoadedModel extends ModelIdentity {
   readonly modelKey: string;
   readonly device: string;
+  /**
+   * What computed the forward pass ("torch", "openvino", "debug", ...) and in
+   * which precision ("float32", "bfloat16", "int8"): recorded in the metadata,
+   * not part of the identity (a server with another engine is held to the probe
+   * vectors). Absent: the server does not say (one not ours).
+   */
+  readonly engine?: string | undefined;
+  readonly precision?: string | undefined;
   /** How a server that is not ours serves it (absent for ours): for the metadata. */
   readonly servedAs?: ServedAs | undefined;
 }

@@ -48,6 +48,12 @@ export interface ModelMetadata extends IdentityMetadata {
   skipped_lines: { line: number; problem: string }[];
   blank_lines: number;
   servers: string[];
+  /**
+   * What computed this run's vectors and in which precision, as the first
+   * server reported it (null: it did not say, or this run connected to none).
+   */
+  engine: string | null;
+  precision: string | null;
   /** Which kind of server made the vectors, and for one not ours, how it served them. */
   backend: BackendRecord;
   outputs: string[];
@@ -180,6 +186,8 @@ export function buildMetadata(x: MetadataInputs): MetadataBody {
     skipped_lines: [...x.corpus.skipped],
     blank_lines: x.corpus.blankLines,
     servers: x.totals.servers,
+    engine: x.server?.engine || null,
+    precision: x.server?.precision || null,
     backend: backendRecord(x.config, x.server),
     outputs: x.outputs,
     output_dtype: x.config.outputDtype,

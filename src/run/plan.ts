@@ -1,4 +1,4 @@
-import type { TokenCounter } from "../backend/types.js";
+import type { LoadedModel, TokenCounter } from "../backend/types.js";
 import { checkSameWeights } from "../checkpoint/compat.js";
 import type { PlanLimitsUsed } from "../checkpoint/ledger.js";
 import { ledgerModelOf } from "../checkpoint/model-row.js";
@@ -23,6 +23,12 @@ function countedWith(counted: boolean, counter: TokenCounter, modelKey: string):
   if (!counted) return " (lengths estimated)";
   const what = counter.describe?.(modelKey);
   return what ? ` (tokens counted with ${what})` : "";
+}
+
+/** The plan line's note on what computes the vectors, when the server says. */
+function engineNote(info: LoadedModel): string {
+  if (!info.engine) return "";
+  return `, engine ${info.engine}${info.precision ? ` ${info.precision}` : ""}`;
 }
 
 /**
@@ -89,7 +95,7 @@ export async function planModels(
     const batches = decided ? attachFollowers(plan.batches, decided.rows.leaderOf) : plan.batches;
     const sent = decided ? `${decisionNote(decided, corpus.rows)}, ` : "";
     progress.note(
-      `${run.model.alias}: ${sent}${plan.batches.length} batches of up to ${limits.batchSize} paragraphs, padding efficiency ${paddingEfficiency(plan).toFixed(3)}${countedWith(measured.counted, counter, info.modelKey)}`,
+      `${run.model.alias}: ${sent}${plan.batches.length} batches of up to ${limits.batchSize} paragraphs, padding efficiency ${paddingEfficiency(plan).toFixed(3)}${countedWith(measured.counted, counter, info.modelKey)}${engineNote(info)}`,
     );
     const plannedWith = { batchSize: limits.batchSize, maxBatchTokens: limits.maxBatchTokens };
     run.stored = ledgerModelOf(run.model, info, position, plannedWith);

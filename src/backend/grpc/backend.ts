@@ -133,6 +133,8 @@ export function loadedModel(info: ModelInfo): LoadedModel {
     prefix,
     normalize,
     truncateDim: info.truncateDim,
+    engine: info.engine,
+    precision: info.precision,
   };
 }
 
