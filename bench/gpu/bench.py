@@ -21,6 +21,7 @@ import lzma
 import math
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -636,20 +637,24 @@ def orchestrate(
     (args.logs / f"orchestrator-{name}.log").write_text(done.stdout + done.stderr, "utf-8")
     if done.returncode != 0:
         raise RuntimeError(f"embed-multi exited with {done.returncode}: {done.stderr.strip()}")
-    # The summary: model rows embedded seconds rows/s truncated padding-eff.
-    row = next((ln.split() for ln in done.stdout.splitlines() if ln.split()[:1] == [alias]), None)
-    if row is None or len(row) < 7:
+    # The summary table, read by its header's names (columns come and go: reused,
+    # deduplicated), which are separated by two spaces or more.
+    table = [re.split(r"\s{2,}", ln.strip()) for ln in done.stdout.splitlines()]
+    header = next((cells for cells in table if cells[:1] == ["model"]), None)
+    values = next((cells for cells in table if cells[:1] == [alias]), None)
+    if header is None or values is None or len(values) != len(header):
         raise RuntimeError(f"no summary row for {alias} in: {done.stdout}")
+    summary = dict(zip(header, values, strict=True))
     metadata = json.loads((out / f"{alias}.metadata.json").read_text(encoding="utf-8"))
     shutil.rmtree(out, ignore_errors=True)
     return {
-        "embedded": int(row[2]),
-        "summary_seconds": float(row[3]),
+        "embedded": int(summary["embedded"]),
+        "summary_seconds": float(summary["seconds"]),
         # "-" when the run had a single batch (its first batch is also its last).
-        "rate": None if row[4] == "-" else float(row[4]),
+        "rate": None if summary["rows/s"] == "-" else float(summary["rows/s"]),
         "wall": wall,
-        "truncated": int(row[5]),
-        "padding_efficiency": float(row[6]),
+        "truncated": int(summary["truncated"]),
+        "padding_efficiency": float(summary["padding eff."]),
         "total_tokens": int(metadata["total_tokens"]),
         "processing_time": float(metadata["processing_time"]),
     }
@@ -894,14 +899,16 @@ def report(
         f"efficiency {first.get('plan_padding_efficiency', 0):.3f}. Models: bge-large-en-v1.5 and "
         "all-MiniLM-L6-v2 shapes (their real configs, random weights, both truncating at 512). "
         f"Orchestrator: --batch_size {args.batch_size} --max_batch_tokens "
-        f"{args.max_batch_tokens} --max_workers {args.max_workers} --output_format npy.",
+        f"{args.max_batch_tokens} --max_workers {args.max_workers} --output_format npy "
+        "--no-dedupe.",
         "e2e: the orchestrator's summary (first batch sent to last batch written, with the "
         "server started and the model loaded by a warm-up run beforehand); tokens/s likewise "
         "from the metadata's total_tokens. e2e wall: the "
         "whole orchestrator process (start, input scan, token counting, planning, .npy "
         "finalization). In-process: the server's own encoder (pre -> forward -> post, "
         "tokenizing up to three batches ahead on two threads, as the server's stages do) over "
-        "the same length-sorted token-budgeted batches, no gRPC, all batches timed. ST encode: "
+        "the batches the CLI sends (cut by its own planner, dist/bench/gpu/plan.js), no gRPC, "
+        "all batches timed. ST encode: "
         f"SentenceTransformer.encode(texts, batch_size={ST_BATCH_SIZE}). MFU: counted FLOPs "
         "(per layer and real token 8h^2 + 4hi + 4sh, s the row's own length) / e2e seconds / "
         "the matmul rate (the best square torch.matmul in that dtype, measured in the same run).",
