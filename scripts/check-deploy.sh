@@ -72,9 +72,16 @@ run_line="$(grep -E '^RUN .*scripts/setup-python\.sh' <<<"$joined" || true)"
 if [ -z "$run_line" ]; then
   fail "Dockerfile.inference has no RUN line running scripts/setup-python.sh"
 else
-  for setting in 'EMBED_VENV=/opt/venv' 'EMBED_MODEL_DIR=/models' 'EMBED_PIP_EXTRAS=""'; do
+  for setting in 'EMBED_VENV=/opt/venv' 'EMBED_MODEL_DIR=/models' 'EMBED_PIP_EXTRAS="$SERVER_EXTRAS"'; do
     grep -qF -- "$setting" <<<"$run_line" || fail "Dockerfile.inference: the set-up RUN line lacks $setting"
   done
+fi
+# The image's extras: the CPU engine at most, never the test tools of the dev extra.
+extras="$(grep -E '^ARG SERVER_EXTRAS=' Dockerfile.inference | head -1 | cut -d= -f2-)"
+if [ -z "$(grep -E '^ARG SERVER_EXTRAS=' Dockerfile.inference)" ]; then
+  fail "Dockerfile.inference has no ARG SERVER_EXTRAS"
+elif grep -qw dev <<<"$extras"; then
+  fail "Dockerfile.inference installs the dev extra (test tools) into the image: SERVER_EXTRAS=$extras"
 fi
 grep -qE '^COPY +scripts/setup-python\.sh ' <<<"$joined" \
   || fail "Dockerfile.inference does not COPY scripts/setup-python.sh"

@@ -1,8 +1,18 @@
 import { GrpcBackend } from "./grpc/backend.js";
-import { DEFAULT_OPENAI_OPTIONS, OpenAIBackend } from "./openai/backend.js";
+import { DEFAULT_OPENAI_OPTIONS, OpenAIBackend, type OpenAIOptions } from "./openai/backend.js";
 import { isOpenAITarget, parseOpenAITarget } from "./openai/target.js";
 import { type Resolve, resolveTargets } from "./targets.js";
 import type { Backend, ConnectionOptions } from "./types.js";
+
+/**
+ * What the backends of a run share: the connection (every kind), and each
+ * kind's own settings. Here, where the kinds are put together, so that the
+ * interface (types.ts) knows no kind.
+ */
+export interface BackendOptions extends ConnectionOptions {
+  /** OpenAI-compatible servers only: the key, the request caps, names and tokenizers. */
+  readonly openai?: OpenAIOptions | undefined;
+}
 
 /**
  * The kinds of server a `--servers` entry can name, tried in order: the first
@@ -14,7 +24,7 @@ export interface BackendKind {
   readonly name: string;
   claims(target: string): boolean;
   /** One backend per server the entry names (a DNS name may name several). */
-  create(target: string, options: ConnectionOptions, resolve?: Resolve): Promise<Backend[]>;
+  create(target: string, options: BackendOptions, resolve?: Resolve): Promise<Backend[]>;
 }
 
 const GRPC: BackendKind = {
@@ -40,7 +50,7 @@ export const BACKEND_KINDS: readonly BackendKind[] = [OPENAI, GRPC];
 /** The backends of every `--servers` entry (or the embedded server's target), in order. */
 export async function createBackends(
   targets: readonly string[],
-  options: ConnectionOptions,
+  options: BackendOptions,
   kinds: readonly BackendKind[] = BACKEND_KINDS,
   resolve?: Resolve,
 ): Promise<Backend[]> {
@@ -61,7 +71,7 @@ export async function createBackends(
 export function backendForAddress(
   address: string,
   authority: string,
-  options: ConnectionOptions,
+  options: BackendOptions,
 ): Backend {
   return new GrpcBackend(address, options, authority);
 }

@@ -1,6 +1,5 @@
 import type { RunModel } from "../config.js";
 import type { ModelIdentity } from "../model/identity.js";
-import type { OpenAIOptions } from "./openai/backend.js";
 
 /**
  * The one boundary between the run and an inference server, in our own
@@ -197,8 +196,6 @@ export interface Backend {
 
 /** Options every backend of a run shares. */
 export interface ConnectionOptions {
-  /** OpenAI-compatible servers only: the key, the request caps, names and tokenizers. */
-  readonly openai?: OpenAIOptions | undefined;
   readonly tls: { readonly caFile: string } | null;
   readonly authToken: string;
   /** Largest message accepted or sent; the embeddings of one batch must fit. */

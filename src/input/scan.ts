@@ -1,7 +1,6 @@
 import { createHash } from "node:crypto";
 import { type Stats, statSync } from "node:fs";
 import { describeFsError, ExitError, InputError } from "../errors.js";
-import type { ShardRange } from "../shard/shard.js";
 import { Growable } from "./growable.js";
 import { forEachLineBytes } from "./lines.js";
 import { checkLine } from "./validate.js";
@@ -9,6 +8,17 @@ import { checkLine } from "./validate.js";
 export interface SkippedLine {
   readonly line: number;
   readonly problem: string;
+}
+
+/** Where a shard's rows lie in the whole input: decided from the input alone. */
+export interface ShardRange {
+  readonly index: number;
+  readonly count: number;
+  /** First row (0-based, after skipped lines) of the shard in the whole input. */
+  readonly firstRow: number;
+  readonly rows: number;
+  /** Rows of the whole input. */
+  readonly totalRows: number;
 }
 
 /**

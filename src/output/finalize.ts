@@ -1,65 +1,29 @@
 import { existsSync, renameSync, rmSync } from "node:fs";
-import { basename, dirname, join } from "node:path";
-import type { RunConfig, RunModel } from "../config.js";
+import { basename, dirname } from "node:path";
 import { describeFsError } from "../errors.js";
 import type { RowReader } from "../input/rows.js";
-import { commitFile, partialPath, writeAll, writeFileAtomic, writeThenCommit } from "./atomic.js";
+import { commitFile, writeAll, writeFileAtomic, writeThenCommit } from "./atomic.js";
 import { digestFiles } from "./checksum.js";
 import { Encoder, encodedChunks, ROWS_PER_CHUNK, rangesFor } from "./derive.js";
 import { asDiskFull } from "./diskfull.js";
 import { npyDescr, type OutputDtype, type Ranges, storedType } from "./dtype.js";
-import { FORMAT_EXTENSIONS, OUTPUT_FORMATS, type OutputFormat } from "./formats.js";
+import type { OutputFormat } from "./formats.js";
 import { exportJsonl } from "./jsonl.js";
 import { formatThreadCount } from "./jsonl-threads.js";
 import type { MetadataBody, ModelMetadata, OutputFileEntry } from "./metadata.js";
 import { NpyMatrixFile, npyHeader } from "./npy.js";
 import { listedOutputs, removeUnlisted } from "./own-files.js";
+import { compactTemp, finalFiles, type OutputPaths, type OutputSpec, pathOf } from "./paths.js";
+
+export {
+  allFiles,
+  finalFiles,
+  type OutputPaths,
+  type OutputSpec,
+  outputPaths,
+} from "./paths.js";
+
 import { exportParquet } from "./parquet.js";
-
-/** Where each format's file of a model goes, and its metadata. */
-export interface OutputPaths extends Readonly<Record<OutputFormat, string>> {
-  readonly metadata: string;
-  /** Each row's content hash (src/reuse/hashes.ts): what a later run reuses rows by. */
-  readonly hashes: string;
-  /** Where the float32 matrix lives while it is being filled (the checkpoint's copy). */
-  readonly workingNpy: string;
-}
-
-/** What the run asked for: which files, in which dtype. */
-export type OutputSpec = Pick<RunConfig, "outputFormat" | "outputDtype">;
-
-export function outputPaths(outputDir: string, model: RunModel): OutputPaths {
-  const base = join(outputDir, model.fileStem);
-  const files = Object.fromEntries(
-    OUTPUT_FORMATS.map((f) => [f, `${base}${FORMAT_EXTENSIONS[f]}`]),
-  ) as Record<OutputFormat, string>;
-  return {
-    ...files,
-    metadata: `${base}.metadata.json`,
-    hashes: `${base}.hashes`,
-    workingNpy: partialPath(files.npy),
-  };
-}
-
-function pathOf(paths: OutputPaths, format: OutputFormat): string {
-  return paths[format];
-}
-
-/** Where a compact .npy is written before it takes the final name (the working copy has `.npy.partial`). */
-function compactTemp(paths: OutputPaths): string {
-  return partialPath(`${paths.npy}.compact`);
-}
-
-/** The files a finished model has for this spec, the metadata first. */
-export function finalFiles(paths: OutputPaths, spec: OutputSpec): string[] {
-  return [paths.metadata, ...spec.outputFormat.map((f) => pathOf(paths, f))];
-}
-
-/** Every file a model may leave in the output folder, finished or not (for --restart). */
-export function allFiles(paths: OutputPaths): string[] {
-  const finals = [...OUTPUT_FORMATS.map((f) => pathOf(paths, f)), paths.hashes, paths.metadata];
-  return [...finals, ...finals.map(partialPath), compactTemp(paths)];
-}
 
 /** What finalizing hands to the metadata. */
 export interface FinalizedOutputs {

@@ -2,7 +2,7 @@ import { readFileSync, rmSync, type Stats, statSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { ExitError } from "../errors.js";
 import { partialPath } from "./atomic.js";
-import { allFiles, type OutputPaths } from "./finalize.js";
+import { allFiles, type OutputPaths } from "./paths.js";
 
 /**
  * Refuses a run where any path it may write, rename over or remove is the

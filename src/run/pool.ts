@@ -1,7 +1,7 @@
 import { openAIOptions } from "../backend/openai/backend.js";
-import { BACKEND_KINDS, createBackends } from "../backend/select.js";
+import { BACKEND_KINDS, type BackendOptions, createBackends } from "../backend/select.js";
 import type { Resolve } from "../backend/targets.js";
-import type { Backend, ConnectionOptions } from "../backend/types.js";
+import type { Backend } from "../backend/types.js";
 import type { RunConfig } from "../config.js";
 import {
   notYetSession,
@@ -76,7 +76,7 @@ export async function startPool(
 }
 
 /** How the run connects to its servers (also those that join later). */
-export function connectionOptions(config: RunConfig): ConnectionOptions {
+export function connectionOptions(config: RunConfig): BackendOptions {
   return {
     tls: config.tls,
     authToken: config.authToken,

@@ -1,22 +1,13 @@
 import { join } from "node:path";
 import { CheckpointError, ConfigError } from "../errors.js";
-import type { CorpusIndex } from "../input/scan.js";
+import type { CorpusIndex, ShardRange } from "../input/scan.js";
+
+export type { ShardRange };
 
 /** One of N contiguous parts of the input, K from 0 like Kubernetes' JOB_COMPLETION_INDEX. */
 export interface ShardSpec {
   readonly index: number;
   readonly count: number;
-}
-
-/** Where a shard's rows lie in the whole input: decided from the input alone. */
-export interface ShardRange {
-  readonly index: number;
-  readonly count: number;
-  /** First row (0-based, after skipped lines) of the shard in the whole input. */
-  readonly firstRow: number;
-  readonly rows: number;
-  /** Rows of the whole input. */
-  readonly totalRows: number;
 }
 
 const DIGITS = 5;
