@@ -42,6 +42,7 @@ test("the GPU kit's orchestrator archive stays under its ceiling (gzip, an upper
   for (const path of [
     "orchestrator/bin/embed-multi.js",
     "orchestrator/dist/bench/ceiling.js",
+    "orchestrator/dist/bench/gpu/plan.js",
     "orchestrator/dist/test/cli-args.js",
     "orchestrator/node_modules/better-sqlite3/build/Release/better_sqlite3.node",
   ]) {

@@ -21,11 +21,13 @@ import lzma
 import math
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 import time
 from collections import deque
@@ -185,22 +187,78 @@ def read_texts(path: Path) -> list[str]:
 # --------------------------------------------------------------------------- worker
 
 
-def plan_batches(lengths: Sequence[int], batch_size: int, max_tokens: int) -> list[list[int]]:
-    """src/plan/planner.ts: longest first (ties by row), cut by rows and padded tokens."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    batches = []
-    start = 0
-    while start < len(order):
-        longest = max(1, lengths[order[start]])
-        end = start
-        while end < len(order) and end - start < batch_size:
-            count = end - start + 1
-            if count > 1 and max_tokens > 0 and count * longest > max_tokens:
-                break
-            end += 1
-        batches.append(order[start:end])
-        start = end
-    return batches
+def load_encoder(args: argparse.Namespace, engine: str = "sentence-transformers") -> Any:
+    """The server's encoder, made as the server makes it (config -> its engine selector ->
+    registry -> encoder), with its --fast-path setting; the load runs the fast path's check.
+    Returns the server's config, the encoder, and what must outlive it (backend, registry)."""
+    from embed_inference.config import ServerConfig
+    from embed_inference.models import LoadRequest, ModelRegistry
+    from embed_inference.server import make_backend
+
+    config = ServerConfig(
+        model_dir=args.model_dir,
+        device=args.device,
+        dtype=args.dtype,
+        engine=engine,
+        threads=args.threads or None,
+        fast_path=args.fast_path,
+    )
+    backend = make_backend(config)
+    backend.start()
+    registry = ModelRegistry(config, backend)
+    request = LoadRequest(
+        args.model_id, device=args.device, dtype=args.dtype, max_length=MAX_LENGTH, normalize=True
+    )
+    return config, registry.load(request).encoder, (backend, registry)
+
+
+def count_tokens(encoder: Any, texts: Sequence[str]) -> list[int]:
+    """Each text's tokens, in calls of 512 as the orchestrator's CountTokens calls."""
+    counts: list[int] = []
+    for first in range(0, len(texts), 512):
+        counts.extend(encoder.count_tokens(texts[first : first + 512]))
+    return counts
+
+
+def plan_batches(
+    args: argparse.Namespace, config: Any, dim: int, counts: Sequence[int]
+) -> list[list[int]]:
+    """The batches the CLI sends for this input, counts and limits (the server's own, as its
+    Info reports them): cut by the orchestrator's planner, bench/gpu/plan.ts, run with the
+    kit's node. There is no copy of the planner here: without plan.js, no plan."""
+    if not args.plan_js.is_file():
+        raise SystemExit(
+            f"bench.py: {args.plan_js} is missing: rebuild the kit (bench/gpu/prepare.sh), or "
+            "'npx tsc -p tsconfig.json' for a dry run"
+        )
+    limits = config.limits
+    scratch = tempfile.TemporaryDirectory(prefix="embed-bench-plan.")
+    counts_file = Path(scratch.name) / "counts.json"
+    counts_file.write_text(json.dumps(list(counts)), encoding="utf-8")
+    command = [
+        str(args.node), str(args.plan_js),
+        "--input", str(args.input), "--counts", str(counts_file),
+        "--max-length", str(MAX_LENGTH), "--dim", str(dim),
+        "--batch-size", str(args.batch_size), "--max-batch-tokens", str(args.max_batch_tokens),
+        "--server-max-batch-size", str(limits.max_batch_size),
+        "--server-max-batch-tokens", str(limits.max_batch_tokens),
+        "--server-max-message-bytes", str(args.max_message_bytes or limits.max_message_bytes),
+        "--server-max-text-chars", str(limits.max_text_chars),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    scratch.cleanup()
+    if done.returncode != 0:
+        raise SystemExit(f"bench.py: the planner failed: {done.stderr.strip()}")
+    return json.loads(done.stdout)["batches"]
+
+
+def plan(args: argparse.Namespace) -> int:
+    """The plan the worker would use, as JSON (test/gpu-plan.test.ts compares it with the
+    batches of a CLI run over the same input)."""
+    config, encoder, _keep = load_encoder(args, args.engine)
+    counts = count_tokens(encoder, read_texts(args.input))
+    print(json.dumps(plan_batches(args, config, encoder.dim, counts)))
+    return 0
 
 
 def counted_flops(config: dict[str, Any], lengths: Sequence[int]) -> float:
@@ -281,9 +339,6 @@ def run_batches(encoder: Any, texts: Sequence[str], batches: Sequence[Sequence[i
 
 def worker(args: argparse.Namespace) -> int:
     import torch
-    from embed_inference.config import ServerConfig
-    from embed_inference.encoders.select import SentenceTransformerBackend
-    from embed_inference.models import LoadRequest, ModelRegistry
 
     torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
     dtype = torch_dtype[args.dtype]
@@ -310,33 +365,15 @@ def worker(args: argparse.Namespace) -> int:
     log(f"worker: matmul {result['matmul_tflops']:.1f} TFLOP/s")
     save()
 
-    # The server's encoder, made as the server makes it (registry -> backend -> encoder),
-    # with the server's --fast-path setting; the load runs the fast path's own check.
-    threads = args.threads or None
-    server_config = ServerConfig(
-        model_dir=args.model_dir,
-        device=args.device,
-        dtype=args.dtype,
-        threads=threads,
-        fast_path=args.fast_path,
-    )
-    backend = SentenceTransformerBackend(threads, False, args.fast_path)
-    backend.start()
-    registry = ModelRegistry(server_config, backend)
-    request = LoadRequest(
-        args.model_id, device=args.device, dtype=args.dtype, max_length=MAX_LENGTH, normalize=True
-    )
-    encoder = registry.load(request).encoder
+    server_config, encoder, keep = load_encoder(args)
     packed = getattr(encoder, "packed", None)
     result["path"] = (
         f"fast path ({packed.attention_name})" if packed is not None else "reference path"
     )
     log(f"worker: the encoder takes the {result['path']}")
-    counts: list[int] = []
-    for first in range(0, len(texts), 512):  # as the orchestrator's CountTokens calls
-        counts.extend(encoder.count_tokens(texts[first : first + 512]))
+    counts = count_tokens(encoder, texts)
     lengths = [max(1, min(c, MAX_LENGTH)) for c in counts]
-    batches = plan_batches(lengths, args.batch_size, args.max_batch_tokens)
+    batches = plan_batches(args, server_config, encoder.dim, counts)
     padded = sum(len(b) * lengths[b[0]] for b in batches)
     first = [lengths[i] for i in batches[0]]
     result.update(
@@ -370,7 +407,7 @@ def worker(args: argparse.Namespace) -> int:
     sample = sorted({*batches[0][:32], *batches[-1][:32], *range(0, len(texts), 997)})
     sample_texts = [texts[i] for i in sample] + list(CHECK_TEXTS)
     got = encoder.post(encoder.forward(encoder.pre(sample_texts)))
-    del encoder, registry, backend
+    del encoder, keep
     gc.collect()
     if cuda:
         torch.cuda.empty_cache()
@@ -588,6 +625,9 @@ def orchestrate(
         "--batch_size", str(args.batch_size), "--max_batch_tokens", str(args.max_batch_tokens),
         "--max_workers", str(args.max_workers), "--checkpoint_interval", "20000",
         "--output_format", "npy", "--progress", "none", "--server_timeout", "300",
+        # Every row goes to the server, over the batches the worker's plan has too (the
+        # input repeats the corpus, which --dedupe would send once).
+        "--no-dedupe",
     ]  # fmt: skip
     started = time.perf_counter()
     done = subprocess.run(
@@ -597,20 +637,24 @@ def orchestrate(
     (args.logs / f"orchestrator-{name}.log").write_text(done.stdout + done.stderr, "utf-8")
     if done.returncode != 0:
         raise RuntimeError(f"embed-multi exited with {done.returncode}: {done.stderr.strip()}")
-    # The summary: model rows embedded seconds rows/s truncated padding-eff.
-    row = next((ln.split() for ln in done.stdout.splitlines() if ln.split()[:1] == [alias]), None)
-    if row is None or len(row) < 7:
+    # The summary table, read by its header's names (columns come and go: reused,
+    # deduplicated), which are separated by two spaces or more.
+    table = [re.split(r"\s{2,}", ln.strip()) for ln in done.stdout.splitlines()]
+    header = next((cells for cells in table if cells[:1] == ["model"]), None)
+    values = next((cells for cells in table if cells[:1] == [alias]), None)
+    if header is None or values is None or len(values) != len(header):
         raise RuntimeError(f"no summary row for {alias} in: {done.stdout}")
+    summary = dict(zip(header, values, strict=True))
     metadata = json.loads((out / f"{alias}.metadata.json").read_text(encoding="utf-8"))
     shutil.rmtree(out, ignore_errors=True)
     return {
-        "embedded": int(row[2]),
-        "summary_seconds": float(row[3]),
+        "embedded": int(summary["embedded"]),
+        "summary_seconds": float(summary["seconds"]),
         # "-" when the run had a single batch (its first batch is also its last).
-        "rate": None if row[4] == "-" else float(row[4]),
+        "rate": None if summary["rows/s"] == "-" else float(summary["rows/s"]),
         "wall": wall,
-        "truncated": int(row[5]),
-        "padding_efficiency": float(row[6]),
+        "truncated": int(summary["truncated"]),
+        "padding_efficiency": float(summary["padding eff."]),
         "total_tokens": int(metadata["total_tokens"]),
         "processing_time": float(metadata["processing_time"]),
     }
@@ -648,7 +692,7 @@ def run_worker(args: argparse.Namespace, alias: str, model_id: str, dtype: str) 
         "--warmup-rows", str(args.st_warmup_rows), "--warmup-batches", str(args.warmup_batches),
         "--matmul-seconds", str(args.matmul_seconds),
         "--deadline", str(args.deadline), "--out-json", str(out_json),
-        "--fast-path", args.fast_path,
+        "--fast-path", args.fast_path, "--node", str(args.node), "--plan-js", str(args.plan_js),
     ]  # fmt: skip
     if args.skip_st:
         command.append("--skip-st")
@@ -855,14 +899,16 @@ def report(
         f"efficiency {first.get('plan_padding_efficiency', 0):.3f}. Models: bge-large-en-v1.5 and "
         "all-MiniLM-L6-v2 shapes (their real configs, random weights, both truncating at 512). "
         f"Orchestrator: --batch_size {args.batch_size} --max_batch_tokens "
-        f"{args.max_batch_tokens} --max_workers {args.max_workers} --output_format npy.",
+        f"{args.max_batch_tokens} --max_workers {args.max_workers} --output_format npy "
+        "--no-dedupe.",
         "e2e: the orchestrator's summary (first batch sent to last batch written, with the "
         "server started and the model loaded by a warm-up run beforehand); tokens/s likewise "
         "from the metadata's total_tokens. e2e wall: the "
         "whole orchestrator process (start, input scan, token counting, planning, .npy "
         "finalization). In-process: the server's own encoder (pre -> forward -> post, "
         "tokenizing up to three batches ahead on two threads, as the server's stages do) over "
-        "the same length-sorted token-budgeted batches, no gRPC, all batches timed. ST encode: "
+        "the batches the CLI sends (cut by its own planner, dist/bench/gpu/plan.js), no gRPC, "
+        "all batches timed. ST encode: "
         f"SentenceTransformer.encode(texts, batch_size={ST_BATCH_SIZE}). MFU: counted FLOPs "
         "(per layer and real token 8h^2 + 4hi + 4sh, s the row's own length) / e2e seconds / "
         "the matmul rate (the best square torch.matmul in that dtype, measured in the same run).",
@@ -941,6 +987,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     common.add_argument("--deadline", type=float, default=0, help="epoch seconds; 0 = none")
     common.add_argument("--fast-path", choices=("auto", "on", "off"), default="auto")
     common.add_argument("--skip-st", action="store_true", help="no SentenceTransformer.encode")
+    common.add_argument("--node", type=Path, required=True)
+    common.add_argument("--plan-js", type=Path, required=True, help="dist/bench/gpu/plan.js")
+    common.add_argument(
+        "--max-message-bytes", type=int, default=0, help="the server's, if not its default"
+    )
+
+    p = sub.add_parser("plan", parents=[common])
+    p.add_argument("--model-id", required=True)
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--engine", default="sentence-transformers")
 
     p = sub.add_parser("worker", parents=[common])
     p.add_argument("--model-id", required=True)
@@ -956,7 +1012,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--warmup-rows", type=int, required=True)
     p.add_argument("--st-warmup-rows", type=int, default=256)
     p.add_argument("--max-workers", type=int, default=4)
-    p.add_argument("--node", type=Path, required=True)
     p.add_argument("--cli", type=Path, required=True)
     p.add_argument("--work", type=Path, required=True)
     p.add_argument("--logs", type=Path, required=True)
@@ -971,6 +1026,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "preflight": preflight,
         "make-input": make_input,
         "worker": worker,
+        "plan": plan,
         "drive": drive,
     }
     return commands[args.command](args)

@@ -80,7 +80,8 @@ check_part() {
 [[ -f dist/src/cli.js ]] || die "dist/ is missing: run 'npm run build' (or scripts/setup.sh) first"
 [[ -f node_modules/better-sqlite3/build/Release/better_sqlite3.node ]] ||
   die "node_modules lacks better-sqlite3's native addon: run 'npm ci' first"
-[[ -f dist/bench/ceiling.js ]] || die "dist/bench/ceiling.js is missing: run 'npm run build'"
+[[ -f dist/bench/ceiling.js && -f dist/bench/gpu/plan.js ]] ||
+  die "dist/bench/ceiling.js or dist/bench/gpu/plan.js is missing: run 'npm run build'"
 command -v xz >/dev/null || ((fast)) || die "xz is not installed"
 # The parts' ceilings must leave the whole under the limit.
 total_budget="$(awk '!/^#/ && NF == 2 { sum += $2 } END { print sum + 0 }' "$budget_file")"
@@ -99,8 +100,10 @@ build_orchestrator() {
   cp -r dist/src "$orch/dist/src"
   # The orchestrator ceiling (bench/ceiling.ts) runs on the GPU host too: its 16 cores, not ours.
   # ceiling.js builds its command line with the tests' cliArgs (test/cli-args.ts, no imports).
-  mkdir -p "$orch/dist/bench" "$orch/dist/test"
+  # bench.py cuts its in-process batches with the orchestrator's planner (bench/gpu/plan.ts).
+  mkdir -p "$orch/dist/bench/gpu" "$orch/dist/test"
   cp dist/bench/ceiling.js dist/bench/common.js "$orch/dist/bench/"
+  cp dist/bench/gpu/plan.js "$orch/dist/bench/gpu/"
   cp dist/test/cli-args.js "$orch/dist/test/"
   # The run-time closure of package.json's dependencies, resolved in package-lock.json the way
   # node resolves them (nested node_modules first); offline, unlike `npm ci --omit=dev`.
@@ -158,8 +161,9 @@ build_orchestrator() {
     const { readFileSync, existsSync, readdirSync } = require("node:fs");
     const { dirname, join } = require("node:path");
     const dir = process.argv[1];
-    for (const name of readdirSync(dir)) {
+    for (const name of readdirSync(dir, { recursive: true })) {
       const file = join(dir, name);
+      if (!file.endsWith(".js")) continue;
       for (const m of readFileSync(file, "utf8").matchAll(/from "(\.[^"]+)"/g)) {
         if (!existsSync(join(dirname(file), m[1]))) {
           console.error(`${file} imports ${m[1]}, which is not in the kit`);

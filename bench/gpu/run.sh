@@ -281,7 +281,7 @@ drive_flags=()
   --st-warmup-rows "$st_warmup_rows" --warmup-batches "$warmup_batches" \
   --matmul-seconds "$matmul_seconds" --deadline "$deadline" \
   --batch-size "$batch_size" --max-batch-tokens 65536 --max-workers 4 \
-  --node "$node" --cli "$cli" --work "$scratch" --logs "$logs" \
+  --node "$node" --cli "$cli" --plan-js "$(dirname "$(dirname "$cli")")/dist/bench/gpu/plan.js" --work "$scratch" --logs "$logs" \
   --section-out "$results_dir/results.md" --results "$root/bench/RESULTS.md" \
   --commit "$commit" --run-timeout "$run_timeout" --fast-path "$fast_path" --models "${models[@]}" "${drive_flags[@]}" ||
   status=$?
