@@ -11,7 +11,7 @@ import sys
 import time
 
 started = time.perf_counter()
-from sentence_transformers import SentenceTransformer  # noqa: E402
+from sentence_transformers import SentenceTransformer
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 path = sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] else os.path.join(
