@@ -104,7 +104,7 @@ test("the real model: two servers, one right on the probe and wrong on its batch
   }
 });
 
-test("the real model: one server going wrong after 3 batches, at the default rate: the run stops, nothing wrong marked done", async () => {
+test("the real model: one server going wrong after 3 batches, at 0.5%: the run stops, nothing wrong marked done", async () => {
   const dir = tempDir("spot-one");
   const input = writeLines(join(dir, "in.jsonl"), corpusSlice(64, 300));
   const clean = await startServer(["--threads", "1"]);
@@ -116,7 +116,9 @@ test("the real model: one server going wrong after 3 batches, at the default rat
 
     const out = join(dir, "one");
     // 64 rows at 0.5% carry no spot row: the batch of known rows at the end catches it.
-    const result = await runCli(multiServerArgs(input, out, [faulty.target]));
+    const result = await runCli(
+      multiServerArgs(input, out, [faulty.target], { spot_check: 0.005 }),
+    );
     assert.notEqual(result.code, 0);
     const lines = errorLines(result.stderr).filter((l) => l.includes("error"));
     assert.equal(lines.length, 1, result.stderr);
