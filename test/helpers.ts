@@ -383,7 +383,13 @@ export function readLedger(outDir: string): LedgerView {
       batches: batches.length,
       done: batches.filter((b) => b.done).length,
       completionsOne: batches.filter((b) => b.completions === 1).length,
-      rowsCovered: batches.flatMap((b) => Array.from(b.rows)).sort((a, b) => a - b),
+      // A batch's rows and the duplicates that take their vectors ((row, index) pairs).
+      rowsCovered: batches
+        .flatMap((b) => [
+          ...Array.from(b.rows),
+          ...Array.from(b.followers ?? []).filter((_, i) => i % 2 === 0),
+        ])
+        .sort((a, b) => a - b),
     };
   } finally {
     ledger.close();

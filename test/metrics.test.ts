@@ -133,8 +133,8 @@ test("both metrics endpoints scraped mid-run pass promtool check metrics; at the
       meta.retried_batches,
     );
     assert.equal(value(finalRun, "embed_multi_eta_seconds", { model: STEM }), 0);
-    // The server embedded every row once, plus the probe texts.
-    assert.equal(value(finalServer, "embed_rows_total"), rows + PROBE_TEXTS.length);
+    // The server embedded every distinct row once (duplicates are embedded once), plus the probes.
+    assert.equal(value(finalServer, "embed_rows_total"), meta.embedded_rows + PROBE_TEXTS.length);
     assert.ok((value(finalServer, "embed_tokens_total") ?? 0) >= meta.total_tokens);
     assert.equal(value(finalServer, "embed_batch_errors_total") ?? 0, 0);
     assert.equal(value(finalServer, "embed_model_loaded"), 1);
