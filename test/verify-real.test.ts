@@ -16,7 +16,7 @@ test("all-MiniLM-L6-v2 outputs verify, and re-embed equal on the same server, no
     assert.equal(plain.code, 0, plain.stdout + plain.stderr);
     assert.match(
       plain.stdout,
-      /^ok {4}all-MiniLM-L6-v2: checksums; all-MiniLM-L6-v2\.npy \(24, 384\) float32; all-MiniLM-L6-v2\.jsonl 24 lines, equal to the \.npy, in input order$/m,
+      /^ok {4}all-MiniLM-L6-v2: checksums; all-MiniLM-L6-v2\.npy \(24, 384\) float32; all-MiniLM-L6-v2\.jsonl 24 lines, equal to the \.npy, in input order; all-MiniLM-L6-v2\.hashes 24 rows, each the hash of its input$/m,
     );
 
     const args = ["--output_dir", out, "--input_file", input, "--sample", "8", "--seed", "5"];
