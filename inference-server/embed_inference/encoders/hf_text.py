@@ -181,12 +181,17 @@ class TextTokenizer:
                 full, processing_kwargs={"text": {"max_length": max_length}}
             )
         input_ids = features["input_ids"]
-        rows = int(input_ids.shape[0])
         mask = features.get("attention_mask")
-        if mask is not None:
+        offsets = features.get("offsets")
+        if input_ids.dim() == 1 and offsets is not None:
+            # A bag of ids (StaticEmbedding): every row's ids back to back, from its offset.
+            starts = offsets.numpy().astype(np.int64)
+            ends = np.append(starts[1:], int(input_ids.shape[0]))
+            counts = (ends - starts).astype(np.uint32)
+        elif mask is not None:
             counts = mask.sum(dim=1).numpy().astype(np.uint32)
         else:
-            counts = np.full(rows, input_ids.shape[1], dtype=np.uint32)
+            counts = np.full(int(input_ids.shape[0]), input_ids.shape[1], dtype=np.uint32)
         truncated = self._truncated(features, full, counts, max_length)
         return dict(features), counts, truncated
 

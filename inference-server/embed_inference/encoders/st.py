@@ -125,8 +125,10 @@ def _position_limit(model: Any) -> int:
         config = config.get_text_config()
     positions = getattr(config, "max_position_embeddings", None)
     if not isinstance(positions, int) or positions <= 0:
-        own = model.max_seq_length
-        return int(own) if own else 512
+        # A model without position embeddings (StaticEmbedding) reports an infinite length.
+        own = getattr(model, "max_seq_length", None)
+        finite = isinstance(own, int | float) and 0 < own < float("inf")
+        return int(own) if finite else 512
     model_type = str(getattr(config, "model_type", ""))
     if "roberta" in model_type or model_type in ("camembert", "longformer"):
         positions -= int(getattr(config, "pad_token_id", 1) or 1) + 1
