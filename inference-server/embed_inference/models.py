@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import devices
 from .config import ServerConfig
-from .encoders.base import Backend, Encoder, Settings, Weights
+from .encoders.base import Backend, Encoder, Fidelity, Settings, Weights, calibration_digest
 from .errors import InvalidArgument, NotFound
 
 log = logging.getLogger("embed_inference.models")
@@ -34,6 +34,9 @@ _HASH_CHUNK = 1 << 20
 # The Hugging Face hub's limit on a repository or organisation name; far under NAME_MAX.
 _MAX_COMPONENT_CHARS = 96
 _SHOWN_ID_CHARS = 80
+QUANTIZE_MODES = ("", "int8")
+# Calibration texts per load at most: NNCF's own default subset is 300; the client sends 256.
+MAX_CALIBRATION_TEXTS = 1024
 
 
 @dataclass(frozen=True)
@@ -48,10 +51,14 @@ class LoadRequest:
     prefix: str = ""
     normalize: bool = False
     truncate_dim: int = 0
+    quantize: str = ""
+    calibration_texts: tuple[str, ...] = ()
 
     @classmethod
     def from_pb(cls, message: object) -> LoadRequest:
-        return cls(**{f.name: getattr(message, f.name) for f in fields(cls)})
+        values = {f.name: getattr(message, f.name) for f in fields(cls)}
+        values["calibration_texts"] = tuple(values["calibration_texts"])
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -68,10 +75,14 @@ class ModelInfo:
     dtype: str
     device: str
     truncate_dim: int
+    # "" or "int8", as asked.
+    quantize: str = ""
     # What made the vectors ("torch", "openvino", ...) and in which precision: recorded,
     # not compared (a server with another engine is held to the probe vectors).
     engine: str = ""
     precision: str = ""
+    # A quantized model's vectors against float32 on its calibration texts.
+    quantize_fidelity: Fidelity | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +165,7 @@ class ModelRegistry:
                     f"max_length {max_length} exceeds the {weights.position_limit} positions "
                     f"that {request.model_id!r} supports"
                 )
+            _check_quantize(request, weights.dtype)
             if request.truncate_dim > weights.dim:
                 raise InvalidArgument(
                     f"truncate_dim {request.truncate_dim} is more than the {weights.dim} "
@@ -177,16 +189,18 @@ class ModelRegistry:
                 device=weights.device,
                 **asdict(settings),
             )
-            key = self._model_key(info)
+            calibration = request.calibration_texts if request.quantize else ()
+            key = self._model_key(info, calibration)
             model = self._models.get(key)
             if model is None:
-                encoder = self._backend.encoder(weights, settings)
+                encoder = self._backend.encoder(weights, settings, calibration)
                 info = ModelInfo(
                     **{
                         **asdict(info),
                         "model_key": key,
                         "engine": encoder.engine,
                         "precision": encoder.precision or weights.dtype,
+                        "quantize_fidelity": encoder.fidelity,
                     }
                 )
                 model = LoadedModel(info, encoder)
@@ -238,9 +252,39 @@ class ModelRegistry:
         folder = model_dir / model_id
         return folder if folder.is_dir() else None
 
-    def _model_key(self, info: ModelInfo) -> str:
-        """Stable across restarts for the same weights and settings: a hash, not a counter."""
+    def _model_key(self, info: ModelInfo, calibration: tuple[str, ...]) -> str:
+        """Stable across restarts for the same weights and settings: a hash, not a counter.
+        A quantized model is also keyed by its calibration texts (another sample, other
+        int8 scales)."""
         settings = {**asdict(info), "engine": self._backend.name}
         settings.pop("model_key")
+        settings.pop("quantize_fidelity")
+        if not settings["quantize"]:
+            settings.pop("quantize")  # the keys of unquantized models stay as they were
+        if calibration:
+            settings["calibration"] = calibration_digest(calibration)
         blob = json.dumps(settings, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _check_quantize(request: LoadRequest, dtype: str) -> None:
+    """What a quantized load needs, whatever the engine: a known mode, texts to calibrate on,
+    and the float32 model to start from."""
+    if request.quantize not in QUANTIZE_MODES:
+        raise InvalidArgument(f"quantize must be empty or 'int8' (got {request.quantize!r})")
+    if not request.quantize:
+        return
+    texts = request.calibration_texts
+    if not texts:
+        raise InvalidArgument(
+            "quantize int8 needs calibration_texts (a sample of the run's own texts)"
+        )
+    if len(texts) > MAX_CALIBRATION_TEXTS:
+        raise InvalidArgument(
+            f"{len(texts)} calibration_texts, more than the {MAX_CALIBRATION_TEXTS} accepted"
+        )
+    if dtype != "float32":
+        raise InvalidArgument(
+            f"quantize int8 starts from the float32 model (got dtype {dtype}); "
+            "leave the dtype at auto or float32"
+        )

@@ -60,8 +60,12 @@ def make_backend(config: ServerConfig) -> Backend:
     )
 
 
-def model_info_pb(info: ModelInfo) -> pb.ModelInfo:
-    return pb.ModelInfo(**vars(info))
+def model_info_pb(info: ModelInfo, **extra: Any) -> pb.ModelInfo:
+    fields = dict(vars(info))
+    fidelity = fields.pop("quantize_fidelity")
+    if fidelity is not None:
+        fields["quantize_fidelity"] = pb.QuantizeFidelity(**vars(fidelity))
+    return pb.ModelInfo(**fields, **extra)
 
 
 class Runtime:
@@ -111,10 +115,7 @@ class Runtime:
             device=self.config.device,
             dtype=self.config.dtype,
             engine=self.config.engine,
-            models=[
-                pb.ModelInfo(**vars(m.info), tokenized_rows=m.encoder.tokenized_rows)
-                for m in loaded
-            ],
+            models=[model_info_pb(m.info, tokenized_rows=m.encoder.tokenized_rows) for m in loaded],
             limits=pb.Limits(
                 max_batch_size=limits.max_batch_size,
                 max_batch_tokens=limits.max_batch_tokens,

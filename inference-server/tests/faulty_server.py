@@ -212,8 +212,11 @@ class FaultyBackend(Backend):
             raise RuntimeError("the server stopped while LoadModel hung (--fault-hang-load)")
         return self.inner.load(model_id, local_path, revision, device, dtype)
 
-    def encoder(self, weights: Weights, settings: Settings) -> Encoder:
-        return FaultyEncoder(self.inner.encoder(weights, settings), self.faults, self._answers)
+    def encoder(
+        self, weights: Weights, settings: Settings, calibration: Sequence[str] = ()
+    ) -> Encoder:
+        inner = self.inner.encoder(weights, settings, calibration)
+        return FaultyEncoder(inner, self.faults, self._answers)
 
 
 def faulty_backends(faults: Faults) -> cli.BackendFactory:

@@ -6,6 +6,7 @@ different threads: tokenizing batch n+1 while batch n is in the forward pass.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 import threading
@@ -46,6 +47,29 @@ class Settings:
     # Matryoshka: the first N dimensions of the pooled embedding, kept before the
     # normalization (as sentence-transformers' truncate_dim); 0 = all of them.
     truncate_dim: int = 0
+    # "" or "int8": static int8 quantization, calibrated on the texts the client sent
+    # with the load (encoders/int8.py).
+    quantize: str = ""
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """A quantized encoder's vectors against its float32 reference on the calibration
+    texts: every row's cosine between the two."""
+
+    rows: int
+    min_cosine: float
+    mean_cosine: float
+    # sha256 of the calibration texts, each followed by a NUL byte.
+    calibration_sha256: str
+
+
+def calibration_digest(texts: Sequence[str]) -> str:
+    """sha256 (hex) of the texts, each followed by a NUL byte (as QuantizeFidelity says)."""
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
+    return digest.hexdigest()
 
 
 @dataclass
@@ -103,6 +127,8 @@ class Encoder(ABC):
 
     # The largest id plus one that pre_ids accepts; None: any uint32 (debug engine).
     vocab_size: int | None = None
+    # Set on a quantized encoder: how close it stays to float32 on the calibration texts.
+    fidelity: Fidelity | None = None
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -247,4 +273,9 @@ class Backend(ABC):
         """Loads weights from `local_path`, or else `model_id` from the hub/cache."""
 
     @abstractmethod
-    def encoder(self, weights: Weights, settings: Settings) -> Encoder: ...
+    def encoder(
+        self, weights: Weights, settings: Settings, calibration: Sequence[str] = ()
+    ) -> Encoder:
+        """The encoder of one model key; `calibration` (texts of the client's run) only
+        with settings.quantize, which an engine that cannot quantize refuses
+        (InvalidArgument)."""

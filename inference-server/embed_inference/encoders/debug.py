@@ -201,5 +201,11 @@ class DebugBackend(Backend):
             revision="debug",
         )
 
-    def encoder(self, weights: Weights, settings: Settings) -> Encoder:
+    def encoder(
+        self, weights: Weights, settings: Settings, calibration: Sequence[str] = ()
+    ) -> Encoder:
+        if settings.quantize:
+            raise InvalidArgument(
+                f"the debug engine cannot quantize ({settings.quantize}): it runs no model"
+            )
         return DebugEncoder(self._dim, settings)

@@ -66,32 +66,47 @@ class OpenVinoModel:
         self.keys = [k for k, v in example.items() if isinstance(v, torch.Tensor)]
         extra = {k: v for k, v in example.items() if not isinstance(v, torch.Tensor)}
         folder = _cache_folder(cache, weights, self.keys)
-        graph = _cached_graph(ov, folder)
+        graph = cached_graph(ov, folder)
         if graph is None:
             forward = _Forward(weights.model, self.keys, extra)
             with torch.no_grad():
                 graph = ov.convert_model(
                     forward, example_input=tuple(example[k] for k in self.keys)
                 )
-            _save_graph(ov, graph, folder)
-        config: dict[str, Any] = {
-            "INFERENCE_PRECISION_HINT": hint,
-            "PERFORMANCE_HINT": "LATENCY",  # one batch at a time, all the cores on it
-        }
-        if threads is not None:
-            config["INFERENCE_NUM_THREADS"] = threads
-        self.compiled = ov.Core().compile_model(graph, "CPU", config)
+            save_graph(ov, graph, folder)
+        # Kept for a quantized sibling (int8.py), which starts from this graph and its folder.
+        self.graph = graph
+        self.folder = folder
+        self.threads = threads
+        self.compiled = compile_graph(ov, graph, hint, threads)
         self.precision = weights.dtype
         # One infer request per thread: the forward thread, and a load's check.
         self._local = threading.local()
 
     def __call__(self, features: dict[str, Any]) -> torch.Tensor:
-        request = getattr(self._local, "request", None)
-        if request is None:
-            request = self._local.request = self.compiled.create_infer_request()
-        inputs = [np.ascontiguousarray(features[k].numpy()) for k in self.keys]
-        result = request.infer(inputs)
-        return torch.from_numpy(np.array(result[self.compiled.output(0)], copy=True))
+        return run_compiled(self.compiled, self._local, self.keys, features)
+
+
+def compile_graph(ov: Any, graph: Any, hint: str, threads: int | None) -> Any:
+    config: dict[str, Any] = {
+        "INFERENCE_PRECISION_HINT": hint,
+        "PERFORMANCE_HINT": "LATENCY",  # one batch at a time, all the cores on it
+    }
+    if threads is not None:
+        config["INFERENCE_NUM_THREADS"] = threads
+    return ov.Core().compile_model(graph, "CPU", config)
+
+
+def run_compiled(
+    compiled: Any, local: threading.local, keys: list[str], features: dict[str, Any]
+) -> torch.Tensor:
+    """One forward of a compiled graph, on this thread's own infer request."""
+    request = getattr(local, "request", None)
+    if request is None:
+        request = local.request = compiled.create_infer_request()
+    inputs = [np.ascontiguousarray(features[k].numpy()) for k in keys]
+    result = request.infer(inputs)
+    return torch.from_numpy(np.array(result[compiled.output(0)], copy=True))
 
 
 class _Forward(torch.nn.Module):
@@ -110,14 +125,20 @@ class _Forward(torch.nn.Module):
 
 class OpenVinoEncoder(TextEncoder):
     def __init__(
-        self, weights: Weights, settings: Settings, text: TextTokenizer, model: OpenVinoModel
+        self, weights: Weights, settings: Settings, text: TextTokenizer, model: Any
     ) -> None:
+        """`model`: an OpenVinoModel, or its int8 sibling (int8.py): features in, pooled
+        embeddings out, and a `precision`."""
         super().__init__(weights, settings, text)
         self.model = model
 
     @property
     def engine(self) -> str:
         return NAME
+
+    @property
+    def precision(self) -> str:
+        return str(self.model.precision)
 
     def device_features(self, features: dict[str, Any]) -> dict[str, Any]:
         return features
@@ -151,7 +172,7 @@ def _version(name: str) -> str:
         return "?"
 
 
-def _cached_graph(ov: Any, folder: Path | None) -> Any:
+def cached_graph(ov: Any, folder: Path | None) -> Any:
     if folder is None or not (folder / "model.xml").is_file():
         return None
     try:
@@ -161,7 +182,7 @@ def _cached_graph(ov: Any, folder: Path | None) -> Any:
         return None
 
 
-def _save_graph(ov: Any, graph: Any, folder: Path | None) -> None:
+def save_graph(ov: Any, graph: Any, folder: Path | None) -> None:
     """Written to a temporary folder beside it, then renamed: never a half-written entry."""
     if folder is None:
         return

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import InvalidArgument
 from .base import Backend, Encoder, Settings, Weights, first_line
 from .hf_text import TextEncoder, TextTokenizer
 from .st import SentenceTransformerEncoder, load_weights
@@ -168,5 +169,16 @@ class SentenceTransformerBackend(Backend):
             )
         return found
 
-    def encoder(self, weights: Weights, settings: Settings) -> Encoder:
+    def encoder(
+        self, weights: Weights, settings: Settings, calibration: Sequence[str] = ()
+    ) -> Encoder:
+        if settings.quantize:
+            if self._cpu_engine == "torch":
+                raise InvalidArgument(
+                    "the torch engine cannot quantize: int8 runs on the openvino engine "
+                    "(--engine openvino or sentence-transformers)"
+                )
+            from .int8 import int8_encoder
+
+            return int8_encoder(weights, settings, calibration, self._threads, self._cache)
         return select_encoder(weights, settings, self.candidates(weights))

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x65mbedmulti/v1/inference.proto\x12\rembedmulti.v1\"\r\n\x0bInfoRequest\"m\n\x06Limits\x12\x16\n\x0emax_batch_size\x18\x01 \x01(\r\x12\x18\n\x10max_batch_tokens\x18\x02 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x03 \x01(\x04\x12\x16\n\x0emax_text_chars\x18\x04 \x01(\r\"\xa6\x01\n\x0cInfoResponse\x12\x16\n\x0eserver_version\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x04 \x01(\t\x12(\n\x06models\x18\x05 \x03(\x0b\x32\x18.embedmulti.v1.ModelInfo\x12%\n\x06limits\x18\x06 \x01(\x0b\x32\x15.embedmulti.v1.Limits\"\xa2\x01\n\x10LoadModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\r\n\x05\x64type\x18\x04 \x01(\t\x12\x12\n\nmax_length\x18\x05 \x01(\r\x12\x0e\n\x06prefix\x18\x06 \x01(\t\x12\x11\n\tnormalize\x18\x07 \x01(\x08\x12\x14\n\x0ctruncate_dim\x18\x08 \x01(\r\"\x87\x02\n\tModelInfo\x12\x11\n\tmodel_key\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\t\x12\x0b\n\x03\x64im\x18\x04 \x01(\r\x12\x12\n\nmax_length\x18\x05 \x01(\r\x12\x0f\n\x07pooling\x18\x06 \x01(\t\x12\x11\n\tnormalize\x18\x07 \x01(\x08\x12\x0e\n\x06prefix\x18\x08 \x01(\t\x12\r\n\x05\x64type\x18\t \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\n \x01(\t\x12\x16\n\x0etokenized_rows\x18\x0b \x01(\x04\x12\x14\n\x0ctruncate_dim\x18\x0c \x01(\r\x12\x0e\n\x06\x65ngine\x18\r \x01(\t\x12\x11\n\tprecision\x18\x0e \x01(\t\"J\n\x12\x43ountTokensRequest\x12\x11\n\tmodel_key\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\x12\n\nreturn_ids\x18\x03 \x01(\x08\"N\n\x13\x43ountTokensResponse\x12\x0e\n\x06\x63ounts\x18\x01 \x03(\r\x12\'\n\x06tokens\x18\x02 \x01(\x0b\x32\x17.embedmulti.v1.TokenIds\";\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x01(\x0c\x12\x0f\n\x07lengths\x18\x02 \x03(\r\x12\x11\n\ttruncated\x18\x03 \x03(\x08\"i\n\nEmbedBatch\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\x11\n\tmodel_key\x18\x02 \x01(\t\x12\r\n\x05texts\x18\x03 \x03(\t\x12\'\n\x06tokens\x18\x04 \x01(\x0b\x32\x17.embedmulti.v1.TokenIds\"^\n\nEmbeddings\x12\x0c\n\x04rows\x18\x01 \x01(\r\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x14\n\x0ctoken_counts\x18\x04 \x03(\r\x12\x11\n\ttruncated\x18\x05 \x03(\x08\"+\n\nBatchError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x87\x01\n\x0b\x45mbedResult\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12/\n\nembeddings\x18\x02 \x01(\x0b\x32\x19.embedmulti.v1.EmbeddingsH\x00\x12*\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x19.embedmulti.v1.BatchErrorH\x00\x42\t\n\x07outcome2\xae\x02\n\tInference\x12?\n\x04Info\x12\x1a.embedmulti.v1.InfoRequest\x1a\x1b.embedmulti.v1.InfoResponse\x12\x46\n\tLoadModel\x12\x1f.embedmulti.v1.LoadModelRequest\x1a\x18.embedmulti.v1.ModelInfo\x12T\n\x0b\x43ountTokens\x12!.embedmulti.v1.CountTokensRequest\x1a\".embedmulti.v1.CountTokensResponse\x12\x42\n\x05\x45mbed\x12\x19.embedmulti.v1.EmbedBatch\x1a\x1a.embedmulti.v1.EmbedResult(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x65mbedmulti/v1/inference.proto\x12\rembedmulti.v1\"\r\n\x0bInfoRequest\"m\n\x06Limits\x12\x16\n\x0emax_batch_size\x18\x01 \x01(\r\x12\x18\n\x10max_batch_tokens\x18\x02 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x03 \x01(\x04\x12\x16\n\x0emax_text_chars\x18\x04 \x01(\r\"\xa6\x01\n\x0cInfoResponse\x12\x16\n\x0eserver_version\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x04 \x01(\t\x12(\n\x06models\x18\x05 \x03(\x0b\x32\x18.embedmulti.v1.ModelInfo\x12%\n\x06limits\x18\x06 \x01(\x0b\x32\x15.embedmulti.v1.Limits\"\xcf\x01\n\x10LoadModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\r\n\x05\x64type\x18\x04 \x01(\t\x12\x12\n\nmax_length\x18\x05 \x01(\r\x12\x0e\n\x06prefix\x18\x06 \x01(\t\x12\x11\n\tnormalize\x18\x07 \x01(\x08\x12\x14\n\x0ctruncate_dim\x18\x08 \x01(\r\x12\x10\n\x08quantize\x18\t \x01(\t\x12\x19\n\x11\x63\x61libration_texts\x18\n \x03(\t\"e\n\x10QuantizeFidelity\x12\x0c\n\x04rows\x18\x01 \x01(\r\x12\x12\n\nmin_cosine\x18\x02 \x01(\x01\x12\x13\n\x0bmean_cosine\x18\x03 \x01(\x01\x12\x1a\n\x12\x63\x61libration_sha256\x18\x04 \x01(\t\"\xd5\x02\n\tModelInfo\x12\x11\n\tmodel_key\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\t\x12\x0b\n\x03\x64im\x18\x04 \x01(\r\x12\x12\n\nmax_length\x18\x05 \x01(\r\x12\x0f\n\x07pooling\x18\x06 \x01(\t\x12\x11\n\tnormalize\x18\x07 \x01(\x08\x12\x0e\n\x06prefix\x18\x08 \x01(\t\x12\r\n\x05\x64type\x18\t \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\n \x01(\t\x12\x16\n\x0etokenized_rows\x18\x0b \x01(\x04\x12\x14\n\x0ctruncate_dim\x18\x0c \x01(\r\x12\x0e\n\x06\x65ngine\x18\r \x01(\t\x12\x11\n\tprecision\x18\x0e \x01(\t\x12\x10\n\x08quantize\x18\x0f \x01(\t\x12:\n\x11quantize_fidelity\x18\x10 \x01(\x0b\x32\x1f.embedmulti.v1.QuantizeFidelity\"J\n\x12\x43ountTokensRequest\x12\x11\n\tmodel_key\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\x12\n\nreturn_ids\x18\x03 \x01(\x08\"N\n\x13\x43ountTokensResponse\x12\x0e\n\x06\x63ounts\x18\x01 \x03(\r\x12\'\n\x06tokens\x18\x02 \x01(\x0b\x32\x17.embedmulti.v1.TokenIds\";\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x01(\x0c\x12\x0f\n\x07lengths\x18\x02 \x03(\r\x12\x11\n\ttruncated\x18\x03 \x03(\x08\"i\n\nEmbedBatch\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\x11\n\tmodel_key\x18\x02 \x01(\t\x12\r\n\x05texts\x18\x03 \x03(\t\x12\'\n\x06tokens\x18\x04 \x01(\x0b\x32\x17.embedmulti.v1.TokenIds\"^\n\nEmbeddings\x12\x0c\n\x04rows\x18\x01 \x01(\r\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x14\n\x0ctoken_counts\x18\x04 \x03(\r\x12\x11\n\ttruncated\x18\x05 \x03(\x08\"+\n\nBatchError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x87\x01\n\x0b\x45mbedResult\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12/\n\nembeddings\x18\x02 \x01(\x0b\x32\x19.embedmulti.v1.EmbeddingsH\x00\x12*\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x19.embedmulti.v1.BatchErrorH\x00\x42\t\n\x07outcome2\xae\x02\n\tInference\x12?\n\x04Info\x12\x1a.embedmulti.v1.InfoRequest\x1a\x1b.embedmulti.v1.InfoResponse\x12\x46\n\tLoadModel\x12\x1f.embedmulti.v1.LoadModelRequest\x1a\x18.embedmulti.v1.ModelInfo\x12T\n\x0b\x43ountTokens\x12!.embedmulti.v1.CountTokensRequest\x1a\".embedmulti.v1.CountTokensResponse\x12\x42\n\x05\x45mbed\x12\x19.embedmulti.v1.EmbedBatch\x1a\x1a.embedmulti.v1.EmbedResult(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,23 +38,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INFORESPONSE']._serialized_start=175
   _globals['_INFORESPONSE']._serialized_end=341
   _globals['_LOADMODELREQUEST']._serialized_start=344
-  _globals['_LOADMODELREQUEST']._serialized_end=506
-  _globals['_MODELINFO']._serialized_start=509
-  _globals['_MODELINFO']._serialized_end=772
-  _globals['_COUNTTOKENSREQUEST']._serialized_start=774
-  _globals['_COUNTTOKENSREQUEST']._serialized_end=848
-  _globals['_COUNTTOKENSRESPONSE']._serialized_start=850
-  _globals['_COUNTTOKENSRESPONSE']._serialized_end=928
-  _globals['_TOKENIDS']._serialized_start=930
-  _globals['_TOKENIDS']._serialized_end=989
-  _globals['_EMBEDBATCH']._serialized_start=991
-  _globals['_EMBEDBATCH']._serialized_end=1096
-  _globals['_EMBEDDINGS']._serialized_start=1098
-  _globals['_EMBEDDINGS']._serialized_end=1192
-  _globals['_BATCHERROR']._serialized_start=1194
-  _globals['_BATCHERROR']._serialized_end=1237
-  _globals['_EMBEDRESULT']._serialized_start=1240
-  _globals['_EMBEDRESULT']._serialized_end=1375
-  _globals['_INFERENCE']._serialized_start=1378
-  _globals['_INFERENCE']._serialized_end=1680
+  _globals['_LOADMODELREQUEST']._serialized_end=551
+  _globals['_QUANTIZEFIDELITY']._serialized_start=553
+  _globals['_QUANTIZEFIDELITY']._serialized_end=654
+  _globals['_MODELINFO']._serialized_start=657
+  _globals['_MODELINFO']._serialized_end=998
+  _globals['_COUNTTOKENSREQUEST']._serialized_start=1000
+  _globals['_COUNTTOKENSREQUEST']._serialized_end=1074
+  _globals['_COUNTTOKENSRESPONSE']._serialized_start=1076
+  _globals['_COUNTTOKENSRESPONSE']._serialized_end=1154
+  _globals['_TOKENIDS']._serialized_start=1156
+  _globals['_TOKENIDS']._serialized_end=1215
+  _globals['_EMBEDBATCH']._serialized_start=1217
+  _globals['_EMBEDBATCH']._serialized_end=1322
+  _globals['_EMBEDDINGS']._serialized_start=1324
+  _globals['_EMBEDDINGS']._serialized_end=1418
+  _globals['_BATCHERROR']._serialized_start=1420
+  _globals['_BATCHERROR']._serialized_end=1463
+  _globals['_EMBEDRESULT']._serialized_start=1466
+  _globals['_EMBEDRESULT']._serialized_end=1601
+  _globals['_INFERENCE']._serialized_start=1604
+  _globals['_INFERENCE']._serialized_end=1906
 # @@protoc_insertion_point(module_scope)

@@ -39,7 +39,7 @@ class InfoResponse(_message.Message):
     def __init__(self, server_version: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., engine: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...
 
 class LoadModelRequest(_message.Message):
-    __slots__ = ("model_id", "revision", "device", "dtype", "max_length", "prefix", "normalize", "truncate_dim")
+    __slots__ = ("model_id", "revision", "device", "dtype", "max_length", "prefix", "normalize", "truncate_dim", "quantize", "calibration_texts")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +48,8 @@ class LoadModelRequest(_message.Message):
     PREFIX_FIELD_NUMBER: _ClassVar[int]
     NORMALIZE_FIELD_NUMBER: _ClassVar[int]
     TRUNCATE_DIM_FIELD_NUMBER: _ClassVar[int]
+    QUANTIZE_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_TEXTS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     revision: str
     device: str
@@ -56,10 +58,24 @@ class LoadModelRequest(_message.Message):
     prefix: str
     normalize: bool
     truncate_dim: int
-    def __init__(self, model_id: _Optional[str] = ..., revision: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., max_length: _Optional[int] = ..., prefix: _Optional[str] = ..., normalize: _Optional[bool] = ..., truncate_dim: _Optional[int] = ...) -> None: ...
+    quantize: str
+    calibration_texts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model_id: _Optional[str] = ..., revision: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., max_length: _Optional[int] = ..., prefix: _Optional[str] = ..., normalize: _Optional[bool] = ..., truncate_dim: _Optional[int] = ..., quantize: _Optional[str] = ..., calibration_texts: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class QuantizeFidelity(_message.Message):
+    __slots__ = ("rows", "min_cosine", "mean_cosine", "calibration_sha256")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    MIN_COSINE_FIELD_NUMBER: _ClassVar[int]
+    MEAN_COSINE_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_SHA256_FIELD_NUMBER: _ClassVar[int]
+    rows: int
+    min_cosine: float
+    mean_cosine: float
+    calibration_sha256: str
+    def __init__(self, rows: _Optional[int] = ..., min_cosine: _Optional[float] = ..., mean_cosine: _Optional[float] = ..., calibration_sha256: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model_key", "model_id", "revision", "dim", "max_length", "pooling", "normalize", "prefix", "dtype", "device", "tokenized_rows", "truncate_dim", "engine", "precision")
+    __slots__ = ("model_key", "model_id", "revision", "dim", "max_length", "pooling", "normalize", "prefix", "dtype", "device", "tokenized_rows", "truncate_dim", "engine", "precision", "quantize", "quantize_fidelity")
     MODEL_KEY_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +90,8 @@ class ModelInfo(_message.Message):
     TRUNCATE_DIM_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     PRECISION_FIELD_NUMBER: _ClassVar[int]
+    QUANTIZE_FIELD_NUMBER: _ClassVar[int]
+    QUANTIZE_FIDELITY_FIELD_NUMBER: _ClassVar[int]
     model_key: str
     model_id: str
     revision: str
@@ -88,7 +106,9 @@ class ModelInfo(_message.Message):
     truncate_dim: int
     engine: str
     precision: str
-    def __init__(self, model_key: _Optional[str] = ..., model_id: _Optional[str] = ..., revision: _Optional[str] = ..., dim: _Optional[int] = ..., max_length: _Optional[int] = ..., pooling: _Optional[str] = ..., normalize: _Optional[bool] = ..., prefix: _Optional[str] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., tokenized_rows: _Optional[int] = ..., truncate_dim: _Optional[int] = ..., engine: _Optional[str] = ..., precision: _Optional[str] = ...) -> None: ...
+    quantize: str
+    quantize_fidelity: QuantizeFidelity
+    def __init__(self, model_key: _Optional[str] = ..., model_id: _Optional[str] = ..., revision: _Optional[str] = ..., dim: _Optional[int] = ..., max_length: _Optional[int] = ..., pooling: _Optional[str] = ..., normalize: _Optional[bool] = ..., prefix: _Optional[str] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., tokenized_rows: _Optional[int] = ..., truncate_dim: _Optional[int] = ..., engine: _Optional[str] = ..., precision: _Optional[str] = ..., quantize: _Optional[str] = ..., quantize_fidelity: _Optional[_Union[QuantizeFidelity, _Mapping]] = ...) -> None: ...
 
 class CountTokensRequest(_message.Message):
     __slots__ = ("model_key", "texts", "return_ids")

@@ -82,6 +82,33 @@ export interface LoadModelRequest {
    * dimension is INVALID_ARGUMENT.
    */
   truncateDim: number;
+  /**
+   * "" (none) or "int8": static int8 quantization of the CPU engine's graph (OpenVINO, by
+   * NNCF), calibrated on calibration_texts. A server or engine that cannot quantize answers
+   * INVALID_ARGUMENT.
+   */
+  quantize: string;
+  /**
+   * With quantize: a sample of the run's own texts (before the prefix, which the server
+   * adds), chosen by the client deterministically so that every server and every resume
+   * quantizes alike. At most 1,024 texts; bounded by the message size.
+   */
+  calibrationTexts: string[];
+}
+
+/**
+ * How close a quantized model's vectors are to its float32 reference (the torch path) on
+ * the calibration texts: every row's cosine between the two.
+ */
+export interface QuantizeFidelity {
+  rows: number;
+  minCosine: number;
+  meanCosine: number;
+  /**
+   * sha256 (hex) of the calibration texts as the server received them, each followed by a
+   * NUL byte: which sample it was calibrated on.
+   */
+  calibrationSha256: string;
 }
 
 export interface ModelInfo {
@@ -115,6 +142,10 @@ export interface ModelInfo {
   engine: string;
   /** The precision of that forward: the dtype, or "int8" for a quantized engine. */
   precision: string;
+  /** As asked in LoadModelRequest ("" or "int8"). */
+  quantize: string;
+  /** Set when quantized. */
+  quantizeFidelity: QuantizeFidelity | undefined;
 }
 
 export interface CountTokensRequest {
@@ -536,6 +567,8 @@ function createBaseLoadModelRequest(): LoadModelRequest {
     prefix: "",
     normalize: false,
     truncateDim: 0,
+    quantize: "",
+    calibrationTexts: [],
   };
 }
 
@@ -564,6 +597,12 @@ export const LoadModelRequest: MessageFns<LoadModelRequest> = {
     }
     if (message.truncateDim !== 0) {
       writer.uint32(64).uint32(message.truncateDim);
+    }
+    if (message.quantize !== "") {
+      writer.uint32(74).string(message.quantize);
+    }
+    for (const v of message.calibrationTexts) {
+      writer.uint32(82).string(v!);
     }
     return writer;
   },
@@ -645,6 +684,22 @@ export const LoadModelRequest: MessageFns<LoadModelRequest> = {
             message.truncateDim = reader.uint32();
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.quantize = reader.string();
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.calibrationTexts.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -679,6 +734,12 @@ export const LoadModelRequest: MessageFns<LoadModelRequest> = {
         : isSet(object.truncate_dim)
         ? globalThis.Number(object.truncate_dim)
         : 0,
+      quantize: isSet(object.quantize) ? globalThis.String(object.quantize) : "",
+      calibrationTexts: globalThis.Array.isArray(object?.calibrationTexts)
+        ? object.calibrationTexts.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.calibration_texts)
+        ? object.calibration_texts.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -708,6 +769,12 @@ export const LoadModelRequest: MessageFns<LoadModelRequest> = {
     if (message.truncateDim !== 0) {
       obj.truncateDim = Math.round(message.truncateDim);
     }
+    if (message.quantize !== "") {
+      obj.quantize = message.quantize;
+    }
+    if (message.calibrationTexts?.length) {
+      obj.calibrationTexts = message.calibrationTexts;
+    }
     return obj;
   },
 
@@ -724,6 +791,137 @@ export const LoadModelRequest: MessageFns<LoadModelRequest> = {
     message.prefix = object.prefix ?? "";
     message.normalize = object.normalize ?? false;
     message.truncateDim = object.truncateDim ?? 0;
+    message.quantize = object.quantize ?? "";
+    message.calibrationTexts = object.calibrationTexts?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseQuantizeFidelity(): QuantizeFidelity {
+  return { rows: 0, minCosine: 0, meanCosine: 0, calibrationSha256: "" };
+}
+
+export const QuantizeFidelity: MessageFns<QuantizeFidelity> = {
+  encode(message: QuantizeFidelity, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.rows !== 0) {
+      writer.uint32(8).uint32(message.rows);
+    }
+    if (message.minCosine !== 0) {
+      writer.uint32(17).double(message.minCosine);
+    }
+    if (message.meanCosine !== 0) {
+      writer.uint32(25).double(message.meanCosine);
+    }
+    if (message.calibrationSha256 !== "") {
+      writer.uint32(34).string(message.calibrationSha256);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): QuantizeFidelity {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseQuantizeFidelity();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.rows = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.minCosine = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.meanCosine = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.calibrationSha256 = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): QuantizeFidelity {
+    return {
+      rows: isSet(object.rows) ? globalThis.Number(object.rows) : 0,
+      minCosine: isSet(object.minCosine)
+        ? globalThis.Number(object.minCosine)
+        : isSet(object.min_cosine)
+        ? globalThis.Number(object.min_cosine)
+        : 0,
+      meanCosine: isSet(object.meanCosine)
+        ? globalThis.Number(object.meanCosine)
+        : isSet(object.mean_cosine)
+        ? globalThis.Number(object.mean_cosine)
+        : 0,
+      calibrationSha256: isSet(object.calibrationSha256)
+        ? globalThis.String(object.calibrationSha256)
+        : isSet(object.calibration_sha256)
+        ? globalThis.String(object.calibration_sha256)
+        : "",
+    };
+  },
+
+  toJSON(message: QuantizeFidelity): unknown {
+    const obj: any = {};
+    if (message.rows !== 0) {
+      obj.rows = Math.round(message.rows);
+    }
+    if (message.minCosine !== 0) {
+      obj.minCosine = floatToJson(message.minCosine);
+    }
+    if (message.meanCosine !== 0) {
+      obj.meanCosine = floatToJson(message.meanCosine);
+    }
+    if (message.calibrationSha256 !== "") {
+      obj.calibrationSha256 = message.calibrationSha256;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<QuantizeFidelity>, I>>(base?: I): QuantizeFidelity {
+    return QuantizeFidelity.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<QuantizeFidelity>, I>>(object: I): QuantizeFidelity {
+    const message = createBaseQuantizeFidelity();
+    message.rows = object.rows ?? 0;
+    message.minCosine = object.minCosine ?? 0;
+    message.meanCosine = object.meanCosine ?? 0;
+    message.calibrationSha256 = object.calibrationSha256 ?? "";
     return message;
   },
 };
@@ -744,6 +942,8 @@ function createBaseModelInfo(): ModelInfo {
     truncateDim: 0,
     engine: "",
     precision: "",
+    quantize: "",
+    quantizeFidelity: undefined,
   };
 }
 
@@ -790,6 +990,12 @@ export const ModelInfo: MessageFns<ModelInfo> = {
     }
     if (message.precision !== "") {
       writer.uint32(114).string(message.precision);
+    }
+    if (message.quantize !== "") {
+      writer.uint32(122).string(message.quantize);
+    }
+    if (message.quantizeFidelity !== undefined) {
+      QuantizeFidelity.encode(message.quantizeFidelity, writer.uint32(130).fork()).join();
     }
     return writer;
   },
@@ -919,6 +1125,22 @@ export const ModelInfo: MessageFns<ModelInfo> = {
             message.precision = reader.string();
             continue;
           }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.quantize = reader.string();
+            continue;
+          }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.quantizeFidelity = QuantizeFidelity.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -967,6 +1189,12 @@ export const ModelInfo: MessageFns<ModelInfo> = {
         : 0,
       engine: isSet(object.engine) ? globalThis.String(object.engine) : "",
       precision: isSet(object.precision) ? globalThis.String(object.precision) : "",
+      quantize: isSet(object.quantize) ? globalThis.String(object.quantize) : "",
+      quantizeFidelity: isSet(object.quantizeFidelity)
+        ? QuantizeFidelity.fromJSON(object.quantizeFidelity)
+        : isSet(object.quantize_fidelity)
+        ? QuantizeFidelity.fromJSON(object.quantize_fidelity)
+        : undefined,
     };
   },
 
@@ -1014,6 +1242,12 @@ export const ModelInfo: MessageFns<ModelInfo> = {
     if (message.precision !== "") {
       obj.precision = message.precision;
     }
+    if (message.quantize !== "") {
+      obj.quantize = message.quantize;
+    }
+    if (message.quantizeFidelity !== undefined) {
+      obj.quantizeFidelity = QuantizeFidelity.toJSON(message.quantizeFidelity);
+    }
     return obj;
   },
 
@@ -1036,6 +1270,10 @@ export const ModelInfo: MessageFns<ModelInfo> = {
     message.truncateDim = object.truncateDim ?? 0;
     message.engine = object.engine ?? "";
     message.precision = object.precision ?? "";
+    message.quantize = object.quantize ?? "";
+    message.quantizeFidelity = (object.quantizeFidelity !== undefined && object.quantizeFidelity !== null)
+      ? QuantizeFidelity.fromPartial(object.quantizeFidelity)
+      : undefined;
     return message;
   },
 };
@@ -2009,6 +2247,10 @@ function bytesFromBase64(b64: string): Uint8Array {
 
 function base64FromBytes(arr: Uint8Array): string {
   return globalThis.Buffer.from(arr).toString("base64");
+}
+
+function floatToJson(value: number | null | undefined): number | string | null | undefined {
+  return typeof value === "number" && !globalThis.Number.isFinite(value) ? globalThis.String(value) : value;
 }
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
