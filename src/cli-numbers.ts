@@ -28,6 +28,7 @@ export const NUMERIC_FLAGS: Readonly<Record<string, NumericSpec>> = {
   server_timeout: { integer: false, min: 0, minExclusive: true, max: MAX_SECONDS, unit: "seconds" },
   max_attempts: { integer: true, min: 1, max: 1000 },
   probe_tolerance: { integer: false, min: 0, minExclusive: true, max: 1 },
+  quantize_min_cosine: { integer: false, min: 0, minExclusive: true, max: 1 },
   debug_dim: { integer: true, min: 1, max: 65_536 },
   threads: { integer: true, min: 0, max: 4096 },
   sample: { integer: true, min: 1, max: UINT32_MAX },

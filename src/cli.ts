@@ -74,6 +74,16 @@ const described = yargs(hideBin(process.argv))
     describe:
       "auto (float16 on CUDA, float32 on CPU), float32, float16 or bfloat16 [default: auto]",
   })
+  .option("quantize", {
+    type: "string",
+    describe:
+      "none, or int8: static int8 quantization of the local CPU engine (OpenVINO, by NNCF), calibrated on up to 256 of this run's own paragraphs spread evenly over the input; its fidelity on them (lowest and mean cosine to float32) goes into the metadata and the summary. Not with --engine torch or debug, nor on a GPU [default: none]",
+  })
+  .option("quantize_min_cosine", {
+    alias: "quantize-min-cosine",
+    ...numeric("quantize_min_cosine"),
+    describe: `With --quantize int8: the least cosine between any calibration paragraph's int8 and float32 vectors; below it the run stops before embedding [default: ${DEFAULTS.quantize_min_cosine}]`,
+  })
   .option("truncate_dim", {
     alias: "truncate-dim",
     ...numeric("truncate_dim"),

@@ -139,9 +139,18 @@ function printSummary(config: RunConfig, summary: RunSummary): void {
   const from = summary.models.flatMap((m) =>
     m.reusedFrom.map((s) => `${m.alias}: ${s.rows} rows reused from ${s.dir}`),
   );
+  const quantized = summary.models.flatMap((m) => {
+    const f = m.quantizeFidelity;
+    return f
+      ? [
+          `${m.alias}: int8 on ${f.rows} calibration paragraphs: lowest cosine to float32 ${f.minCosine.toFixed(6)}, mean ${f.meanCosine.toFixed(6)} (--quantize_min_cosine ${config.quantizeMinCosine})`,
+        ]
+      : [];
+  });
   const out = [
     line(header),
     ...rows.map(line),
+    ...quantized,
     ...from,
     ...fleet,
     `outputs in ${config.outputDir}`,

@@ -1,6 +1,8 @@
 import { type Resolve, systemResolve } from "./backend/targets.js";
+import { checkFidelity } from "./checks/quantize.js";
 import type { RunConfig } from "./config.js";
 import { InterruptedError } from "./errors.js";
+import { withCalibration } from "./input/calibration.js";
 import { RowReader } from "./input/rows.js";
 import { scanInput } from "./input/scan.js";
 import { closeLedger } from "./output/diskfull.js";
@@ -41,20 +43,18 @@ export async function run(config: RunConfig, ctx: RunContext): Promise<RunSummar
   return await withFolderLock(config.outputDir, (lock) => runLocked(config, ctx, lock));
 }
 
-async function runLocked(
-  config: RunConfig,
-  ctx: RunContext,
-  lock: FolderLock,
-): Promise<RunSummary> {
+async function runLocked(given: RunConfig, ctx: RunContext, lock: FolderLock): Promise<RunSummary> {
   const checkLock = () => lock.assertHeld();
   const { progress } = ctx;
-  prepareOutputDir(config.outputDir);
+  prepareOutputDir(given.outputDir);
   // Stores a killed run left: a resumed run sends texts.
-  removeTokenStores(config.outputDir);
-  const whole = await scanInput(config.inputFile, {
-    maxTextChars: config.maxTextChars,
-    skipInvalid: config.skipInvalid,
+  removeTokenStores(given.outputDir);
+  const whole = await scanInput(given.inputFile, {
+    maxTextChars: given.maxTextChars,
+    skipInvalid: given.skipInvalid,
   });
+  // A quantized model's calibration sample, from the whole input (every shard alike).
+  const config = { ...given, models: withCalibration(given.models, whole) };
   const corpus = config.shard ? shardCorpus(whole, shardRange(config.shard, whole.rows)) : whole;
   if (corpus.shard) progress.note(describeRange(corpus.shard));
   if (corpus.skipped.length > 0) {
@@ -80,6 +80,7 @@ async function runLocked(
     if (models.some((m) => needsServers(m.status))) {
       pool = await startPool(config, progress, ctx.signal, ctx.onEmbeddedServer, ctx.resolve);
       const { ready } = pool;
+      checkFidelity(ready, config.models, config.quantizeMinCosine);
       await planWithServers(state, models, ready);
     }
     for (const m of unfinished) if (!m.matrix) openMatrix(m, corpus.rows, ledger, progress);

@@ -25,6 +25,7 @@ const model: LedgerModel = {
   pooling: "mean",
   fileStem: "m",
   truncateDim: 0,
+  quantize: "none",
   requested: {
     modelId: "org/m",
     revision: "",
@@ -33,6 +34,7 @@ const model: LedgerModel = {
     maxLength: 0,
     dtype: "",
     truncateDim: 0,
+    quantize: "none",
   },
   plannedWith: { batchSize: 8, maxBatchTokens: 0 },
 };
@@ -104,6 +106,7 @@ test("a changed input or a changed model setting is refused, naming what changed
     maxLength: 0,
     dtype: "",
     truncateDim: 0,
+    quantize: "none",
     fileStem: "m",
   };
   assert.throws(() => checkSameModels([model], [runModel]), /prefix "" → "passage: "/);
@@ -148,7 +151,8 @@ function versionOneCheckpoint(path: string): void {
   undoProbeStep(db);
   undoReuseStep(db);
   db.exec(`ALTER TABLE models DROP COLUMN spot_failures;
-    ALTER TABLE models DROP COLUMN spot_redone_batches;`);
+    ALTER TABLE models DROP COLUMN spot_redone_batches;
+    ALTER TABLE models DROP COLUMN quantize;`);
   db.prepare("UPDATE meta SET value = '1' WHERE key = 'schema_version'").run();
   db.close();
 }
@@ -192,7 +196,9 @@ test("a checkpoint of schema 1 is migrated on open and keeps its batches", () =>
   assert.equal(status.doneBatches, 1);
   assert.equal(status.batches, 13);
   // Runs before schema 3 never truncated, and did not record the limits of their plan.
-  assert.deepEqual(ledger.models(), [{ ...model, truncateDim: 0, plannedWith: null }]);
+  assert.deepEqual(ledger.models(), [
+    { ...model, truncateDim: 0, quantize: "none", plannedWith: null },
+  ]);
   ledger.close();
   assert.equal(schemaVersion(path), String(SCHEMA_VERSION));
   const reader = LedgerReader.openReadOnly(path);

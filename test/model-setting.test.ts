@@ -53,6 +53,7 @@ test("a new model setting flows through the checkpoint, resume refusal and metad
       maxLength: 128,
       pooling: "mean",
       truncateDim: 0,
+      quantize: "none",
       fakeSetting: 3,
       modelKey: "k",
       device: "cpu",
@@ -128,7 +129,7 @@ test("a new model setting flows through the checkpoint, resume refusal and metad
     const keys = Object.keys(metadata);
     assert.equal((metadata as unknown as Record<string, unknown>).fake_setting, 3);
     // After the settings before it, before the run's totals.
-    assert.equal(keys.indexOf("fake_setting"), keys.indexOf("truncate_dim") + 1);
+    assert.equal(keys.indexOf("fake_setting"), keys.indexOf("quantize") + 1);
     assert.deepEqual(keys.slice(0, 2), ["model_name", "embedding_dim"]);
   });
 });

@@ -51,6 +51,7 @@ export const MODEL_INFO: LoadedModel = {
   dtype: "float32",
   device: "cpu",
   truncateDim: 0,
+  quantize: "none",
 };
 
 /** A session as a server that loaded `org/m` would give. */

@@ -93,6 +93,7 @@ test("the checkpoint keeps copies and followers: counted in the rows, done only 
     pooling: "mean",
     fileStem: "m",
     truncateDim: 0,
+    quantize: "none",
     requested: {
       modelId: "org/m",
       revision: "",
@@ -101,6 +102,7 @@ test("the checkpoint keeps copies and followers: counted in the rows, done only 
       maxLength: 0,
       dtype: "",
       truncateDim: 0,
+      quantize: "none",
     },
     plannedWith: { batchSize: 2, maxBatchTokens: 0 },
   };

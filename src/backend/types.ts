@@ -53,8 +53,19 @@ export interface LoadedModel extends ModelIdentity {
    */
   readonly engine?: string | undefined;
   readonly precision?: string | undefined;
+  /** Set when quantized: its vectors against float32 on the calibration texts. */
+  readonly quantizeFidelity?: QuantizeFidelity | undefined;
   /** How a server that is not ours serves it (absent for ours): for the metadata. */
   readonly servedAs?: ServedAs | undefined;
+}
+
+/** A quantized model's every calibration row's cosine to its float32 vector, summed up. */
+export interface QuantizeFidelity {
+  readonly rows: number;
+  readonly minCosine: number;
+  readonly meanCosine: number;
+  /** sha256 of the calibration texts the server received (each followed by a NUL byte). */
+  readonly calibrationSha256: string;
 }
 
 /** What an OpenAI-compatible server told about a model, and what was done here. */

@@ -105,6 +105,8 @@ const MIGRATIONS: readonly string[] = [
   // redone because the server that answered them failed one.
   `ALTER TABLE models ADD COLUMN spot_failures INTEGER NOT NULL DEFAULT 0;
    ALTER TABLE models ADD COLUMN spot_redone_batches INTEGER NOT NULL DEFAULT 0;`,
+  // 7: --quantize (issue 22): "none" or "int8"; every run before it embedded unquantized.
+  "ALTER TABLE models ADD COLUMN quantize TEXT NOT NULL DEFAULT 'none'",
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length + 1;

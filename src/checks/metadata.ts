@@ -22,6 +22,8 @@ export interface StoredMetadata {
   readonly pooling: string;
   /** 0 for metadata written before embed-multi could truncate. */
   readonly truncateDim: number;
+  /** "none" for metadata written before embed-multi could quantize. */
+  readonly quantize: string;
   readonly inputSha256: string;
   readonly skippedLines: ReadonlySet<number>;
   /** File names (no folder) the run says it wrote, the metadata file included. */
@@ -63,6 +65,7 @@ export function readStoredMetadata(path: string, name: string): MetadataRead {
     maxLength: fields.count("max_length"),
     pooling: fields.string("pooling"),
     truncateDim: fields.optionalCount("truncate_dim"),
+    quantize: fields.optionalString("quantize", "none"),
     inputSha256: fields.string("input_sha256"),
     skippedLines: new Set(fields.skippedLines()),
     outputs: fields.outputs(),
@@ -101,6 +104,10 @@ class Fields {
   }
 
   /** A count that older metadata lacks: 0 when absent. */
+  optionalString(key: string, absent: string): string {
+    return this.record[key] === undefined ? absent : this.string(key);
+  }
+
   optionalCount(key: string): number {
     return this.record[key] === undefined ? 0 : this.count(key);
   }

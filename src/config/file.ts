@@ -128,6 +128,8 @@ function parseModel(path: string, alias: string, raw: unknown): ModelSpec {
     maxLength,
     dtype: str("dtype") ?? "",
     truncateDim,
+    // --quantize applies to every model of the run (its calibration sample is the run's).
+    quantize: "none",
   };
 }
 

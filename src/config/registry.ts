@@ -20,6 +20,8 @@ export interface ModelSpec {
   readonly dtype: string;
   /** Matryoshka: keep the first N dimensions, before normalizing; 0 = all of them. */
   readonly truncateDim: number;
+  /** "none", or "int8": static int8 on the server's CPU engine, calibrated on this run's texts. */
+  readonly quantize: string;
 }
 
 const base = {
@@ -29,6 +31,7 @@ const base = {
   maxLength: 0,
   dtype: "",
   truncateDim: 0,
+  quantize: "none",
 };
 
 /** A model's spec: the defaults, with `settings` over them. */

@@ -1,4 +1,5 @@
 import type { Backend, HealthReport, LoadedModel, ServerDescription } from "../backend/types.js";
+import { checkQuantized } from "../checks/quantize.js";
 import type { RunModel } from "../config.js";
 import { ServerError } from "../errors.js";
 import { identityDifferences, identityOf } from "../model/identity.js";
@@ -60,6 +61,7 @@ export async function openSession(
   for (const model of models) {
     const modelInfo = await backend.loadModel(model, device, LOAD_MODEL_TIMEOUT_MS, signal);
     checkTruncation(backend.target, model, modelInfo);
+    checkQuantized(backend.target, model, modelInfo);
     loaded.set(model.alias, modelInfo);
   }
   return { target: backend.target, backend, info, models: loaded };

@@ -54,6 +54,8 @@ export const MODEL_SETTINGS = {
   pooling: { label: "pooling", column: "pooling", kind: "text" },
   /** Matryoshka: the first N dimensions, cut before normalizing; 0 = not cut. */
   truncateDim: { label: "truncate_dim", column: "truncate_dim", kind: "int", asked: "same" },
+  /** "none" or "int8" (--quantize): int8 vectors are not float32 ones. */
+  quantize: { label: "quantize", column: "quantize", kind: "text", asked: "same" },
 } as const satisfies Record<string, ModelSetting>;
 
 type Settings = typeof MODEL_SETTINGS;

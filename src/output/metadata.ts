@@ -54,6 +54,12 @@ export interface ModelMetadata extends IdentityMetadata {
    */
   engine: string | null;
   precision: string | null;
+  /**
+   * --quantize int8: how the first server's quantized model compares with float32 on the
+   * calibration paragraphs, and the bound the run held it to (null: not quantized, or this
+   * run connected to no server).
+   */
+  quantize_fidelity: QuantizeFidelityRecord | null;
   /** Which kind of server made the vectors, and for one not ours, how it served them. */
   backend: BackendRecord;
   outputs: string[];
@@ -108,6 +114,16 @@ export interface MergedFrom {
   folders: string[];
   /** Where int8/uint8 ranges came from: "all shards" (computed at the merge) or a file. */
   ranges_from: string | null;
+}
+
+export interface QuantizeFidelityRecord {
+  method: string;
+  calibration_rows: number;
+  /** sha256 of the calibration texts, each followed by a NUL byte. */
+  calibration_sha256: string;
+  min_cosine: number;
+  mean_cosine: number;
+  min_cosine_bound: number;
 }
 
 export type BackendRecord =
@@ -188,6 +204,7 @@ export function buildMetadata(x: MetadataInputs): MetadataBody {
     servers: x.totals.servers,
     engine: x.server?.engine || null,
     precision: x.server?.precision || null,
+    quantize_fidelity: fidelityRecord(x.config, x.server),
     backend: backendRecord(x.config, x.server),
     outputs: x.outputs,
     output_dtype: x.config.outputDtype,
@@ -224,6 +241,23 @@ export function buildMetadata(x: MetadataInputs): MetadataBody {
           },
         }
       : {}),
+  };
+}
+
+function fidelityRecord(
+  config: RunConfig,
+  server: LoadedModel | undefined,
+): QuantizeFidelityRecord | null {
+  const f = server?.quantizeFidelity;
+  if (!f) return null;
+  return {
+    method:
+      "static int8 (NNCF, OpenVINO), calibrated on up to 256 of the input's paragraphs spread evenly over it; each one's cosine between its int8 and float32 (torch) vectors",
+    calibration_rows: f.rows,
+    calibration_sha256: f.calibrationSha256,
+    min_cosine: f.minCosine,
+    mean_cosine: f.meanCosine,
+    min_cosine_bound: config.quantizeMinCosine,
   };
 }
 

@@ -62,6 +62,7 @@ export function examineSource(
     prefix: m.prefix,
     normalize: m.normalize,
     truncateDim: m.truncateDim,
+    quantize: m.quantize,
   };
   const differs = identityDifferences(theirs, identity);
   if (differs.length > 0) return { ok: false, why: `other settings: ${differs.join(", ")}` };

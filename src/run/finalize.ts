@@ -1,3 +1,4 @@
+import type { QuantizeFidelity } from "../backend/types.js";
 import { isComplete } from "../checks/complete.js";
 import type { RunConfig } from "../config.js";
 import { finalizeModel } from "../output/finalize.js";
@@ -22,6 +23,8 @@ export interface ModelSummary {
   readonly truncated: number;
   readonly paddingEfficiency: number;
   readonly outputs: string[];
+  /** --quantize int8: the first server's figures on the calibration paragraphs. */
+  readonly quantizeFidelity: QuantizeFidelity | null;
 }
 
 export interface RunSummary {
@@ -106,6 +109,7 @@ export function summarize(
     truncated: run.status.truncated,
     paddingEfficiency: paddingEfficiency(run.status),
     outputs: isComplete(run.paths, config) ? [run.paths.metadata] : [],
+    quantizeFidelity: run.server?.quantizeFidelity ?? null,
   }));
   const copied = runs.some((run) => run.rowsCopiedThisRun > 0);
   const nothingToDo = models.every((m) => m.rowsThisRun === 0) && !copied && !resumed;

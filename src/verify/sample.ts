@@ -49,6 +49,9 @@ export function modelOf(metadata: StoredMetadata, stem: string): RunModel {
     maxLength: metadata.maxLength,
     dtype: metadata.dtype,
     truncateDim: metadata.truncateDim,
+    // The float32 model even for int8 outputs: verify holds no calibration sample, and
+    // int8 rows are compared with float32 ones at --tolerance.
+    quantize: "none",
     fileStem: stem,
   };
 }

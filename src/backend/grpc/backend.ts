@@ -96,6 +96,9 @@ export function loadRequest(model: RunModel, device: string): LoadModelRequest {
     prefix: model.prefix,
     normalize: model.normalize,
     truncateDim: model.truncateDim,
+    // The proto's "" is none; the texts travel only with a quantized load.
+    quantize: model.quantize === "none" ? "" : model.quantize,
+    calibrationTexts: model.quantize === "none" ? [] : [...(model.calibrationTexts ?? [])],
   };
 }
 
@@ -133,8 +136,11 @@ export function loadedModel(info: ModelInfo): LoadedModel {
     prefix,
     normalize,
     truncateDim: info.truncateDim,
+    // A server that predates the field says "": none, which a run that asked for int8 refuses.
+    quantize: info.quantize || "none",
     engine: info.engine,
     precision: info.precision,
+    quantizeFidelity: info.quantizeFidelity ?? undefined,
   };
 }
 

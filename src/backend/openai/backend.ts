@@ -194,6 +194,7 @@ export class OpenAIBackend implements Backend {
       prefix: model.prefix,
       normalize: model.normalize,
       truncateDim: model.truncateDim,
+      quantize: "none",
       servedAs: {
         backend: "openai",
         servedModelName: served.name,
