@@ -445,6 +445,7 @@ export interface DirectComparison {
   shape: number[];
   dtype: string;
   min_cos: number;
+  mean_cos: number;
   norm_min: number;
   norm_max: number;
   direct_norm_max_diff: number;
