@@ -69,6 +69,7 @@ class FaultyEncoder(Encoder):
         self.faults = faults
         self.answers = answers or _Answers()
         self.vocab_size = inner.vocab_size
+        self.fidelity = inner.fidelity  # a quantized engine's, as the real one reports
 
     @property
     def dim(self) -> int:
