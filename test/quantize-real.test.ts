@@ -10,7 +10,14 @@ import { ConfigError } from "../src/errors.js";
 import { calibrationRows, calibrationTexts } from "../src/input/calibration.js";
 import { scanInput } from "../src/input/scan.js";
 import { cliArgs } from "./cli-args.js";
-import { compareDirect, corpusSlice, inputDir, onlyErrorLine, runCli } from "./helpers.js";
+import {
+  compareDirect,
+  corpusSlice,
+  inputDir,
+  onlyErrorLine,
+  runCli,
+  runVerify,
+} from "./helpers.js";
 import { MODEL_INFO } from "./phase-helpers.js";
 
 // --quantize int8 (issue 22) on the real all-MiniLM-L6-v2: static int8 on the CPU engine,
@@ -53,6 +60,16 @@ test("--quantize int8: the metadata's fidelity is what a direct float32 encode o
     `${MODEL}: int8 on ${ROWS} calibration paragraphs: lowest cosine to float32 ${fidelity.min_cosine.toFixed(6)}, mean ${fidelity.mean_cosine.toFixed(6)}`,
   );
   assert.match(result.stdout, summary);
+
+  // verify --sample loads the model as the run did (the same calibration sample, taken from
+  // the input again): the int8 rows it embeds again equal the stored ones, not float32's.
+  const verified = await runVerify([
+    ...["--output_dir", out, "--input_file", input, "--sample", "8", "--seed", "5"],
+    ...["--threads", "2"],
+  ]);
+  assert.equal(verified.code, 0, verified.stdout + verified.stderr);
+  const worst = /8 rows \(seed 5\), worst cosine (\d\.\d+)/.exec(verified.stdout);
+  assert.ok(worst && Number(worst[1]) >= 0.9999, verified.stdout);
 });
 
 test("--quantize int8 under --quantize_min_cosine stops in one line, before any output", async () => {

@@ -24,6 +24,8 @@ export interface StoredMetadata {
   readonly truncateDim: number;
   /** "none" for metadata written before embed-multi could quantize. */
   readonly quantize: string;
+  /** Of a quantized run's calibration sample (quantize_fidelity); null when none is recorded. */
+  readonly calibrationSha256: string | null;
   readonly inputSha256: string;
   readonly skippedLines: ReadonlySet<number>;
   /** File names (no folder) the run says it wrote, the metadata file included. */
@@ -66,6 +68,7 @@ export function readStoredMetadata(path: string, name: string): MetadataRead {
     pooling: fields.string("pooling"),
     truncateDim: fields.optionalCount("truncate_dim"),
     quantize: fields.optionalString("quantize", "none"),
+    calibrationSha256: fields.calibrationSha256(),
     inputSha256: fields.string("input_sha256"),
     skippedLines: new Set(fields.skippedLines()),
     outputs: fields.outputs(),
@@ -104,6 +107,15 @@ class Fields {
   }
 
   /** A count that older metadata lacks: 0 when absent. */
+  calibrationSha256(): string | null {
+    const fidelity = this.record.quantize_fidelity;
+    if (fidelity === undefined || fidelity === null) return null;
+    const digest = isRecord(fidelity) ? fidelity.calibration_sha256 : undefined;
+    if (typeof digest === "string") return digest;
+    this.problems.push("field quantize_fidelity has no calibration_sha256 string");
+    return null;
+  }
+
   optionalString(key: string, absent: string): string {
     return this.record[key] === undefined ? absent : this.string(key);
   }

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import type { RunModel } from "../config.js";
 import { RowReader } from "./rows.js";
 import type { CorpusIndex } from "./scan.js";
@@ -23,19 +24,35 @@ export function calibrationRows(rows: number, count = CALIBRATION_ROWS): number[
 export function calibrationTexts(corpus: CorpusIndex, count = CALIBRATION_ROWS): string[] {
   const reader = new RowReader(corpus);
   try {
-    const texts: string[] = [];
-    let bytes = 0;
-    for (const text of reader.texts(calibrationRows(corpus.rows, count))) {
-      const cut = cutText(text, CALIBRATION_TEXT_CHARS);
-      const size = Buffer.byteLength(cut, "utf8");
-      if (bytes + size > CALIBRATION_BYTES) break;
-      bytes += size;
-      texts.push(cut);
-    }
-    return texts;
+    return calibrationSample(corpus.rows, (rows) => reader.texts(rows), count);
   } finally {
     reader.close();
   }
+}
+
+/** The sample of `rows` rows whose texts `textsOf` reads (the run's, or verify's). */
+export function calibrationSample(
+  rows: number,
+  textsOf: (rows: number[]) => string[],
+  count = CALIBRATION_ROWS,
+): string[] {
+  const texts: string[] = [];
+  let bytes = 0;
+  for (const text of textsOf(calibrationRows(rows, count))) {
+    const cut = cutText(text, CALIBRATION_TEXT_CHARS);
+    const size = Buffer.byteLength(cut, "utf8");
+    if (bytes + size > CALIBRATION_BYTES) break;
+    bytes += size;
+    texts.push(cut);
+  }
+  return texts;
+}
+
+/** sha256 (hex) of the texts, each followed by a NUL byte: as the server reports it. */
+export function calibrationDigest(texts: readonly string[]): string {
+  const digest = createHash("sha256");
+  for (const text of texts) digest.update(`${text}\0`, "utf8");
+  return digest.digest("hex");
 }
 
 /** The first `chars` UTF-16 units, never half of a surrogate pair. */

@@ -4,6 +4,7 @@ import type { Backend } from "../backend/types.js";
 import type { StoredMetadata } from "../checks/metadata.js";
 import type { Matrix } from "../checks/vectors.js";
 import type { RunModel } from "../config.js";
+import { calibrationDigest, calibrationSample } from "../input/calibration.js";
 import { forEachLine } from "../input/lines.js";
 import type { CheckContext, ExpectedRows } from "./context.js";
 import { compareSample } from "./sample-compare.js";
@@ -49,9 +50,8 @@ export function modelOf(metadata: StoredMetadata, stem: string): RunModel {
     maxLength: metadata.maxLength,
     dtype: metadata.dtype,
     truncateDim: metadata.truncateDim,
-    // The float32 model even for int8 outputs: verify holds no calibration sample, and
-    // int8 rows are compared with float32 ones at --tolerance.
-    quantize: "none",
+    // An int8 model gets its calibration sample in checkSample, from the input.
+    quantize: metadata.quantize,
     fileStem: stem,
   };
 }
@@ -82,6 +82,25 @@ async function storedVectors(
 }
 
 /**
+ * A quantized model as the run loaded it: with the calibration sample the run took from
+ * this input (its digest must be the metadata's), or why that cannot be.
+ */
+function quantizedAsTheRun(
+  ctx: CheckContext,
+  input: ExpectedRows,
+  model: RunModel,
+): RunModel | string {
+  if (model.quantize === "none") return model;
+  const texts = calibrationSample(input.count, (rows) =>
+    rows.map((row) => input.paragraph(row).text),
+  );
+  if (calibrationDigest(texts) !== ctx.metadata.calibrationSha256) {
+    return `cannot take the run's ${model.quantize} calibration sample from this input again (its digest differs from the metadata's; a shard's folder? verify the merged output)`;
+  }
+  return { ...model, calibrationTexts: texts };
+}
+
+/**
  * Embeds the sampled rows again on one server and compares them with the
  * stored ones. Returns the problem, or a summary of the worst cosine.
  */
@@ -97,7 +116,9 @@ export async function checkSample(
   const rows = sampleRows(ctx.metadata.rows, settings.size, settings.seed);
   const stored = await storedVectors(ctx, rows, jsonlName);
   if (!stored) return { problem: `${where}: no sound .npy or JSONL to compare with`, summary: "" };
-  const loaded = await loadModelKey(connection, model, settings.device);
+  const quantized = quantizedAsTheRun(ctx, input, model);
+  if (typeof quantized === "string") return { problem: `${where}: ${quantized}`, summary: "" };
+  const loaded = await loadModelKey(connection, quantized, settings.device);
   if (loaded.dim !== ctx.metadata.dim) {
     return {
       problem: `${where}: the server's ${model.modelId} has dim ${loaded.dim}, the metadata says ${ctx.metadata.dim}`,
