@@ -17,21 +17,40 @@ import {
   onlyErrorLine,
   runCli,
   runVerify,
+  safeDone,
+  testEnv,
+  withServer,
 } from "./helpers.js";
 import { MODEL_INFO } from "./phase-helpers.js";
 
 // --quantize int8 (issue 22) on the real all-MiniLM-L6-v2: static int8 on the CPU engine,
-// calibrated on the run's own paragraphs. Each run quantizes once (about 20 s on 2 cores);
-// the second reads the graph the first kept (same input, same sample).
+// calibrated on the run's own paragraphs. The first run quantizes (about 20 s on 2 cores);
+// the others read the graph it kept (same input, same sample).
 const MODEL = "all-MiniLM-L6-v2";
 const ROWS = 40;
+const MARKER = "zz-poison-zz";
 const base = { input_file: "in.jsonl", output_dir: "out", models: [MODEL] };
+const FLAGS = { quantize: "int8", batch_size: 8, threads: 2, output_format: "npy" };
+
+/** The input of every run here: 40 paragraphs, the one of median length marked (a faulty
+ * server fails its batch; the real one embeds it like any other). */
+const LINES = (() => {
+  const lines = corpusSlice(ROWS, 600);
+  const byLength = lines
+    .map((line, i) => ({ i, length: (JSON.parse(line) as { text: string }).text.length }))
+    .sort((a, b) => a.length - b.length);
+  const median = byLength[ROWS / 2]?.i ?? 0;
+  const record = JSON.parse(lines[median] ?? "{}") as { text: string };
+  lines[median] = JSON.stringify({ ...record, text: `${MARKER} ${record.text}` });
+  return lines;
+})();
+/** The first test's uninterrupted int8 .npy. */
+let uninterrupted: Buffer | null = null;
 
 test("--quantize int8: the metadata's fidelity is what a direct float32 encode of the same rows finds", async () => {
-  const lines = corpusSlice(ROWS, 600);
+  const lines = LINES;
   const { input, out } = inputDir("quantize-real", lines);
-  const flags = { quantize: "int8", batch_size: 8, threads: 2, output_format: "npy" };
-  const result = await runCli(cliArgs(input, out, MODEL, flags));
+  const result = await runCli(cliArgs(input, out, MODEL, FLAGS));
   assert.equal(result.code, 0, result.stderr);
   assert.match(result.stderr, /engine openvino int8/);
 
@@ -70,23 +89,56 @@ test("--quantize int8: the metadata's fidelity is what a direct float32 encode o
   assert.equal(verified.code, 0, verified.stdout + verified.stderr);
   const worst = /8 rows \(seed 5\), worst cosine (\d\.\d+)/.exec(verified.stdout);
   assert.ok(worst && Number(worst[1]) >= 0.9999, verified.stdout);
+  uninterrupted = readFileSync(join(out, `${MODEL}.npy`));
 });
 
-test("--quantize int8 under --quantize_min_cosine stops in one line, before any output", async () => {
-  const { input, out } = inputDir("quantize-bound", corpusSlice(ROWS, 600));
-  const flags = { quantize: "int8", quantize_min_cosine: 0.99999, threads: 2 };
-  const result = await runCli(cliArgs(input, out, MODEL, flags));
-  assert.equal(result.code, 1, result.stderr);
-  assert.match(
-    onlyErrorLine(result.stderr),
-    /model "all-MiniLM-L6-v2": int8 on server \S+ keeps a lowest cosine to float32 of 0\.\d{6} \(mean 0\.\d{6}\) on its 40 calibration paragraphs, under --quantize_min_cosine 0\.99999; the run stops before embedding/,
+test("--quantize int8: under --quantize_min_cosine it stops in one line; stopped halfway and resumed on another server, the same bytes", async () => {
+  assert.ok(uninterrupted, "the first test's run");
+  const { input, out } = inputDir("quantize-resume", LINES);
+  await withServer(
+    ["--threads", "2"],
+    async (faulty) => {
+      // 1. A bound above what int8 keeps: one line, before any batch, no outputs.
+      const strict = { ...FLAGS, servers: faulty.target, quantize_min_cosine: 0.99999 };
+      const refused = await runCli(cliArgs(input, out, MODEL, strict));
+      assert.equal(refused.code, 1, refused.stderr);
+      assert.match(
+        onlyErrorLine(refused.stderr),
+        /model "all-MiniLM-L6-v2": int8 on server \S+ keeps a lowest cosine to float32 of 0\.\d{6} \(mean 0\.\d{6}\) on its 40 calibration paragraphs, under --quantize_min_cosine 0\.99999; the run stops before embedding/,
+      );
+      const files = existsSync(out) ? readdirSync(out) : [];
+      assert.deepEqual(
+        files.filter((f) => f.startsWith(MODEL)),
+        [],
+        `no outputs: ${files.join(", ")}`,
+      );
+      assert.equal(safeDone(out), 0);
+      // 2. The default bound, one batch at a time: the run stops at the marked paragraph's
+      // batch (batches run longest first: it is the third), the first ones done.
+      const stopped = await runCli(
+        cliArgs(input, out, MODEL, {
+          ...FLAGS,
+          servers: faulty.target,
+          max_attempts: 1,
+          max_workers: 1,
+        }),
+      );
+      assert.notEqual(stopped.code, 0, stopped.stderr);
+      assert.match(onlyErrorLine(stopped.stderr), /poisoned batch/);
+    },
+    testEnv(),
+    { poison: MARKER },
   );
-  const files = existsSync(out) ? readdirSync(out) : [];
-  assert.deepEqual(
-    files.filter((f) => f.startsWith(MODEL)),
-    [],
-    `no outputs: ${files.join(", ")}`,
-  );
+  const done = safeDone(out);
+  assert.ok(done >= 1 && done < 5, `batches done before the marked one: ${done} of 5`);
+  // 3. Resumed on another server: it quantizes on the same sample, and the .npy is the
+  // uninterrupted run's, byte for byte.
+  await withServer(["--threads", "2"], async (server) => {
+    const resumed = await runCli(cliArgs(input, out, MODEL, { ...FLAGS, servers: server.target }));
+    assert.equal(resumed.code, 0, resumed.stderr);
+    assert.match(resumed.stderr, new RegExp(`resuming: ${done} of 5 batches`));
+  });
+  assert.ok(readFileSync(join(out, `${MODEL}.npy`)).equals(uninterrupted));
 });
 
 test("--quantize: what cannot quantize is refused in one line; it is part of the identity", () => {
