@@ -1,9 +1,11 @@
 import { join } from "node:path";
 import type { Backend, LoadedModel } from "../src/backend/types.js";
 import { ledgerModelOf } from "../src/checkpoint/model-row.js";
+import { modelSpec } from "../src/config/registry.js";
 import { buildRunConfig, type RunConfig } from "../src/config.js";
 import type { ServerSession } from "../src/dispatch/servers.js";
 import { type CorpusIndex, scanInput } from "../src/input/scan.js";
+import type { LedgerModel, PlanLimitsUsed } from "../src/model/records.js";
 import { planBatches } from "../src/plan/planner.js";
 import type { Progress } from "../src/progress.js";
 import type { PlannedModel } from "../src/run/model-run.js";
@@ -52,6 +54,19 @@ export const MODEL_INFO: LoadedModel = {
   device: "cpu",
   truncateDim: 0,
 };
+
+/**
+ * Custom model `org/m` (alias and file stem `alias`, default settings) as
+ * planning stores it, loaded as MODEL_INFO with `loaded` over it.
+ */
+export function storedModel(
+  plannedWith: PlanLimitsUsed,
+  loaded: Partial<LoadedModel> = {},
+  alias = "m",
+): LedgerModel {
+  const model = { ...modelSpec(alias, "org/m"), fileStem: alias };
+  return ledgerModelOf(model, { ...MODEL_INFO, ...loaded }, 0, plannedWith);
+}
 
 /** A session as a server that loaded `org/m` would give. */
 export function fakeSession(
