@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { cliArgs } from "./cli-args.js";
 import {
-  type CliResult,
+  collected,
   EXAMPLE,
   paragraphLines,
   ROOT,
@@ -28,18 +28,7 @@ const MODEL = "all-MiniLM-L6-v2";
 const RESTART_ROWS = 3000;
 
 function run(cmd: string, args: readonly string[], cwd: string, env: NodeJS.ProcessEnv) {
-  return new Promise<CliResult>((resolvePromise) => {
-    const child = spawn(cmd, args, { cwd, env });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d) => {
-      stdout += d;
-    });
-    child.stderr.on("data", (d) => {
-      stderr += d;
-    });
-    child.on("close", (code, signal) => resolvePromise({ code, signal, stdout, stderr }));
-  });
+  return collected(spawn(cmd, args, { cwd, env }));
 }
 
 /** Rows of `a` and `b` (two .npy files of the same shape): the lowest cosine. */
