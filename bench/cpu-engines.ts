@@ -13,7 +13,7 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { join } from "node:path";
 import { cliArgs } from "../test/cli-args.js";
-import { CLI, PYTHON, ROOT, report, table, timed, WORK } from "./common.js";
+import { CLI, PYTHON, ROOT, report, summaryCell, table, timed, WORK } from "./common.js";
 
 const rows = Number(process.argv[2] ?? 600);
 const rounds = Number(process.argv[3] ?? 2);
@@ -70,8 +70,7 @@ for (let round = 0; round < rounds; round++) {
     );
     if (a.code !== 0) throw new Error(`embed-multi --engine ${engine} failed: ${a.stderr}`);
     wall[engine]?.push(a.seconds);
-    const summary = /all-MiniLM-L6-v2\s+\d+\s+\d+\s+([\d.]+)/.exec(a.stdout);
-    steady[engine]?.push(Number(summary?.[1] ?? Number.NaN));
+    steady[engine]?.push(summaryCell(a.stdout, "all-MiniLM-L6-v2", "seconds"));
     engineOf[engine] = usedEngine(a.stderr);
     cosine[engine] = minCosine(join(out, "all-MiniLM-L6-v2.npy"), stVectors);
   }

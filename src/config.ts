@@ -163,10 +163,7 @@ export const DEFAULTS = {
   max_attempts: 4,
   resolve_interval: 30,
   probe_tolerance: DEFAULT_PROBE_TOLERANCE,
-  // Off by default: a known row inside a batch changes the batch's shape, and with it the last
-  // bits of the batch's other rows (GEMM blocking), so bytes would depend on which batches carried
-  // one; invariant 2 (a resumed run is byte-identical) needs the same rows in the same batches.
-  spot_check: 0,
+  spot_check: 0.005,
   engine: "sentence-transformers",
   debug_dim: 384,
   threads: 0,
