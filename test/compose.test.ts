@@ -169,7 +169,11 @@ test("docker compose (CPU): both images, the stack embeds examples/ as a local r
     }
 
     // 3. `docker compose restart inference` in the middle of a longer run.
-    const corpus = readCorpusLines().map((l) => (JSON.parse(l) as { text: string }).text);
+    // 600 distinct texts (the rest are copies, embedded once): enough batches that the
+    // restart lands mid-run, half the forwards of the whole fixture.
+    const corpus = readCorpusLines()
+      .slice(0, 600)
+      .map((l) => (JSON.parse(l) as { text: string }).text);
     const lines = paragraphLines(RESTART_ROWS, (i) => ["restart", corpus[i % corpus.length] ?? ""]);
     writeFileSync(join(ctx, "examples", "restart.jsonl"), lines.map((l) => `${l}\n`).join(""));
     const longArgs = ["--models", MODEL, "--servers", "inference:50051", "--progress", "log"];
