@@ -125,6 +125,9 @@ test("docker compose (CPU): both images, the stack embeds examples/ as a local r
     const local = await runCli(cliArgs(EXAMPLE, localOut, MODEL, { progress: "log" }));
     assert.equal(local.code, 0, local.stderr);
     assertSameAsLocal(stackOut, localOut);
+    // The CPU stack runs the default engine: OpenVINO, as the local run does on this CPU.
+    const stackMeta = JSON.parse(readFileSync(join(stackOut, `${MODEL}.metadata.json`), "utf8"));
+    assert.equal(stackMeta.engine, "openvino", "the stack's server ran the OpenVINO engine");
 
     // 2. The inference image runs as a non-root user and its own HEALTHCHECK turns healthy.
     const image = "embed-multi-inference:local";
@@ -169,11 +172,7 @@ test("docker compose (CPU): both images, the stack embeds examples/ as a local r
     }
 
     // 3. `docker compose restart inference` in the middle of a longer run.
-    // 600 distinct texts (the rest are copies, embedded once): enough batches that the
-    // restart lands mid-run, half the forwards of the whole fixture.
-    const corpus = readCorpusLines()
-      .slice(0, 600)
-      .map((l) => (JSON.parse(l) as { text: string }).text);
+    const corpus = readCorpusLines().map((l) => (JSON.parse(l) as { text: string }).text);
     const lines = paragraphLines(RESTART_ROWS, (i) => ["restart", corpus[i % corpus.length] ?? ""]);
     writeFileSync(join(ctx, "examples", "restart.jsonl"), lines.map((l) => `${l}\n`).join(""));
     const longArgs = ["--models", MODEL, "--servers", "inference:50051", "--progress", "log"];
