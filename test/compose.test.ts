@@ -114,6 +114,9 @@ test("docker compose (CPU): both images, the stack embeds examples/ as a local r
     const local = await runCli(cliArgs(EXAMPLE, localOut, MODEL, { progress: "log" }));
     assert.equal(local.code, 0, local.stderr);
     assertSameAsLocal(stackOut, localOut);
+    // The CPU stack runs the default engine: OpenVINO, as the local run does on this CPU.
+    const stackMeta = JSON.parse(readFileSync(join(stackOut, `${MODEL}.metadata.json`), "utf8"));
+    assert.equal(stackMeta.engine, "openvino", "the stack's server ran the OpenVINO engine");
 
     // 2. The inference image runs as a non-root user and its own HEALTHCHECK turns healthy.
     const image = "embed-multi-inference:local";

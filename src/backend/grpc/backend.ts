@@ -71,7 +71,9 @@ export class GrpcBackend implements Backend {
           (res) => res,
           (err: unknown) => {
             if (err instanceof RpcError && err.code === status.UNIMPLEMENTED) return null;
-            throw err;
+            // A server gone between its load and the counting is the server's fault, in words.
+            if (signal?.aborted) throw err;
+            throw explain(this.target, "counting tokens", err);
           },
         ),
     };
