@@ -13,7 +13,7 @@ import { once } from "node:events";
 import { createWriteStream, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { cliArgs } from "../test/cli-args.js";
-import { CLI, report, table, timed, WORK } from "./common.js";
+import { CLI, report, summaryCell, table, timed, WORK } from "./common.js";
 
 const flags = process.argv.slice(2).filter((a) => a.startsWith("--"));
 const positional = process.argv.slice(2).filter((a) => !a.startsWith("--"));
@@ -58,14 +58,13 @@ async function runOnce(input: string, out: string, extra: string[]) {
     ...extra,
   ]);
   if (result.code !== 0) throw new Error(`run failed: ${result.stderr}`);
-  const embedLine = /ceiling\/debug-1024\s+\d+\s+(\d+)\s+([\d.]+)\s+(\d+)/.exec(result.stdout);
   const meta = JSON.parse(
     readFileSync(join(out, "ceiling__debug-1024.metadata.json"), "utf8"),
   ) as Metadata;
   return {
     wall: result.seconds,
-    embedSeconds: Number(embedLine?.[2] ?? Number.NaN),
-    embedRate: Number(embedLine?.[3] ?? Number.NaN),
+    embedSeconds: summaryCell(result.stdout, "ceiling/debug-1024", "seconds"),
+    embedRate: summaryCell(result.stdout, "ceiling/debug-1024", "rows/s"),
     jsonlSeconds: meta.jsonl_export_time ?? Number.NaN,
     peakRssMb: result.peakRssMb,
   };

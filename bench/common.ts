@@ -102,3 +102,15 @@ export function corpusTexts(): string[] {
     .filter((l) => l.trim())
     .map((l) => (JSON.parse(l) as { text: string }).text);
 }
+
+/**
+ * A column of the run summary's row for `alias` (the table the CLI prints on stdout), by
+ * its header name, so that a new column does not shift what a benchmark reads.
+ */
+export function summaryCell(stdout: string, alias: string, column: string): number {
+  const lines = stdout.split("\n").map((l) => l.trim().split(/\s{2,}/));
+  const header = lines.find((cells) => cells[0] === "model");
+  const row = lines.find((cells) => cells[0] === alias);
+  const at = header?.indexOf(column) ?? -1;
+  return at >= 0 && row ? Number(row[at]) : Number.NaN;
+}

@@ -16,7 +16,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node
 import { cpus } from "node:os";
 import { join } from "node:path";
 import { cliArgs } from "../test/cli-args.js";
-import { CLI, PYTHON, ROOT, report, table, timed, WORK } from "./common.js";
+import { CLI, PYTHON, ROOT, report, summaryCell, table, timed, WORK } from "./common.js";
 
 const rows = Number(process.argv[2] ?? 600);
 const rounds = Number(process.argv[3] ?? 2);
@@ -107,10 +107,7 @@ for (let round = 0; round < rounds; round++) {
     );
     if (a.code !== 0) throw new Error(`embed-multi ${variant.key} failed: ${a.stderr}`);
     wall[variant.key]?.push(a.seconds);
-    const summary = new RegExp(`${alias}\\s+\\d+\\s+\\d+\\s+\\d+\\s+\\d+\\s+([\\d.]+)`).exec(
-      a.stdout,
-    );
-    steady[variant.key]?.push(Number(summary?.[1] ?? Number.NaN));
+    steady[variant.key]?.push(summaryCell(a.stdout, alias, "seconds"));
     engineOf[variant.key] = usedEngine(a.stderr);
     cosine[variant.key] = minCosine(join(out, `${alias}.npy`), variant.baseline.vectors);
     const meta = JSON.parse(readFileSync(join(out, `${alias}.metadata.json`), "utf8"));

@@ -9,7 +9,7 @@
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { cliArgs } from "../test/cli-args.js";
-import { CLI, CORPUS, PYTHON, ROOT, report, table, timed, WORK } from "./common.js";
+import { CLI, CORPUS, PYTHON, ROOT, report, summaryCell, table, timed, WORK } from "./common.js";
 
 const rows = Number(process.argv[2] ?? 1000);
 const rounds = Number(process.argv[3] ?? 2);
@@ -44,8 +44,7 @@ for (let round = 0; round < rounds; round++) {
     env,
   );
   if (a.code !== 0) throw new Error(`embed-multi failed: ${a.stderr}`);
-  const summary = /all-MiniLM-L6-v2\s+\d+\s+\d+\s+([\d.]+)/.exec(a.stdout);
-  ours.push({ wall: a.seconds, steady: Number(summary?.[1] ?? Number.NaN) });
+  ours.push({ wall: a.seconds, steady: summaryCell(a.stdout, "all-MiniLM-L6-v2", "seconds") });
 
   const b = await timed(PYTHON, [join(ROOT, "bench", "st_encode.py"), input], env);
   if (b.code !== 0) throw new Error(`st_encode failed: ${b.stderr}`);

@@ -12,7 +12,7 @@ import { loadavg } from "node:os";
 import { join } from "node:path";
 import { cliArgs } from "../test/cli-args.js";
 import { INFINITY_SERVED_NAME, INFINITY_VENV, startInfinity } from "../test/infinity.js";
-import { CLI, CORPUS, ROOT, report, table, timed, WORK } from "./common.js";
+import { CLI, CORPUS, ROOT, report, summaryCell, table, timed, WORK } from "./common.js";
 
 const rows = Number(process.argv[2] ?? 600);
 const rounds = Number(process.argv[3] ?? 2);
@@ -60,8 +60,7 @@ try {
     );
     if (a.code !== 0) throw new Error(`embed-multi failed: ${a.stderr}`);
     ours.push(a.seconds);
-    const summary = /all-MiniLM-L6-v2\s+\d+\s+\d+\s+([\d.]+)/.exec(a.stdout);
-    oursSteady.push(Number(summary?.[1] ?? Number.NaN));
+    oursSteady.push(summaryCell(a.stdout, "all-MiniLM-L6-v2", "seconds"));
     const b = await timed(join(INFINITY_VENV, "bin", "python"), [
       join(ROOT, "bench", "http_client.py"),
       server.url,

@@ -3,10 +3,11 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { DEFAULT_MAX_REQUEST_INPUTS, DEFAULT_MAX_REQUEST_TOKENS } from "./backend/openai/batch.js";
 import { readApiKey } from "./backend/openai/key.js";
+import type { ModelServing, OpenAIRunConfig } from "./backend/openai/settings.js";
 import { isOpenAITarget, OPENAI_SCHEME, parseOpenAITarget } from "./backend/openai/target.js";
 import { targetProblem } from "./backend/targets.js";
 import { DEFAULT_PROBE_TOLERANCE } from "./checks/probe.js";
-import { loadConfigFile, type ModelServing } from "./config/file.js";
+import { loadConfigFile } from "./config/file.js";
 import {
   BUILTIN_MODELS,
   isValidModelId,
@@ -21,6 +22,7 @@ import { ConfigError } from "./errors.js";
 import { isOutputDtype, OUTPUT_DTYPES, type OutputDtype } from "./output/dtype.js";
 import { OUTPUT_FORMATS, type OutputFormat } from "./output/formats.js";
 import { embeddedDevices } from "./server/devices.js";
+import { type EmbeddedServerConfig, LOCAL_ENGINES, type LocalEngine } from "./server/embedded.js";
 import { parseShard, type ShardSpec, shardDir } from "./shard/shard.js";
 
 export type { ModelSpec } from "./config/registry.js";
@@ -36,48 +38,16 @@ export interface RunModel extends ModelSpec {
   readonly calibrationTexts?: readonly string[];
 }
 
-export interface EmbeddedServerConfig {
-  /** The inference server's console script. */
-  readonly command: string;
-  readonly modelDir: string;
-  readonly engine: LocalEngine;
-  readonly debugDim: number;
-  /** torch threads; 0 = the server's default. */
-  readonly threads: number;
-  /** --verbose: the server logs each batch (EMBED_LOG_LEVEL=debug) and its lines are shown. */
-  readonly verbose: boolean;
-}
-
 export interface TlsConfig {
   /** PEM file of the CA that signed the servers' certificates; "" = system roots. */
   readonly caFile: string;
 }
 
-/** The run's OpenAI-compatible servers: what they share. */
-export interface OpenAIRunConfig {
-  /** OPENAI_API_KEY or EMBED_AUTH_TOKEN; "" = none. Never printed. */
-  readonly apiKey: string;
-  /** Inputs per request at most (OpenAI's limit: 2048). */
-  readonly maxRequestInputs: number;
-  /** Tokens per request at most (OpenAI's limit: 300,000). */
-  readonly maxRequestTokens: number;
-  /** served_model_name and tokenizer of the models that set them, by alias. */
-  readonly serving: ReadonlyMap<string, ModelServing>;
-}
-
-/** Everything a run needs, validated once, built only by buildRunConfig. */
-/**
- * The local server's engines: sentence-transformers picks the fastest forward that matches
- * torch float32 at load (OpenVINO on a CPU); openvino and torch name the CPU one; debug
- * computes fake vectors without a model.
- */
-export const LOCAL_ENGINES = ["sentence-transformers", "openvino", "torch", "debug"] as const;
-export type LocalEngine = (typeof LOCAL_ENGINES)[number];
-
 function isLocalEngine(name: string): name is LocalEngine {
   return (LOCAL_ENGINES as readonly string[]).includes(name);
 }
 
+/** Everything a run needs, validated once, built only by buildRunConfig. */
 export interface RunConfig {
   readonly inputFile: string;
   /** Where this run's checkpoint and outputs go: a shard's own folder when sharded. */
@@ -205,10 +175,7 @@ export const DEFAULTS = {
   // to reorder near neighbours. 0.97 lets a sound quantization through and stops one gone
   // wrong (a model whose activations int8 cannot hold) before any row is embedded.
   quantize_min_cosine: 0.97,
-  // Off by default: a known row inside a batch changes the batch's shape, and with it the last
-  // bits of the batch's other rows (GEMM blocking), so bytes would depend on which batches carried
-  // one; invariant 2 (a resumed run is byte-identical) needs the same rows in the same batches.
-  spot_check: 0,
+  spot_check: 0.005,
   engine: "sentence-transformers",
   debug_dim: 384,
   threads: 0,

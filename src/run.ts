@@ -12,7 +12,14 @@ import { removeTokenStores } from "./plan/tokens.js";
 import type { Progress } from "./progress.js";
 import { embed, pendingWork } from "./run/embed.js";
 import { finalizeAll, type RunSummary, summarize } from "./run/finalize.js";
-import { allBatchesDone, type ModelRun, needsServers, refresh } from "./run/model-run.js";
+import {
+  allBatchesDone,
+  isOpen,
+  isPlanned,
+  type ModelRun,
+  needsServers,
+  refresh,
+} from "./run/model-run.js";
 import { planWithServers } from "./run/plan.js";
 import { type ServerPool, startPool, stopPool } from "./run/pool.js";
 import { openCheckpoint, openMatrix, prepareOutputDir, runPaths } from "./run/prepare.js";
@@ -76,19 +83,22 @@ async function runLocked(given: RunConfig, ctx: RunContext, lock: FolderLock): P
       return summarize(models, config, false);
     }
     // Matrices first: a lost one puts its batches back to work, which needs servers.
-    for (const m of unfinished) if (m.stored) openMatrix(m, corpus.rows, ledger, progress);
-    if (models.some((m) => needsServers(m.status))) {
+    for (const m of unfinished) if (isPlanned(m)) openMatrix(m, corpus.rows, ledger, progress);
+    let planned = models.filter(isPlanned);
+    if (models.some(needsServers)) {
       pool = await startPool(config, progress, ctx.signal, ctx.onEmbeddedServer, ctx.resolve);
-      const { ready } = pool;
-      checkFidelity(ready, config.models, config.quantizeMinCosine);
-      await planWithServers(state, models, ready);
+      checkFidelity(pool.ready, config.models, config.quantizeMinCosine);
+      planned = await planWithServers(state, models, pool.ready);
     }
-    for (const m of unfinished) if (!m.matrix) openMatrix(m, corpus.rows, ledger, progress);
+    // Every model is planned by now: one that was not started the servers that planned it.
+    const working = planned
+      .filter((m) => !m.status.finalized)
+      .map((m) => (isOpen(m) ? m : openMatrix(m, corpus.rows, ledger, progress)));
 
-    const items = pendingWork(unfinished, ledger);
+    const items = pendingWork(working, ledger);
     const resumed = noteResume(models, existed, progress);
-    for (const m of unfinished) progress.addModel(m.model.alias, m.status.rows, m.status.doneRows);
-    copyReusedRows(unfinished, ledger, config, progress);
+    for (const m of working) progress.addModel(m.model.alias, m.status.rows, m.status.doneRows);
+    copyReusedRows(working, ledger, config, progress);
     if (items.length > 0) {
       const reference = pool?.ready[0]?.models;
       if (!pool || !reference) throw new Error("batches left but no server was started");
@@ -101,9 +111,9 @@ async function runLocked(given: RunConfig, ctx: RunContext, lock: FolderLock): P
       const probed = await probePool(pool, aliases, ledger, settings, progress);
       const servers = { ...probed, reference };
       const fleet = { resolve: ctx.resolve ?? systemResolve, changes: membership };
-      await embed(state, unfinished, items, servers, fleet);
+      await embed(state, working, items, servers, fleet);
     }
-    await finalizeAll(state, unfinished, (Date.now() - startedAt) / 1000, checkLock);
+    await finalizeAll(state, working, (Date.now() - startedAt) / 1000, checkLock);
     return { ...summarize(models, config, resumed), membership };
   } catch (err) {
     failure = err;
@@ -137,7 +147,7 @@ async function finalizeFinished(
   checkLock: () => void,
 ): Promise<void> {
   try {
-    const finished = models.filter((m) => m.matrix && allBatchesDone(refresh(m, state.ledger)));
+    const finished = models.filter(isOpen).filter((m) => allBatchesDone(refresh(m, state.ledger)));
     if (finished.length === 0) return;
     await finalizeAll(state, finished, (Date.now() - startedAt) / 1000, checkLock);
   } catch (err) {

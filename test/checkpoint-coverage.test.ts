@@ -5,7 +5,15 @@ import { test } from "node:test";
 import Database from "better-sqlite3";
 import { CHECKPOINT_FILE } from "../src/run/prepare.js";
 import { cliArgs } from "./cli-args.js";
-import { corpusSlice, inputDir, onlyErrorLine, runCli, sleep, spawnCli } from "./helpers.js";
+import {
+  checkpointRows,
+  corpusSlice,
+  inputDir,
+  onlyErrorLine,
+  runCli,
+  sleep,
+  spawnCli,
+} from "./helpers.js";
 
 const STEM = "all-MiniLM-L6-v2";
 
@@ -21,21 +29,12 @@ function args(input: string, out: string, restart = false): string[] {
 
 /** Done and pending batches of the checkpoint in `out`; null while it cannot be read. */
 function counts(out: string): { done: number; pending: number } | null {
-  try {
-    const db = new Database(join(out, CHECKPOINT_FILE), { readonly: true, fileMustExist: true });
-    try {
-      const row = db
-        .prepare(
-          "SELECT sum(status = 'done') AS done, sum(status = 'pending') AS pending FROM batches",
-        )
-        .get() as { done: number | null; pending: number | null };
-      return { done: row.done ?? 0, pending: row.pending ?? 0 };
-    } finally {
-      db.close();
-    }
-  } catch {
-    return null;
-  }
+  const [row] =
+    checkpointRows<{ done: number | null; pending: number | null }>(
+      out,
+      "SELECT sum(status = 'done') AS done, sum(status = 'pending') AS pending FROM batches",
+    ) ?? [];
+  return row ? { done: row.done ?? 0, pending: row.pending ?? 0 } : null;
 }
 
 /** A run killed with batches done and batches still pending; its checkpoint then edited with `sql`. */

@@ -1,10 +1,17 @@
 import assert from "node:assert/strict";
 import { chmodSync, existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
 import { cliArgs } from "./cli-args.js";
-import { type CliResult, corpusSlice, errorLines, runCli, tempDir, writeLines } from "./helpers.js";
+import {
+  type CliResult,
+  corpusSlice,
+  errorLines,
+  freePort,
+  runCli,
+  tempDir,
+  writeLines,
+} from "./helpers.js";
 
 const good = (i: number) =>
   JSON.stringify({ paper_id: "2212.0001", paragraph_index: i, text: `Paragraph number ${i}.` });
@@ -164,14 +171,3 @@ test("bad flags are one line and exit 2", async () => {
   assert.equal(badValue.code, 2);
   assertOneLineError(badValue, /--batch_size must be from 1 to 1000000 \(got 0\)/);
 });
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}

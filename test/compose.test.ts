@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { cliArgs } from "./cli-args.js";
 import {
-  type CliResult,
+  collected,
   EXAMPLE,
   paragraphLines,
   ROOT,
@@ -28,18 +28,7 @@ const MODEL = "all-MiniLM-L6-v2";
 const RESTART_ROWS = 3000;
 
 function run(cmd: string, args: readonly string[], cwd: string, env: NodeJS.ProcessEnv) {
-  return new Promise<CliResult>((resolvePromise) => {
-    const child = spawn(cmd, args, { cwd, env });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d) => {
-      stdout += d;
-    });
-    child.stderr.on("data", (d) => {
-      stderr += d;
-    });
-    child.on("close", (code, signal) => resolvePromise({ code, signal, stdout, stderr }));
-  });
+  return collected(spawn(cmd, args, { cwd, env }));
 }
 
 /** Rows of `a` and `b` (two .npy files of the same shape): the lowest cosine. */
@@ -125,6 +114,9 @@ test("docker compose (CPU): both images, the stack embeds examples/ as a local r
     const local = await runCli(cliArgs(EXAMPLE, localOut, MODEL, { progress: "log" }));
     assert.equal(local.code, 0, local.stderr);
     assertSameAsLocal(stackOut, localOut);
+    // The CPU stack runs the default engine: OpenVINO, as the local run does on this CPU.
+    const stackMeta = JSON.parse(readFileSync(join(stackOut, `${MODEL}.metadata.json`), "utf8"));
+    assert.equal(stackMeta.engine, "openvino", "the stack's server ran the OpenVINO engine");
 
     // 2. The inference image runs as a non-root user and its own HEALTHCHECK turns healthy.
     const image = "embed-multi-inference:local";

@@ -53,6 +53,9 @@ test("all-MiniLM-L6-v2 through the embedded server equals a direct encode, in in
   assert.equal(meta.batch_size, 8);
   assert.equal(meta.max_length, 256);
   assert.equal(meta.dtype, "float32");
+  // With nothing set, a CPU gets the fast engine where it passes its check at load (issue 22).
+  assert.equal(meta.engine, "openvino", "the embedded default runs OpenVINO on this CPU");
+  assert.equal(meta.precision, "float32");
   assert.ok(meta.total_tokens > 48 * 10);
   assert.ok(meta.truncated_count >= 1, "some long paragraphs were truncated at 256 tokens");
   assert.equal(meta.servers.length, 1);

@@ -22,6 +22,8 @@ import {
 } from "./helpers.js";
 
 const STEM = "all-MiniLM-L6-v2";
+/** Spot rows in most batches of 8 (the default 0.005 would put one in a few). */
+const SPOTTED = { spot_check: 0.1 };
 
 /**
  * Starts a run on a server of its own and kills that server once two
@@ -64,12 +66,14 @@ test("two real servers, one killed with SIGKILL mid-run: every row once, same ve
   const { dir, input } = inputDir("failover-kill", corpusSlice(200, 3000));
   await withServers(2, async ([a, b]) => {
     assert.ok(a && b);
+    // Spot rows in most batches (8 rows at 0.1): probes on one server, rows the other
+    // server embedded on two; their content must not change the other rows' bits.
     const single = join(dir, "single");
-    const reference = await runCli(multiServerArgs(input, single, [a.target]));
+    const reference = await runCli(multiServerArgs(input, single, [a.target], SPOTTED));
     assert.equal(reference.code, 0, reference.stderr);
 
     const out = join(dir, "two");
-    const { done } = spawnCli(multiServerArgs(input, out, [a.target, b.target]));
+    const { done } = spawnCli(multiServerArgs(input, out, [a.target, b.target], SPOTTED));
     await waitForDone(out, 3, done);
     await b.stop(); // SIGKILL
     const result = await done;
@@ -81,6 +85,29 @@ test("two real servers, one killed with SIGKILL mid-run: every row once, same ve
     );
     const meta = JSON.parse(readFileSync(join(out, `${STEM}.metadata.json`), "utf8"));
     assert.equal(meta.num_paragraphs, 200);
+  });
+});
+
+test("one real server, the run killed with SIGKILL and resumed: the same bytes as an uninterrupted run, spot rows in its batches", async () => {
+  const { dir, input } = inputDir("resume-kill-real", corpusSlice(160, 3100));
+  await withServers(1, async ([a]) => {
+    assert.ok(a);
+    const whole = join(dir, "whole");
+    const reference = await runCli(multiServerArgs(input, whole, [a.target], SPOTTED));
+    assert.equal(reference.code, 0, reference.stderr);
+
+    const out = join(dir, "resumed");
+    const first = spawnCli(multiServerArgs(input, out, [a.target], SPOTTED));
+    await waitForDone(out, 4, first.done);
+    first.child.kill("SIGKILL");
+    assert.equal((await first.done).signal, "SIGKILL");
+    const resumed = await runCli(multiServerArgs(input, out, [a.target], SPOTTED));
+    assert.equal(resumed.code, 0, resumed.stderr);
+    assert.match(resumed.stderr, /resuming: \d+ of \d+ batches done/);
+    assert.ok(
+      npyBytes(whole, STEM).equals(npyBytes(out, STEM)),
+      "the resumed run's vectors are the uninterrupted run's, byte for byte",
+    );
   });
 });
 

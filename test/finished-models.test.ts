@@ -2,10 +2,9 @@ import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import Database from "better-sqlite3";
-import { CHECKPOINT_FILE } from "../src/run/prepare.js";
 import { cliArgs } from "./cli-args.js";
 import {
+  checkpointRows,
   corpusSlice,
   inputDirWithConfig,
   runCli,
@@ -25,21 +24,11 @@ const FLAGS = { batch_size: 8, max_workers: 1, checkpoint_interval: 8, server_ti
 
 /** Done and total batches per model in the checkpoint of `out`; empty while unreadable. */
 function progressOf(out: string): Map<string, { done: number; total: number }> {
-  try {
-    const db = new Database(join(out, CHECKPOINT_FILE), { readonly: true, fileMustExist: true });
-    try {
-      const rows = db
-        .prepare(
-          "SELECT alias, sum(status = 'done') AS done, count(*) AS total FROM batches GROUP BY alias",
-        )
-        .all() as { alias: string; done: number; total: number }[];
-      return new Map(rows.map((r) => [r.alias, { done: r.done, total: r.total }]));
-    } finally {
-      db.close();
-    }
-  } catch {
-    return new Map();
-  }
+  const rows = checkpointRows<{ alias: string; done: number; total: number }>(
+    out,
+    "SELECT alias, sum(status = 'done') AS done, count(*) AS total FROM batches GROUP BY alias",
+  );
+  return new Map((rows ?? []).map((r) => [r.alias, { done: r.done, total: r.total }]));
 }
 
 test("a run that stops on a server gone for good first writes the outputs of the model it finished", async () => {

@@ -1,6 +1,4 @@
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
 import Database from "better-sqlite3";
@@ -10,7 +8,9 @@ import type { Progress } from "../src/progress.js";
 import { run } from "../src/run.js";
 import { cliArgs } from "./cli-args.js";
 import {
+  assertSameOutputs,
   corpusSlice,
+  freePort,
   inputDir,
   type RunningServer,
   readLedger,
@@ -22,18 +22,6 @@ import {
 
 const STEM = "all-MiniLM-L6-v2";
 const NAME = "fleet.test";
-
-function freePort(host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, host, () => {
-      const address = s.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** Batches in flight per server, as the orchestrator's metrics say now. */
 async function inFlight(): Promise<Map<string, number>> {
@@ -137,9 +125,7 @@ test("a dns:/// name re-resolved mid-run: the new address joins and works, the v
       cliArgs(input, reference, STEM, { servers: a, batch_size: 4, checkpoint_interval: 8 }),
     );
     assert.equal(ref.code, 0, ref.stderr);
-    for (const file of [`${STEM}.npy`, `${STEM}.jsonl`]) {
-      assert.ok(readFileSync(join(out, file)).equals(readFileSync(join(reference, file))), file);
-    }
+    assertSameOutputs(reference, out, STEM);
   } finally {
     for (const s of servers) await s.stop();
   }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import {
   closeSync,
   mkdtempSync,
@@ -9,11 +9,14 @@ import {
   rmSync,
   writeFileSync,
 } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { after, before } from "node:test";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import Database from "better-sqlite3";
 import { GrpcBackend } from "../src/backend/grpc/backend.js";
+import { ServerConnection } from "../src/backend/grpc/client.js";
 import { LedgerReader } from "../src/checkpoint/ledger.js";
 import { waitHealthy } from "../src/dispatch/servers.js";
 import { readNpyShape } from "../src/output/npy.js";
@@ -302,9 +305,44 @@ export async function assertSameAsReferenceRun(
 ): Promise<void> {
   const result = await runCli(args);
   assert.equal(result.code, 0, result.stderr);
-  for (const file of [`${stem}.npy`, `${stem}.jsonl`]) {
-    assert.ok(readFileSync(join(out, file)).equals(readFileSync(join(reference, file))), file);
+  assertSameOutputs(reference, out, stem);
+}
+
+/** The `stem` files of the output folders `reference` and `out` are the same bytes. */
+export function assertSameOutputs(
+  reference: string,
+  out: string,
+  stem: string,
+  extensions: readonly string[] = [".npy", ".jsonl"],
+): void {
+  for (const ext of extensions) {
+    const same = readFileSync(join(out, stem + ext)).equals(
+      readFileSync(join(reference, stem + ext)),
+    );
+    assert.ok(same, `${stem}${ext} is byte-identical to the reference run's`);
   }
+}
+
+/** Rows each model of a running server has tokenized so far, with its prefix (from its Info). */
+export async function tokenizedByModel(
+  target: string,
+): Promise<{ prefix: string; rows: number }[]> {
+  const connection = new ServerConnection(target, {
+    tls: null,
+    authToken: "",
+    maxMessageBytes: 1 << 20,
+  });
+  try {
+    const info = await connection.info(10_000);
+    return info.models.map((m) => ({ prefix: m.prefix, rows: Number(m.tokenizedRows) }));
+  } finally {
+    connection.close();
+  }
+}
+
+/** Rows the server's models have tokenized so far (planning counts every row it is sent). */
+export async function tokenizedRows(target: string): Promise<number> {
+  return (await tokenizedByModel(target)).reduce((n, m) => n + m.rows, 0);
 }
 
 /** Starts the CLI without waiting for it, for tests that signal it. */
@@ -322,18 +360,43 @@ export function runVerify(
 
 export function spawnBare(args: readonly string[], env: NodeJS.ProcessEnv) {
   const child = spawn(process.execPath, [CLI, ...args], { env });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (d) => {
-    stdout += d;
+  return { child, done: collected(child) };
+}
+
+/** What a child process has printed so far, kept as it comes. */
+export function liveOutput(child: ChildProcess): {
+  readonly stdout: string;
+  readonly stderr: string;
+} {
+  const output = { stdout: "", stderr: "" };
+  child.stdout?.on("data", (d) => {
+    output.stdout += d;
   });
-  child.stderr.on("data", (d) => {
-    stderr += d;
+  child.stderr?.on("data", (d) => {
+    output.stderr += d;
   });
-  const done = new Promise<CliResult>((resolvePromise) =>
-    child.on("close", (code, signal) => resolvePromise({ code, signal, stdout, stderr })),
+  return output;
+}
+
+/** What a child process printed, and how it ended, once it has closed. */
+export function collected(child: ChildProcess): Promise<CliResult> {
+  const output = liveOutput(child);
+  return new Promise<CliResult>((resolvePromise) =>
+    child.on("close", (code, signal) => resolvePromise({ code, signal, ...output })),
   );
-  return { child, done };
+}
+
+/** A TCP port free on `host` a moment ago (for a server that must be told its port). */
+export function freePort(host = "127.0.0.1"): Promise<number> {
+  return new Promise((resolvePromise, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, host, () => {
+      const address = server.address();
+      const port = typeof address === "object" && address ? address.port : 0;
+      server.close(() => resolvePromise(port));
+    });
+  });
 }
 
 /** A small deterministic generator of numbers in [0, 1), so a failing run can be replayed. */
@@ -393,6 +456,20 @@ export function readLedger(outDir: string): LedgerView {
     };
   } finally {
     ledger.close();
+  }
+}
+
+/** The rows of a query on the checkpoint of a run in `outDir` (read-only); null while it cannot be read. */
+export function checkpointRows<T>(outDir: string, sql: string): T[] | null {
+  try {
+    const db = new Database(join(outDir, CHECKPOINT_FILE), { readonly: true, fileMustExist: true });
+    try {
+      return db.prepare(sql).all() as T[];
+    } finally {
+      db.close();
+    }
+  } catch {
+    return null;
   }
 }
 

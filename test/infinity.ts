@@ -1,8 +1,7 @@
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
-import { ROOT, sleep, tempDir, testEnv } from "./helpers.js";
+import { freePort, ROOT, sleep, tempDir, testEnv } from "./helpers.js";
 
 /** infinity-emb's own venv (scripts/setup-infinity.sh), never .venv. */
 export const INFINITY_VENV =
@@ -22,18 +21,6 @@ export function ensureInfinity(): void {
     env: process.env,
   });
   if (result.status !== 0) throw new Error("scripts/setup-infinity.sh failed");
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 export interface RunningInfinity {

@@ -4,40 +4,16 @@ import { join } from "node:path";
 import { test } from "node:test";
 import Database from "better-sqlite3";
 import { checkSameInput, checkSameModels } from "../src/checkpoint/compat.js";
-import { Ledger, type LedgerModel, LedgerReader } from "../src/checkpoint/ledger.js";
+import { Ledger, LedgerReader } from "../src/checkpoint/ledger.js";
 import { SCHEMA_VERSION } from "../src/checkpoint/schema.js";
 import type { RunModel } from "../src/config.js";
 import { CheckpointError } from "../src/errors.js";
 import type { CorpusIndex } from "../src/input/scan.js";
 import { planBatches } from "../src/plan/planner.js";
 import { tempDir } from "./helpers.js";
+import { storedModel } from "./phase-helpers.js";
 
-const model: LedgerModel = {
-  alias: "m",
-  position: 0,
-  modelId: "org/m",
-  revision: "abc",
-  dim: 4,
-  prefix: "",
-  normalize: false,
-  maxLength: 128,
-  dtype: "float32",
-  pooling: "mean",
-  fileStem: "m",
-  truncateDim: 0,
-  quantize: "none",
-  requested: {
-    modelId: "org/m",
-    revision: "",
-    prefix: "",
-    normalize: false,
-    maxLength: 0,
-    dtype: "",
-    truncateDim: 0,
-    quantize: "none",
-  },
-  plannedWith: { batchSize: 8, maxBatchTokens: 0 },
-};
+const model = storedModel({ batchSize: 8, maxBatchTokens: 0 }, { revision: "abc" });
 
 test("the plan, batch status and totals survive closing and reopening", () => {
   const path = join(tempDir("ledger"), "c.sqlite");
@@ -206,46 +182,39 @@ test("a checkpoint of schema 1 is migrated on open and keeps its batches", () =>
   reader.close();
 });
 
-test("a checkpoint from a newer embed-multi is refused in one line saying what to do", () => {
-  const path = join(tempDir("ledger-new"), "c.sqlite");
+/** Why a fresh checkpoint whose schema_version reads `version` is refused: one CheckpointError line. */
+function refusalAtVersion(name: string, version: string): string {
+  const path = join(tempDir(name), "c.sqlite");
   Ledger.open(path).close();
   const db = new Database(path);
-  db.prepare("UPDATE meta SET value = '99' WHERE key = 'schema_version'").run();
+  db.prepare("UPDATE meta SET value = ? WHERE key = 'schema_version'").run(version);
   db.close();
+  let message = "";
   assert.throws(
     () => Ledger.open(path),
     (err: unknown) => {
       assert.ok(err instanceof CheckpointError);
-      assert.match(
-        err.message,
-        new RegExp(
-          `schema version 99, newer than this embed-multi reads \\(${SCHEMA_VERSION}\\).*--restart`,
-        ),
-      );
       assert.ok(!err.message.includes("\n"));
+      message = err.message;
       return true;
     },
+  );
+  return message;
+}
+
+test("a checkpoint from a newer embed-multi is refused in one line saying what to do", () => {
+  assert.match(
+    refusalAtVersion("ledger-new", "99"),
+    new RegExp(
+      `schema version 99, newer than this embed-multi reads \\(${SCHEMA_VERSION}\\).*--restart`,
+    ),
   );
 });
 
 test("a checkpoint whose schema version is not a number is unreadable, not newer", () => {
-  const path = join(tempDir("ledger-bad-version"), "c.sqlite");
-  Ledger.open(path).close();
-  const db = new Database(path);
-  db.prepare("UPDATE meta SET value = 'abc' WHERE key = 'schema_version'").run();
-  db.close();
-  assert.throws(
-    () => Ledger.open(path),
-    (err: unknown) => {
-      assert.ok(err instanceof CheckpointError);
-      assert.match(
-        err.message,
-        /is unreadable \(its schema version is "abc", not a version number\)/,
-      );
-      assert.doesNotMatch(err.message, /newer/);
-      return true;
-    },
-  );
+  const message = refusalAtVersion("ledger-bad-version", "abc");
+  assert.match(message, /is unreadable \(its schema version is "abc", not a version number\)/);
+  assert.doesNotMatch(message, /newer/);
 });
 
 test("the read-only reader sees each batch's status, and a model's status in one snapshot", () => {

@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { cliArgs } from "./cli-args.js";
-import { corpusSlice, inputDir, onlyErrorLine, runCli } from "./helpers.js";
+import { assertSameOutputs, corpusSlice, inputDir, onlyErrorLine, runCli } from "./helpers.js";
 
 const STEM = "all-MiniLM-L6-v2";
 
@@ -24,9 +24,7 @@ test("no --servers and a device list: one embedded server per device, each with 
   const one = join(dir, "one");
   const single = await runCli(cliArgs(input, one, STEM, { ...flags, device: "cpu" }));
   assert.equal(single.code, 0, single.stderr);
-  for (const file of [`${STEM}.npy`, `${STEM}.jsonl`]) {
-    assert.ok(readFileSync(join(out, file)).equals(readFileSync(join(one, file))), file);
-  }
+  assertSameOutputs(one, out, STEM);
 
   const bad = await runCli(
     cliArgs(input, join(dir, "bad"), STEM, { ...flags, device: "cuda,cuda:1" }),

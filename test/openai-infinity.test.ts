@@ -7,6 +7,7 @@ import { OpenAIClient } from "../src/backend/openai/client.js";
 import { discoverModel } from "../src/backend/openai/discover.js";
 import { cliArgs } from "./cli-args.js";
 import {
+  assertSameOutputs,
   compareDirect,
   corpusSlice,
   inputDir,
@@ -179,11 +180,7 @@ describe("openai backend against infinity-emb", () => {
     const resumed = await runCli(args(out));
     assert.equal(resumed.code, 0, resumed.stderr);
     assert.match(resumed.stderr, /resuming: \d+ of \d+ batches done/);
-    for (const ext of [".npy", ".jsonl"]) {
-      const x = readFileSync(join(reference, STEM + ext));
-      const y = readFileSync(join(out, STEM + ext));
-      assert.ok(x.equals(y), `${STEM}${ext} is byte-identical to the uninterrupted run's`);
-    }
+    assertSameOutputs(reference, out, STEM);
     const ledger = readLedger(out);
     assert.equal(ledger.completionsOne, ledger.batches, "every batch done exactly once");
   });

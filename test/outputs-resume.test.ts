@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { cliArgs } from "./cli-args.js";
 import {
+  assertSameOutputs,
   corpusSlice,
   inputDir,
   killedRun,
@@ -63,11 +64,7 @@ test("killed with SIGKILL while embedding and while finalizing, an int8 npy+parq
   const last = await runCli(args(input, out));
   assert.equal(last.code, 0, last.stderr);
 
-  for (const ext of [".npy", ".parquet"]) {
-    const a = readFileSync(join(reference, STEM + ext));
-    const b = readFileSync(join(out, STEM + ext));
-    assert.ok(a.equals(b), `${STEM}${ext} is byte-identical to the uninterrupted run's`);
-  }
+  assertSameOutputs(reference, out, STEM, [".npy", ".parquet"]);
   const meta = JSON.parse(readFileSync(join(out, `${STEM}.metadata.json`), "utf8"));
   const refMeta = JSON.parse(readFileSync(join(reference, `${STEM}.metadata.json`), "utf8"));
   assert.deepEqual(meta.quantization, refMeta.quantization, "the same ranges");

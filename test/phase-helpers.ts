@@ -1,12 +1,14 @@
 import { join } from "node:path";
 import type { Backend, LoadedModel } from "../src/backend/types.js";
 import { ledgerModelOf } from "../src/checkpoint/model-row.js";
+import { modelSpec } from "../src/config/registry.js";
 import { buildRunConfig, type RunConfig } from "../src/config.js";
 import type { ServerSession } from "../src/dispatch/servers.js";
 import { type CorpusIndex, scanInput } from "../src/input/scan.js";
+import type { LedgerModel, PlanLimitsUsed } from "../src/model/records.js";
 import { planBatches } from "../src/plan/planner.js";
 import type { Progress } from "../src/progress.js";
-import type { ModelRun } from "../src/run/model-run.js";
+import type { PlannedModel } from "../src/run/model-run.js";
 import { openCheckpoint, type Prepared, prepareOutputDir } from "../src/run/prepare.js";
 import { corpusSlice, writeLines } from "./helpers.js";
 import { MEMORY_DESCRIPTION } from "./memory-backend.js";
@@ -54,6 +56,19 @@ export const MODEL_INFO: LoadedModel = {
   quantize: "none",
 };
 
+/**
+ * Custom model `org/m` (alias and file stem `alias`, default settings) as
+ * planning stores it, loaded as MODEL_INFO with `loaded` over it.
+ */
+export function storedModel(
+  plannedWith: PlanLimitsUsed,
+  loaded: Partial<LoadedModel> = {},
+  alias = "m",
+): LedgerModel {
+  const model = { ...modelSpec(alias, "org/m"), fileStem: alias };
+  return ledgerModelOf(model, { ...MODEL_INFO, ...loaded }, 0, plannedWith);
+}
+
 /** A session as a server that loaded `org/m` would give. */
 export function fakeSession(
   backend: Backend,
@@ -75,14 +90,16 @@ export function fakeSession(
 export async function plannedCheckpoint(
   dir: string,
   rows: number,
-): Promise<Prepared & { config: RunConfig; corpus: CorpusIndex; run: ModelRun }> {
+): Promise<Prepared & { config: RunConfig; corpus: CorpusIndex; run: PlannedModel }> {
   const { config, corpus } = await phaseSetup(dir, rows);
   prepareOutputDir(config.outputDir);
   const prepared = openCheckpoint(config, corpus, recordingProgress());
-  const [run] = prepared.models;
-  if (!run) throw new Error("no model");
+  const [unplanned] = prepared.models;
+  if (!unplanned) throw new Error("no model");
   const limits = { batchSize: 8, maxBatchTokens: 0 };
-  run.stored = ledgerModelOf(run.model, MODEL_INFO, 0, limits);
+  const run = Object.assign(unplanned, {
+    stored: ledgerModelOf(unplanned.model, MODEL_INFO, 0, limits),
+  });
   const plan = planBatches(new Uint32Array(rows).fill(3), limits);
   prepared.ledger.addModel(run.stored, plan.batches);
   run.status = prepared.ledger.status(run.model.alias);

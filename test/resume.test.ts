@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { cliArgs } from "./cli-args.js";
 import {
+  assertSameOutputs,
   corpusSlice,
   errorLines,
   inputDir,
@@ -65,11 +66,7 @@ test("killed with SIGKILL at random moments and resumed, the outputs are byte-id
   resumedSeen ||= /resuming: \d+ of \d+ batches done/.test(last.stderr);
   assert.ok(resumedSeen, "a later run said it resumed");
 
-  for (const ext of [".npy", ".jsonl"]) {
-    const a = readFileSync(join(reference, STEM + ext));
-    const b = readFileSync(join(out, STEM + ext));
-    assert.ok(a.equals(b), `${STEM}${ext} is byte-identical to the uninterrupted run's`);
-  }
+  assertSameOutputs(reference, out, STEM);
   const ledger = readLedger(out);
   assert.equal(ledger.done, ledger.batches, "every batch done");
   assert.equal(ledger.completionsOne, ledger.batches, "every batch done exactly once");

@@ -5,7 +5,6 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { Ledger } from "../src/checkpoint/ledger.js";
 import { ExitError } from "../src/errors.js";
-import type { LedgerModel } from "../src/model/records.js";
 import { NpyMatrixFile } from "../src/output/npy.js";
 import { planBatches } from "../src/plan/planner.js";
 import { HashIndex } from "../src/reuse/hash-index.js";
@@ -13,6 +12,7 @@ import { HASH_BYTES } from "../src/reuse/hashes.js";
 import { attachFollowers, planRows } from "../src/reuse/plan-rows.js";
 import { SourceMatrix } from "../src/reuse/sources.js";
 import { tempDir } from "./helpers.js";
+import { storedModel } from "./phase-helpers.js";
 
 function hashesOf(texts: readonly string[]): Buffer {
   return Buffer.concat(
@@ -80,32 +80,7 @@ test("the checkpoint keeps copies and followers: counted in the rows, done only 
   const path = join(tempDir("reuse-ledger"), "c.sqlite");
   const ledger = Ledger.open(path);
   ledger.startRun({ path: "/in", size: 1, sha256: "ff", rows: 6 });
-  const model: LedgerModel = {
-    alias: "m",
-    position: 0,
-    modelId: "org/m",
-    revision: "r",
-    dim: 4,
-    prefix: "",
-    normalize: false,
-    maxLength: 8,
-    dtype: "float32",
-    pooling: "mean",
-    fileStem: "m",
-    truncateDim: 0,
-    quantize: "none",
-    requested: {
-      modelId: "org/m",
-      revision: "",
-      prefix: "",
-      normalize: false,
-      maxLength: 0,
-      dtype: "",
-      truncateDim: 0,
-      quantize: "none",
-    },
-    plannedWith: { batchSize: 2, maxBatchTokens: 0 },
-  };
+  const model = storedModel({ batchSize: 2, maxBatchTokens: 0 }, { revision: "r", maxLength: 8 });
   ledger.addModel(
     model,
     [

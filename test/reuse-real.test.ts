@@ -2,26 +2,11 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { ServerConnection } from "../src/backend/grpc/client.js";
 import { cliArgs } from "./cli-args.js";
-import { inputDir, readNpy, runCli, withServer } from "./helpers.js";
+import { inputDir, readNpy, runCli, tokenizedRows, withServer } from "./helpers.js";
 import { corpusVersions } from "./reuse-corpus.js";
 
 const MODEL = "all-MiniLM-L6-v2";
-
-async function tokenizedRows(target: string): Promise<number> {
-  const connection = new ServerConnection(target, {
-    tls: null,
-    authToken: "",
-    maxMessageBytes: 1 << 20,
-  });
-  try {
-    const info = await connection.info(10_000);
-    return info.models.reduce((n, m) => n + Number(m.tokenizedRows), 0);
-  } finally {
-    connection.close();
-  }
-}
 
 function texts(lines: readonly string[]): string[] {
   return lines.map((l) => (JSON.parse(l) as { text: string }).text);

@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import { readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { ServerConnection } from "../src/backend/grpc/client.js";
 import { LedgerReader } from "../src/checkpoint/ledger.js";
 import { CHECKPOINT_FILE } from "../src/run/prepare.js";
 import { cliArgs } from "./cli-args.js";
@@ -15,27 +14,13 @@ import {
   serverForTests,
   sleep,
   spawnCli,
+  tokenizedRows,
   writeLines,
 } from "./helpers.js";
 import { corpusVersions, withDuplicates } from "./reuse-corpus.js";
 
 const MODEL = "all-MiniLM-L6-v2";
 const server = serverForTests(["--engine", "debug"]);
-
-/** Rows the server's model has tokenized so far (planning counts every row it is sent). */
-async function tokenizedRows(target: string): Promise<number> {
-  const connection = new ServerConnection(target, {
-    tls: null,
-    authToken: "",
-    maxMessageBytes: 1 << 20,
-  });
-  try {
-    const info = await connection.info(10_000);
-    return info.models.reduce((n, m) => n + Number(m.tokenizedRows), 0);
-  } finally {
-    connection.close();
-  }
-}
 
 async function run(
   input: string,

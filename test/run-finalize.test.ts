@@ -8,16 +8,17 @@ import { tempDir } from "./helpers.js";
 import { plannedCheckpoint, recordingProgress } from "./phase-helpers.js";
 
 test("a model is finalized only when every batch is done; then its outputs and summary are written", async () => {
-  const { ledger, models, config, corpus, run } = await plannedCheckpoint(tempDir("finalize"), 12);
+  const planned = await plannedCheckpoint(tempDir("finalize"), 12);
+  const { ledger, models, config, corpus } = planned;
   const progress = recordingProgress();
-  openMatrix(run, corpus.rows, ledger, progress);
+  const run = openMatrix(planned.run, corpus.rows, ledger, progress);
   const reader = new RowReader(corpus);
   try {
     ledger.markDone([
       { alias: "org/m", batchNo: 0, attempts: 1, server: "a", tokens: 24, truncated: 1 },
     ]);
     await assert.rejects(
-      finalizeAll({ config, ledger, reader, corpus, progress }, models, 1),
+      finalizeAll({ config, ledger, reader, corpus, progress }, [run], 1),
       /org\/m has 1 batches left/,
     );
     ledger.markDone([
@@ -25,13 +26,10 @@ test("a model is finalized only when every batch is done; then its outputs and s
     ]);
     // The rows the batches carried: the finalize refuses a row still zero.
     const rows = Uint32Array.from({ length: 12 }, (_, i) => i);
-    run.matrix?.writeRows(
-      rows,
-      Buffer.from(new Float32Array(12 * run.matrix.dim).fill(0.5).buffer),
-    );
+    run.matrix.writeRows(rows, Buffer.from(new Float32Array(12 * run.matrix.dim).fill(0.5).buffer));
     run.rowsThisRun = 12;
     run.window = { first: 1000, last: 3500 };
-    await finalizeAll({ config, ledger, reader, corpus, progress }, models, 1);
+    await finalizeAll({ config, ledger, reader, corpus, progress }, [run], 1);
     assert.equal(run.status.finalized, true);
     assert.ok(existsSync(run.paths.npy) && existsSync(run.paths.jsonl));
     const metadata = JSON.parse(readFileSync(run.paths.metadata, "utf8")) as Record<
@@ -56,7 +54,7 @@ test("a model is finalized only when every batch is done; then its outputs and s
     });
     assert.equal(summary.nothingToDo, false);
   } finally {
-    run.matrix?.close();
+    run.matrix.close();
     reader.close();
     ledger.close();
   }

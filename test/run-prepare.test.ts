@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { ledgerModelOf } from "../src/checkpoint/model-row.js";
 import { planBatches } from "../src/plan/planner.js";
+import { isPlanned } from "../src/run/model-run.js";
 import {
   CHECKPOINT_FILE,
   openCheckpoint,
@@ -58,7 +59,7 @@ test("a finished model whose outputs are gone is embedded again; a lost matrix r
   const progress = recordingProgress();
   const reopened = openCheckpoint(config, corpus, progress);
   const [lost] = reopened.models;
-  assert.ok(lost);
+  assert.ok(lost && isPlanned(lost), "the stored model stays");
   assert.match(
     progress.notes.join("\n"),
     /outputs of org\/m \(.*\) are missing and cannot be derived \(its metadata is missing or unreadable\): embedding it again/,
@@ -71,11 +72,11 @@ test("a finished model whose outputs are gone is embedded again; a lost matrix r
   ]);
   lost.status = reopened.ledger.status("org/m");
   rmSync(lost.paths.workingNpy, { force: true });
-  openMatrix(lost, corpus.rows, reopened.ledger, progress);
-  assert.ok(lost.matrix, "a fresh matrix");
+  const fresh = openMatrix(lost, corpus.rows, reopened.ledger, progress);
+  assert.equal(fresh.matrix.rows, 20, "a fresh matrix");
   assert.match(progress.notes.at(-1) ?? "", /is missing or damaged: embedding org\/m again/);
   assert.equal(lost.status.doneBatches, 0);
-  lost.matrix.close();
+  fresh.matrix.close();
   reopened.ledger.close();
 });
 

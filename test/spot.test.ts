@@ -6,8 +6,8 @@ import {
   type KnownRow,
   pickSpots,
   placeSpots,
-  SpotCredit,
   splitSpots,
+  spotSlots,
 } from "../src/checks/spot.js";
 
 function known(label: string, tokens: number, vector: number[], server = ""): KnownRow {
@@ -26,16 +26,19 @@ function vectorsOf(rows: number[][]): Vectors {
   };
 }
 
-test("the credit owes 0.5% of rows, carrying the fraction over", () => {
-  const credit = new SpotCredit(0.005);
+test("a batch's spot rows are 0.5% of rows on average, and the batch's alone", () => {
   let owed = 0;
-  for (let i = 0; i < 125; i++) owed += credit.owed(32); // 4,000 rows
-  assert.equal(owed, 20);
-  const none = new SpotCredit(0);
-  assert.equal(none.owed(1_000_000), 0);
-  credit.refund(2);
-  assert.equal(credit.owed(0), 2, "a refund goes to the next batch");
-  assert.throws(() => new SpotCredit(1.5), RangeError);
+  for (let b = 0; b < 4000; b++) owed += spotSlots("minilm", b, 32, 0.005); // 128,000 rows
+  assert.ok(owed > 560 && owed < 720, `0.5% of 128,000 rows is 640 (got ${owed})`);
+  const again = Array.from({ length: 200 }, (_, b) => spotSlots("minilm", b, 32, 0.005));
+  const first = Array.from({ length: 200 }, (_, b) => spotSlots("minilm", b, 32, 0.005));
+  assert.deepEqual(again, first, "the same batch always carries the same number");
+  const other = Array.from({ length: 200 }, (_, b) => spotSlots("mpnet", b, 32, 0.005));
+  assert.notDeepEqual(other, first, "another model's batches draw apart");
+  assert.equal(spotSlots("minilm", 3, 1_000_000, 0), 0);
+  assert.equal(spotSlots("minilm", 3, 0, 0.5), 0);
+  assert.equal(spotSlots("minilm", 3, 10, 1), 10);
+  assert.throws(() => spotSlots("minilm", 3, 10, 1.5), RangeError);
 });
 
 test("picks rows that fit the batch, closest in length, never the server's own", () => {

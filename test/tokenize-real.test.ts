@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { ServerConnection } from "../src/backend/grpc/client.js";
 import { PROBE_TEXTS } from "../src/checks/probe-texts.js";
 import { cliArgs } from "./cli-args.js";
 import {
@@ -13,6 +12,7 @@ import {
   paragraphLines,
   type RunningServer,
   runCli,
+  tokenizedByModel,
   withServer,
 } from "./helpers.js";
 
@@ -21,18 +21,8 @@ const STEMS = ["all-MiniLM-L6-v2", "e5-style-minilm"];
 const PROBES = PROBE_TEXTS.length;
 
 /** Rows each model_key of the server has tokenized, by prefix ("" or "passage: "). */
-async function tokenizedRows(server: RunningServer): Promise<Map<string, number>> {
-  const connection = new ServerConnection(server.target, {
-    tls: null,
-    authToken: "",
-    maxMessageBytes: 1 << 20,
-  });
-  try {
-    const info = await connection.info(10_000);
-    return new Map(info.models.map((m) => [m.prefix, Number(m.tokenizedRows)]));
-  } finally {
-    connection.close();
-  }
+async function tokenizedByPrefix(server: RunningServer): Promise<Map<string, number>> {
+  return new Map((await tokenizedByModel(server.target)).map((m) => [m.prefix, m.rows]));
 }
 
 function removeOutputs(out: string, stems: readonly string[]): void {
@@ -63,7 +53,7 @@ test("each paragraph is tokenized once per model; the ids and texts paths give i
     const distinct = Number(sent[1]);
     // Planning tokenized every row it sends and kept the ids; the batches carried them.
     // Each model's rows tokenized once: no more than the 40 rows, no fewer than those it sends.
-    const once = await tokenizedRows(server);
+    const once = await tokenizedByPrefix(server);
     const perModel = once.get("") ?? 0;
     assert.deepEqual(
       once,
@@ -82,7 +72,7 @@ test("each paragraph is tokenized once per model; the ids and texts paths give i
     assert.equal(second.code, 0, second.stderr);
     assert.match(second.stderr + second.stdout, /embedding it again/);
     assert.deepEqual(
-      await tokenizedRows(server),
+      await tokenizedByPrefix(server),
       new Map([
         ["", perModel + distinct + PROBES],
         ["passage: ", perModel + distinct + PROBES],

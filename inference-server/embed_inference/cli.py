@@ -185,6 +185,7 @@ async def serve(config: ServerConfig, make_backend: BackendFactory | None = None
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    os.register_at_fork(after_in_child=_forget_stop_signals)
     if config.exit_on_stdin_eof:
         _stop_at_stdin_eof(loop, stop)
     model_dir = config.model_dir
@@ -237,6 +238,16 @@ def _warn_if_exposed(config: ServerConfig) -> None:
         ENV_AUTH_TOKEN,
         ENV_AUTH_TOKEN,
     )
+
+
+def _forget_stop_signals() -> None:
+    """In a process forked from the server (a library's multiprocessing worker): the
+    asyncio loop's signal wakeup socket is shared with the server, so a SIGTERM sent to
+    the child (a worker stopped by its parent) would be read by the server's loop as its
+    own and stop it. The child drops the socket and takes the default actions."""
+    signal.set_wakeup_fd(-1)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def _stop_at_stdin_eof(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:

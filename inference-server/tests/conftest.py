@@ -8,6 +8,7 @@ import json
 import os
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from faulty_server import Faults, faulty_backends
 
 from embed_inference.cli import parse_config
 from embed_inference.config import ServerConfig
+from embed_inference.encoders.base import Weights
+from embed_inference.encoders.select import SentenceTransformerBackend
 from embed_inference.server import InferenceServer
 from embedmulti.v1 import inference_pb2 as pb
 from embedmulti.v1 import inference_pb2_grpc as pb_grpc
@@ -37,6 +40,28 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 def make_config(argv: Sequence[str], environ: dict[str, str] | None = None) -> ServerConfig:
     return parse_config(["--port", "0", *argv], environ or {})
+
+
+def model_config(*argv: str, environ: dict[str, str] | None = None) -> ServerConfig:
+    """A server of the offline model folder on TORCH_THREADS threads; `argv` adds flags."""
+    return make_config(["--model-dir", str(MODEL_DIR), "--threads", TORCH_THREADS, *argv], environ)
+
+
+def st_backend(
+    fast_path: str, cpu_engine: str, cache: Path | None = None
+) -> SentenceTransformerBackend:
+    """The sentence-transformers engine on TORCH_THREADS threads (not started)."""
+    return SentenceTransformerBackend(int(TORCH_THREADS), False, fast_path, cpu_engine, cache)
+
+
+def float32_weights(backend: SentenceTransformerBackend) -> Weights:
+    """The offline model loaded by `backend` on the CPU in float32."""
+    return backend.load(MODEL_ID, MODEL_PATH, "", "cpu", "float32")
+
+
+def run_stages(encoder: Any, texts: list[str]) -> np.ndarray:
+    """An encoder's three stages on `texts`, one after the other."""
+    return encoder.post(encoder.forward(encoder.pre(texts)))
 
 
 class RunningServer:
@@ -100,9 +125,7 @@ def paragraphs() -> list[str]:
 
 @pytest.fixture(scope="session")
 def st_server() -> Iterator[RunningServer]:
-    server = RunningServer(
-        make_config(["--model-dir", str(MODEL_DIR), "--threads", TORCH_THREADS, "--device", "cpu"])
-    )
+    server = RunningServer(model_config("--device", "cpu"))
     yield server
     server.close()
 
@@ -139,6 +162,17 @@ def debug_stub(debug_server: RunningServer) -> Iterator[pb_grpc.InferenceStub]:
         yield pb_grpc.InferenceStub(channel)
 
 
+@contextmanager
+def debug_channel(environ: dict[str, str] | None = None) -> Iterator[grpc.Channel]:
+    """A channel to a server of its own on the debug engine; `environ` is its environment."""
+    server = RunningServer(make_config(["--engine", "debug"], environ))
+    try:
+        with server.channel() as channel:
+            yield channel
+    finally:
+        server.close()
+
+
 def embed(
     stub: pb_grpc.InferenceStub,
     batches: Sequence[tuple[int, str, Sequence[str]]],
@@ -153,6 +187,14 @@ def embed(
         assert result.batch_id not in results, "one answer per batch"
         results[result.batch_id] = result
     return results
+
+
+def refused_load(stub: pb_grpc.InferenceStub, model_id: str) -> grpc.RpcError:
+    """LoadModel of an id the server must refuse before loading anything: INVALID_ARGUMENT."""
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.LoadModel(pb.LoadModelRequest(model_id=model_id), timeout=30)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    return caught.value
 
 
 def vectors(result: pb.EmbedResult) -> np.ndarray:

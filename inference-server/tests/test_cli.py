@@ -237,3 +237,49 @@ def test_info_level_logs_no_batch_lines() -> None:
         assert len(list(stub.Embed(iter([batch]), timeout=30))) == 1
     code, _, err = stop(proc)
     assert code == 0 and not BATCH_LINE.search(err), err
+
+
+def test_a_forked_worker_stopped_with_sigterm_does_not_stop_the_server() -> None:
+    """A library's forked worker shares the asyncio loop's signal wakeup socket; a SIGTERM
+    sent to it was read by the server as its own (the compose stack's OpenVINO first load:
+    telemetry workers killed after a network timeout stopped the server)."""
+    driver = str(Path(__file__).with_name("forking_server.py"))
+    proc = subprocess.Popen(
+        [sys.executable, driver, "--port", "0", "--engine", "debug"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    match = LISTENING.search(first_line(proc))
+    assert match
+    assert proc.stdin is not None and proc.stdout is not None
+    for _ in range(2):
+        proc.stdin.write("fork\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().startswith("worker stopped (-15)")
+    # The loop has read whatever the worker's signal left on the socket by now: a call
+    # answered after it shows the server still serving.
+    with grpc.insecure_channel(f"127.0.0.1:{match.group(2)}") as channel:
+        info = pb_grpc.InferenceStub(channel).Info(pb.InfoRequest(), timeout=10)
+    assert info.engine == "debug"
+    assert proc.poll() is None, "the server is still running"
+    code, _, err = stop(proc)
+    assert code == 0, err
+    assert err.count("stopping") == 1, err
+
+
+def test_openvino_sends_no_telemetry() -> None:
+    """Importing the server blocks OpenVINO's telemetry package: its converter then uses
+    its own no-op stub (nothing is sent anywhere, no worker is forked)."""
+    probe = (
+        "import sys, embed_inference, openvino\n"
+        "from openvino.tools.ovc import telemetry_utils\n"
+        "print(sys.modules['openvino_telemetry'], telemetry_utils.tm.__name__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["None", "openvino.tools.ovc.telemetry_stub"]

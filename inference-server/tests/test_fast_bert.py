@@ -8,20 +8,21 @@ import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from conftest import (
-    MODEL_DIR,
     MODEL_ID,
     MODEL_PATH,
-    TORCH_THREADS,
     RunningServer,
     cosine_rows,
     embed,
+    float32_weights,
     make_config,
+    model_config,
+    run_stages,
+    st_backend,
     vectors,
 )
 from faulty_server import Faults, FaultyEncoder
@@ -53,14 +54,14 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def backend() -> SentenceTransformerBackend:
-    backend = SentenceTransformerBackend(int(TORCH_THREADS), False, "on", "torch")
+    backend = st_backend("on", "torch")
     backend.start()
     return backend
 
 
 @pytest.fixture(scope="module")
 def weights32(backend: SentenceTransformerBackend) -> Weights:
-    return backend.load(MODEL_ID, MODEL_PATH, "", "cpu", "float32")
+    return float32_weights(backend)
 
 
 @pytest.fixture(scope="module")
@@ -76,16 +77,12 @@ def reference_encoder(weights: Weights, settings: Settings) -> SentenceTransform
     return SentenceTransformerEncoder(weights, settings, TextTokenizer(weights, settings))
 
 
-def run(encoder: Any, texts: list[str]) -> np.ndarray:
-    return encoder.post(encoder.forward(encoder.pre(texts)))
-
-
 def test_fast_path_matches_a_float32_forward(
     backend: SentenceTransformerBackend, weights32: Weights, expected: np.ndarray
 ) -> None:
     encoder = backend.encoder(weights32, Settings("", True, 256))
     assert isinstance(encoder, FastBertEncoder), "forced on, MiniLM takes the fast path"
-    got = run(encoder, TEXTS)
+    got = run_stages(encoder, TEXTS)
     assert got.shape == expected.shape == (len(TEXTS), 384)
     assert got.dtype == np.float32 and got.flags.c_contiguous
     assert cosine_rows(got, expected).min() >= MIN_COSINE
@@ -106,7 +103,7 @@ def test_unnormalized_mean_has_the_reference_norms(
     fast = backend.encoder(weights32, settings)
     assert isinstance(fast, FastBertEncoder)
     reference = reference_encoder(weights32, settings)
-    got, want = run(fast, TEXTS), run(reference, TEXTS)
+    got, want = run_stages(fast, TEXTS), run_stages(reference, TEXTS)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
@@ -117,7 +114,7 @@ def test_fast_path_in_bfloat16_stays_close_to_float32(
     encoder = backend.encoder(weights, Settings("", True, 256))
     assert isinstance(encoder, FastBertEncoder)
     assert encoder.packed.dtype == torch.bfloat16
-    got = run(encoder, TEXTS)
+    got = run_stages(encoder, TEXTS)
     assert got.dtype == np.float32
     assert cosine_rows(got, expected).min() >= MIN_COSINE
 
@@ -126,13 +123,13 @@ def test_out_of_memory_split_of_a_packed_batch(
     backend: SentenceTransformerBackend, weights32: Weights
 ) -> None:
     settings = Settings("", True, 256)
-    whole = run(backend.encoder(weights32, settings), TEXTS)
+    whole = run_stages(backend.encoder(weights32, settings), TEXTS)
     # Every batch over 2 rows "runs out of memory": 8 -> 4 + 4 -> four pieces of 2.
     fast = FastBertEncoder(
         weights32, settings, TextTokenizer(weights32, settings), fast_bert.packed_model(weights32)
     )
     split = FaultyEncoder(fast, Faults(oom_above=2))
-    np.testing.assert_allclose(run(split, TEXTS), whole, atol=1e-5)
+    np.testing.assert_allclose(run_stages(split, TEXTS), whole, atol=1e-5)
 
 
 def test_packing_keeps_real_tokens_and_their_columns() -> None:
@@ -238,7 +235,7 @@ def test_an_unknown_model_keeps_the_reference_path(
         encoder = backend.encoder(weights, Settings("", True, 128))
     assert type(encoder) is SentenceTransformerEncoder
     assert "fast path off" in caplog.text and "DistilBertModel" in caplog.text
-    got = run(encoder, TEXTS)
+    got = run_stages(encoder, TEXTS)
     direct = SentenceTransformer(str(tiny_distilbert), device="cpu")
     want = direct.encode(TEXTS, convert_to_numpy=True, normalize_embeddings=True)
     assert cosine_rows(got, want).min() >= 0.9999
@@ -249,7 +246,7 @@ def test_a_mismatch_at_load_falls_back(
 ) -> None:
     """A fast path that computes the wrong thing (here: CLS instead of mean) is caught by the
     check at load, and the reference path serves."""
-    backend = SentenceTransformerBackend(int(TORCH_THREADS), False, "on", "torch")
+    backend = st_backend("on", "torch")
     weights = Weights(**{**vars(weights32), "extras": {}})
     original = fast_bert.PackedBert.__init__
 
@@ -266,17 +263,14 @@ def test_a_mismatch_at_load_falls_back(
 
 def test_auto_keeps_the_torch_reference_path_on_the_cpu(weights32: Weights) -> None:
     for mode in ("auto", "off"):
-        backend = SentenceTransformerBackend(int(TORCH_THREADS), False, mode, "torch")
+        backend = st_backend(mode, "torch")
         encoder = backend.encoder(weights32, Settings("", True, 256))
         assert type(encoder) is SentenceTransformerEncoder, mode
 
 
 @pytest.fixture(scope="module")
 def fast_server() -> Iterator[RunningServer]:
-    config = make_config(
-        ["--model-dir", str(MODEL_DIR), "--threads", TORCH_THREADS, "--device", "cpu"],
-        {"EMBED_FAST_PATH": "on"},
-    )
+    config = model_config("--device", "cpu", environ={"EMBED_FAST_PATH": "on"})
     assert config.fast_path == "on"
     server = RunningServer(config)
     yield server

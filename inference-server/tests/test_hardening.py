@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import grpc
 import numpy as np
 import pytest
-from conftest import RunningServer, embed, make_config, vectors
+from conftest import RunningServer, debug_channel, embed, make_config, refused_load, vectors
 
 from embed_inference.encoders.debug import debug_vectors, seeds_of
 from embedmulti.v1 import inference_pb2 as pb
@@ -29,9 +29,7 @@ def test_a_model_id_with_a_newline_is_refused(
     debug_stub: pb_grpc.InferenceStub, model_id: str
 ) -> None:
     """The debug engine takes any well-formed id, so only the id check can refuse these."""
-    with pytest.raises(grpc.RpcError) as caught:
-        debug_stub.LoadModel(pb.LoadModelRequest(model_id=model_id), timeout=30)
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    refused_load(debug_stub, model_id)
 
 
 def _raw_calls(channel: grpc.Channel, metadata: list[tuple[str, str]] | None, n: int) -> set:
@@ -51,33 +49,30 @@ def _raw_calls(channel: grpc.Channel, metadata: list[tuple[str, str]] | None, n:
 
 
 @pytest.fixture()
-def token_server() -> Iterator[RunningServer]:
-    server = RunningServer(make_config(["--engine", "debug"], {"EMBED_AUTH_TOKEN": TOKEN}))
-    yield server
-    server.close()
+def token_channel(caplog: pytest.LogCaptureFixture) -> Iterator[grpc.Channel]:
+    """A channel to a debug server that wants TOKEN, with every log line of INFO and up kept."""
+    caplog.set_level(logging.INFO)
+    with debug_channel({"EMBED_AUTH_TOKEN": TOKEN}) as channel:
+        yield channel
 
 
 def test_a_malformed_message_without_the_token_is_refused_unparsed(
-    token_server: RunningServer, caplog: pytest.LogCaptureFixture
+    token_channel: grpc.Channel, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO)
-    with token_server.channel() as channel:
-        codes = _raw_calls(channel, None, 20)
-        codes |= _raw_calls(channel, [("authorization", "Bearer wrong")], 5)
+    codes = _raw_calls(token_channel, None, 20)
+    codes |= _raw_calls(token_channel, [("authorization", "Bearer wrong")], 5)
     assert codes == {grpc.StatusCode.UNAUTHENTICATED}
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 def test_a_malformed_message_with_the_token_is_one_line_each(
-    token_server: RunningServer, caplog: pytest.LogCaptureFixture
+    token_channel: grpc.Channel, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO)
-    with token_server.channel() as channel:
-        codes = _raw_calls(channel, GOOD, 20)
-        # The server is still fine.
-        stub = pb_grpc.InferenceStub(channel)
-        key = stub.LoadModel(pb.LoadModelRequest(model_id="m"), metadata=GOOD).model_key
-        assert vectors(embed(stub, [(1, key, ["a"])], metadata=GOOD)[1]).shape == (1, 384)
+    codes = _raw_calls(token_channel, GOOD, 20)
+    # The server is still fine.
+    stub = pb_grpc.InferenceStub(token_channel)
+    key = stub.LoadModel(pb.LoadModelRequest(model_id="m"), metadata=GOOD).model_key
+    assert vectors(embed(stub, [(1, key, ["a"])], metadata=GOOD)[1]).shape == (1, 384)
     assert codes == {grpc.StatusCode.INVALID_ARGUMENT}
     lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(lines) == 40, [r.getMessage() for r in lines]

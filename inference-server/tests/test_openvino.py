@@ -12,13 +12,16 @@ import numpy as np
 import pytest
 from conftest import (
     CORPUS,
-    MODEL_DIR,
     MODEL_ID,
     MODEL_PATH,
     TORCH_THREADS,
     RunningServer,
     cosine_rows,
+    float32_weights,
     make_config,
+    model_config,
+    run_stages,
+    st_backend,
     vectors,
 )
 from faulty_server import Faults, FaultyEncoder
@@ -46,21 +49,17 @@ def fixture_texts() -> list[str]:
         return [json.loads(line)["text"] for line in handle if line.strip()]
 
 
-def run(encoder: Any, texts: list[str]) -> np.ndarray:
-    return encoder.post(encoder.forward(encoder.pre(texts)))
-
-
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory: pytest.TempPathFactory) -> SentenceTransformerBackend:
     cache = tmp_path_factory.mktemp("cache")
-    backend = SentenceTransformerBackend(int(TORCH_THREADS), False, "auto", "auto", cache)
+    backend = st_backend("auto", "auto", cache)
     backend.start()
     return backend
 
 
 @pytest.fixture(scope="module")
 def weights32(backend: SentenceTransformerBackend) -> Weights:
-    weights = backend.load(MODEL_ID, MODEL_PATH, "", "cpu", "float32")
+    weights = float32_weights(backend)
     weights.revision = "test-revision"  # as the registry sets it: the cache's key
     return weights
 
@@ -72,7 +71,7 @@ def test_the_default_on_a_cpu_is_openvino_and_gives_float32_vectors_of_the_fixtu
     paragraphs comes back within cosine 0.9999 of a float32 SentenceTransformer.encode."""
     texts = fixture_texts()
     assert len(texts) == 1200
-    config = make_config(["--model-dir", str(MODEL_DIR), "--threads", TORCH_THREADS])
+    config = model_config()
     assert config.engine == "sentence-transformers" and config.dtype == "float32"
     server = RunningServer(config)
     try:
@@ -111,10 +110,13 @@ def test_token_ids_and_truncation_are_the_reference_ones(
     prepared = encoder.pre(texts)
     assert prepared.truncated[-1] and int(prepared.token_counts.max()) == 128
     reference = SentenceTransformerEncoder(weights32, settings, encoder.text)
-    assert cosine_rows(run(encoder, texts), run(reference, texts)).min() >= CPU_MIN_COSINE
+    assert (
+        cosine_rows(run_stages(encoder, texts), run_stages(reference, texts)).min()
+        >= CPU_MIN_COSINE
+    )
     # Out of memory splits give the same vectors as the whole batch.
     split = FaultyEncoder(encoder, Faults(oom_above=8))
-    np.testing.assert_allclose(run(split, texts), run(encoder, texts), atol=1e-5)
+    np.testing.assert_allclose(run_stages(split, texts), run_stages(encoder, texts), atol=1e-5)
 
 
 def test_the_converted_graph_is_kept_and_read_back(
@@ -168,11 +170,11 @@ def test_a_model_the_engine_cannot_run_keeps_the_reference_path(
     assert len(lines) == 1 and "not token ids" in lines[0]
     texts = ["a b c", "hello world"]
     want = SentenceTransformer(str(folder), device="cpu").encode(texts, normalize_embeddings=True)
-    assert cosine_rows(run(encoder, texts), want).min() >= 0.9999
+    assert cosine_rows(run_stages(encoder, texts), want).min() >= 0.9999
 
 
 def test_engine_torch_names_the_reference_path(weights32: Weights) -> None:
-    backend = SentenceTransformerBackend(int(TORCH_THREADS), False, "auto", "torch")
+    backend = st_backend("auto", "torch")
     encoder = backend.encoder(weights32, Settings("", True, 256))
     assert type(encoder) is SentenceTransformerEncoder and encoder.engine == "torch"
     for engine in ("openvino", "torch", "sentence-transformers"):

@@ -8,14 +8,12 @@ import grpc
 import numpy as np
 import pytest
 from conftest import (
-    MODEL_DIR,
     MODEL_ID,
     MODEL_PATH,
-    TORCH_THREADS,
     RunningServer,
     cosine_rows,
     embed,
-    make_config,
+    model_config,
     vectors,
 )
 from faulty_server import Faults
@@ -244,10 +242,7 @@ def test_out_of_memory_split_returns_the_same_vectors(
 ) -> None:
     texts = paragraphs[:16]
     reference = vectors(embed(st_stub, [(1, model.model_key, texts)])[1])
-    config = make_config(
-        ["--model-dir", str(MODEL_DIR), "--threads", TORCH_THREADS, "--device", "cpu"]
-    )
-    server = RunningServer(config, faults=Faults(oom_above=4))
+    server = RunningServer(model_config("--device", "cpu"), faults=Faults(oom_above=4))
     try:
         with server.channel() as channel:
             stub = pb_grpc.InferenceStub(channel)

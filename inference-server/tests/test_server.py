@@ -14,7 +14,15 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from conftest import MODEL_DIR, RunningServer, embed, make_config, vectors
+from conftest import (
+    MODEL_DIR,
+    RunningServer,
+    debug_channel,
+    embed,
+    make_config,
+    refused_load,
+    vectors,
+)
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
@@ -56,28 +64,24 @@ def test_reflection_lists_the_services(debug_server: RunningServer) -> None:
 
 
 def test_auth_token() -> None:
-    server = RunningServer(make_config(["--engine", "debug"], {"EMBED_AUTH_TOKEN": "s3cret"}))
-    try:
-        with server.channel() as channel:
-            stub = pb_grpc.InferenceStub(channel)
-            good = [("authorization", "Bearer s3cret")]
-            assert stub.Info(pb.InfoRequest(), metadata=good).engine == "debug"
-            key = stub.LoadModel(pb.LoadModelRequest(model_id="m"), metadata=good).model_key
-            assert vectors(embed(stub, [(1, key, ["a"])], metadata=good)[1]).shape == (1, 384)
-            for metadata in (
-                None,
-                [("authorization", "Bearer wrong")],
-                [("authorization", "s3cret")],
-            ):
-                with pytest.raises(grpc.RpcError) as caught:
-                    stub.Info(pb.InfoRequest(), metadata=metadata)
-                assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with debug_channel({"EMBED_AUTH_TOKEN": "s3cret"}) as channel:
+        stub = pb_grpc.InferenceStub(channel)
+        good = [("authorization", "Bearer s3cret")]
+        assert stub.Info(pb.InfoRequest(), metadata=good).engine == "debug"
+        key = stub.LoadModel(pb.LoadModelRequest(model_id="m"), metadata=good).model_key
+        assert vectors(embed(stub, [(1, key, ["a"])], metadata=good)[1]).shape == (1, 384)
+        for metadata in (
+            None,
+            [("authorization", "Bearer wrong")],
+            [("authorization", "s3cret")],
+        ):
             with pytest.raises(grpc.RpcError) as caught:
-                embed(stub, [(1, key, ["a"])])
+                stub.Info(pb.InfoRequest(), metadata=metadata)
             assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
-            assert health_of(channel, "") == SERVING, "health needs no token"
-    finally:
-        server.close()
+        with pytest.raises(grpc.RpcError) as caught:
+            embed(stub, [(1, key, ["a"])])
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert health_of(channel, "") == SERVING, "health needs no token"
 
 
 def test_tls(tmp_path: Path) -> None:
@@ -229,21 +233,14 @@ def test_a_model_id_that_cannot_be_a_folder_is_invalid_argument(
     st_stub: pb_grpc.InferenceStub, model_id: str
 ) -> None:
     """Refused before the file system sees it: no INTERNAL, no server paths in the message."""
-    with pytest.raises(grpc.RpcError) as caught:
-        st_stub.LoadModel(pb.LoadModelRequest(model_id=model_id), timeout=30)
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
-    details = caught.value.details() or ""
+    details = refused_load(st_stub, model_id).details() or ""
     assert str(MODEL_DIR) not in details and str(MODEL_DIR.resolve()) not in details
     assert "/models" not in details
     assert len(details) < 400, "a 5000-character id is not echoed whole"
 
 
 def test_a_token_with_a_trailing_newline_is_trimmed() -> None:
-    server = RunningServer(make_config(["--engine", "debug"], {"EMBED_AUTH_TOKEN": "s3cret\n"}))
-    try:
-        with server.channel() as channel:
-            stub = pb_grpc.InferenceStub(channel)
-            good = [("authorization", "Bearer s3cret")]
-            assert stub.Info(pb.InfoRequest(), metadata=good).engine == "debug"
-    finally:
-        server.close()
+    with debug_channel({"EMBED_AUTH_TOKEN": "s3cret\n"}) as channel:
+        stub = pb_grpc.InferenceStub(channel)
+        good = [("authorization", "Bearer s3cret")]
+        assert stub.Info(pb.InfoRequest(), metadata=good).engine == "debug"

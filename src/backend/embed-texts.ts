@@ -1,7 +1,5 @@
-import type { Matrix } from "../checks/vectors.js";
-import type { RunModel } from "../config.js";
 import { ServerError } from "../errors.js";
-import type { Backend } from "./types.js";
+import type { Backend, ModelToLoad } from "./types.js";
 
 const LOAD_TIMEOUT_MS = 15 * 60 * 1000;
 const BATCH_ROWS = 32;
@@ -9,11 +7,18 @@ const BATCH_ROWS = 32;
 /** Loads the model on the server as the run did; returns its model key. */
 export async function loadModelKey(
   backend: Backend,
-  model: RunModel,
+  model: ModelToLoad,
   device: string,
 ): Promise<{ key: string; revision: string; dim: number }> {
   const info = await backend.loadModel(model, device, LOAD_TIMEOUT_MS);
   return { key: info.modelKey, revision: info.revision, dim: info.dim };
+}
+
+/** The vectors of a few texts, row-major float32 (what checks/ calls a Matrix). */
+export interface TextVectors {
+  readonly rows: number;
+  readonly dim: number;
+  readonly data: Float32Array;
 }
 
 /**
@@ -27,7 +32,7 @@ export async function embedTexts(
   texts: readonly string[],
   timeoutMs: number,
   signal?: AbortSignal,
-): Promise<Matrix> {
+): Promise<TextVectors> {
   signal?.throwIfAborted();
   const stream = backend.openStream(() => {});
   // A signal cancels the call at once: a batch waiting on a hung server (and its

@@ -1,5 +1,4 @@
-import type { RunModel } from "../config.js";
-import type { ModelIdentity } from "../model/identity.js";
+import type { ModelIdentity, ModelRequest } from "../model/identity.js";
 
 /**
  * The one boundary between the run and an inference server, in our own
@@ -7,6 +6,13 @@ import type { ModelIdentity } from "../model/identity.js";
  * only this; each kind of server (ours over gRPC, an OpenAI-compatible HTTP
  * one) is one implementation in a folder of its own.
  */
+
+/** A model as the run asks a server for it: the settings it asks for, and its alias for messages. */
+export type ModelToLoad = ModelRequest & {
+  readonly alias: string;
+  /** With quantize int8: the run's calibration texts (src/input/calibration.ts). */
+  readonly calibrationTexts?: readonly string[] | undefined;
+};
 
 /** What a server accepts; 0 = no limit of its own. */
 export interface ServerLimits {
@@ -201,7 +207,7 @@ export interface Backend {
   describe(timeoutMs: number, signal?: AbortSignal): Promise<ServerDescription>;
   /** Loads (or finds) a model with the run's settings. */
   loadModel(
-    model: RunModel,
+    model: ModelToLoad,
     device: string,
     timeoutMs: number,
     signal?: AbortSignal,

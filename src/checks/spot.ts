@@ -7,7 +7,7 @@ import { cosineAt, type Matrix } from "./vectors.js";
  * and compared. A server can pass the probe and then go wrong (a failing
  * GPU, a corrupted weight); rows whose vectors are already known, placed
  * inside real batches like any other row, show a fault that depends on the
- * batch and not on the text. Not yet wired into the dispatcher.
+ * batch and not on the text.
  */
 
 /** A row whose vector is already known: a stored probe text, or a row another server embedded. */
@@ -24,29 +24,20 @@ export interface KnownRow {
 }
 
 /**
- * Per server: the spot rows owed for the rows it is sent, `rate` of them
- * (0.005 = 0.5%). The fraction carries over, so a server sent batches of 32
- * gets one spot row about every 6 batches, and none is lost to rounding.
+ * The spot rows batch `batchNo` of `alias` carries: `rows * rate` on
+ * average (0.005 = 0.5%), the fraction settled by a draw seeded from the
+ * batch alone. A function of the batch, not of the server or of what was
+ * sent before: a spot row changes the batch's shape, and with it the last
+ * bits of the batch's other rows (GEMM blocking), so a resumed or
+ * failed-over run must send every batch with the same number of rows as
+ * the first run did (invariant 2: byte-identical).
  */
-export class SpotCredit {
-  private credit = 0;
-
-  constructor(private readonly rate: number) {
-    if (!(rate >= 0 && rate <= 1)) throw new RangeError(`spot check rate ${rate} is not in 0..1`);
-  }
-
-  /** Spot rows for a batch of `rows` rows (at least 1 once 1/rate rows have gone by). */
-  owed(rows: number): number {
-    this.credit += rows * this.rate;
-    const whole = Math.floor(this.credit);
-    this.credit -= whole;
-    return whole;
-  }
-
-  /** Gives back rows that could not be placed (a full batch): the next batch carries them. */
-  refund(count: number): void {
-    this.credit += count;
-  }
+export function spotSlots(alias: string, batchNo: number, rows: number, rate: number): number {
+  if (!(rate >= 0 && rate <= 1)) throw new RangeError(`spot check rate ${rate} is not in 0..1`);
+  if (rate === 0 || rows === 0) return 0;
+  let seed = batchNo >>> 0;
+  for (let i = 0; i < alias.length; i++) seed = Math.imul(seed ^ alias.charCodeAt(i), 16777619);
+  return Math.floor(rows * rate + mulberry32(seed)());
 }
 
 /**

@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { dirname, extname, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
+import type { ModelServing } from "../backend/openai/settings.js";
 import { ConfigError } from "../errors.js";
 import type { ModelSpec } from "./registry.js";
 
@@ -21,16 +22,6 @@ import type { ModelSpec } from "./registry.js";
  *     batch_size: 64
  *     models: [e5-mini]
  */
-/** How an OpenAI-compatible server knows a model: not part of what makes its vectors. */
-export interface ModelServing {
-  /** The name sent as `model`; "" = the model id. */
-  readonly servedModelName: string;
-  /** A tokenizer.json (or a folder holding one) for planning; "" = none given. */
-  readonly tokenizer: string;
-  /** "float" to never ask for base64 (a proxy that mangles it); "" = base64 where the server gives it. */
-  readonly encodingFormat: "" | "float";
-}
-
 export interface ConfigFile {
   readonly models: readonly ModelSpec[];
   /** By alias, for the models that set served_model_name or tokenizer. */

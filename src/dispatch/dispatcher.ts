@@ -7,10 +7,10 @@ import type {
 } from "../backend/types.js";
 import {
   compareSpots,
-  SpotCredit,
   type SpotPayload,
   type SpotRow,
   splitSpots,
+  spotSlots,
 } from "../checks/spot.js";
 import { ExitError, ServerError } from "../errors.js";
 import { identityDifferences, identityOf } from "../model/identity.js";
@@ -106,6 +106,8 @@ export interface SpotHooks {
   /**
    * Up to `count` known rows for `item` (never `server`'s own), that fit its
    * padding and the server's limits, placed inside `payload`; null when none fits.
+   * How many it places must depend on the batch and the server's limits alone,
+   * never on what was sent before (a resumed run sends the same shapes).
    */
   place(
     item: WorkItem,
@@ -140,14 +142,8 @@ class ServerSlot {
   readonly spotsOf = new Map<WorkItem, { rows: SpotRow[]; positions: number[] }>();
   /** The batch of known rows only in flight, if any. */
   check: { alias: string; rows: SpotRow[] } | null = null;
-  credit: SpotCredit;
 
-  constructor(
-    public session: ServerSession,
-    rate: number,
-  ) {
-    this.credit = new SpotCredit(rate);
-  }
+  constructor(public session: ServerSession) {}
 
   get target(): string {
     return this.session.target;
@@ -206,9 +202,9 @@ export class Dispatcher {
   ) {
     this.clock = env.clock ?? realClock;
     this.spotRate = hooks.spots?.rate ?? 0;
-    this.slots = sessions.map((s) => new ServerSlot(s, this.spotRate));
+    this.slots = sessions.map((s) => new ServerSlot(s));
     for (const session of waiting) {
-      const slot = new ServerSlot(session, this.spotRate);
+      const slot = new ServerSlot(session);
       slot.state = "down";
       slot.lastError = "not reachable at the start";
       this.slots.push(slot);
@@ -239,7 +235,7 @@ export class Dispatcher {
    */
   addServer(session: ServerSession): void {
     if (this.slots.some((s) => s.target === session.target && s.state !== "removed")) return;
-    const slot = new ServerSlot(session, this.spotRate);
+    const slot = new ServerSlot(session);
     slot.state = "down";
     slot.lastError = "joining";
     this.slots.push(slot);
@@ -493,7 +489,9 @@ export class Dispatcher {
     }
     const spots = this.hooks.spots;
     if (spots && this.spotRate > 0) {
-      const owed = slot.credit.owed(item.rows.length);
+      // How many the batch carries is the batch's alone (the same on every server and in
+      // every run); which known rows fill them is not, and changes no other row's bits.
+      const owed = spotSlots(item.alias, item.batchNo, item.rows.length, this.spotRate);
       if (owed > 0) {
         let placed: ReturnType<SpotHooks["place"]>;
         try {
@@ -502,10 +500,7 @@ export class Dispatcher {
           this.settle?.(err as Error);
           return;
         }
-        const n = placed?.rows.length ?? 0;
-        // What does not fit this batch rides in a later one.
-        if (n < owed) slot.credit.refund(owed - n);
-        if (placed && n > 0) {
+        if (placed && placed.rows.length > 0) {
           payload = { texts: placed.payload.texts, tokens: placed.payload.tokens };
           slot.spotsOf.set(item, { rows: placed.rows, positions: placed.payload.positions });
         }

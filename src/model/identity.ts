@@ -1,5 +1,3 @@
-import type { RunModel } from "../config.js";
-
 type Kind = "text" | "int" | "bool";
 type ValueOf<K extends Kind> = K extends "text" ? string : K extends "int" ? number : boolean;
 
@@ -95,8 +93,8 @@ export function identityOf(info: ModelIdentity): ModelIdentity {
   );
 }
 
-/** The settings a run model asks for. */
-export function requestOf(model: RunModel): ModelRequest {
+/** The settings a run model asks for (a RunModel holds them, among others). */
+export function requestOf(model: ModelRequest): ModelRequest {
   return pick(
     model,
     modelSettings()

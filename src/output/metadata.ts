@@ -1,5 +1,5 @@
+import type { OpenAIRunConfig } from "../backend/openai/settings.js";
 import type { LoadedModel } from "../backend/types.js";
-import type { RunConfig, RunModel } from "../config.js";
 import type { CorpusIndex } from "../input/scan.js";
 import { type IdentityMetadata, identityMetadata } from "../model/identity.js";
 import type { LedgerModel, ModelTotals, RunRecord } from "../model/records.js";
@@ -140,7 +140,7 @@ export type BackendRecord =
   /** An OpenAI-compatible run finished without reconnecting (nothing was left to embed). */
   | { kind: "openai" };
 
-function backendRecord(config: RunConfig, server: LoadedModel | undefined): BackendRecord {
+function backendRecord(config: MetadataSettings, server: LoadedModel | undefined): BackendRecord {
   const s = server?.servedAs;
   if (s) {
     return {
@@ -158,9 +158,23 @@ function backendRecord(config: RunConfig, server: LoadedModel | undefined): Back
 /** The metadata as the run describes it; finalize adds the digests of the files it wrote. */
 export type MetadataBody = Omit<ModelMetadata, "files">;
 
+/** The run's settings that the metadata records (a RunConfig holds them). */
+export interface MetadataSettings {
+  readonly batchSize: number;
+  readonly maxBatchTokens: number;
+  readonly openai: OpenAIRunConfig | null;
+  readonly outputDtype: OutputDtype;
+  readonly spotCheck: number;
+  /** --quantize_min_cosine, recorded beside a quantized model's fidelity. */
+  readonly quantizeMinCosine: number;
+  readonly toolVersion: string;
+  readonly skipInvalid: boolean;
+  readonly maxTextChars: number;
+}
+
 export interface MetadataInputs {
-  readonly config: RunConfig;
-  readonly model: RunModel;
+  readonly config: MetadataSettings;
+  readonly model: { readonly alias: string; readonly fileStem: string };
   readonly ledgerModel: LedgerModel;
   readonly totals: ModelTotals;
   readonly run: RunRecord;
@@ -245,7 +259,7 @@ export function buildMetadata(x: MetadataInputs): MetadataBody {
 }
 
 function fidelityRecord(
-  config: RunConfig,
+  config: MetadataSettings,
   server: LoadedModel | undefined,
 ): QuantizeFidelityRecord | null {
   const f = server?.quantizeFidelity;

@@ -1,6 +1,6 @@
 import { join } from "node:path";
-import type { RunConfig, RunModel } from "../config.js";
 import { partialPath } from "./atomic.js";
+import type { OutputDtype } from "./dtype.js";
 import { FORMAT_EXTENSIONS, OUTPUT_FORMATS, type OutputFormat } from "./formats.js";
 
 /** Where each format's file of a model goes, and its metadata. */
@@ -12,10 +12,14 @@ export interface OutputPaths extends Readonly<Record<OutputFormat, string>> {
   readonly workingNpy: string;
 }
 
-/** What the run asked for: which files, in which dtype. */
-export type OutputSpec = Pick<RunConfig, "outputFormat" | "outputDtype">;
+/** What the run asked for: which files, in which dtype (as its config says). */
+export interface OutputSpec {
+  readonly outputFormat: readonly OutputFormat[];
+  readonly outputDtype: OutputDtype;
+}
 
-export function outputPaths(outputDir: string, model: RunModel): OutputPaths {
+/** The files of a model, named after its file stem. */
+export function outputPaths(outputDir: string, model: { readonly fileStem: string }): OutputPaths {
   const base = join(outputDir, model.fileStem);
   const files = Object.fromEntries(
     OUTPUT_FORMATS.map((f) => [f, `${base}${FORMAT_EXTENSIONS[f]}`]),

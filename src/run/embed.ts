@@ -12,7 +12,7 @@ import type { CorpusIndex } from "../input/scan.js";
 import { RUN_METRICS } from "../metrics/run-metrics.js";
 import type { NpyMatrixFile } from "../output/npy.js";
 import type { Progress } from "../progress.js";
-import { type ModelRun, storedModel } from "./model-run.js";
+import type { ModelRun, OpenModel } from "./model-run.js";
 import { connectionOptions } from "./pool.js";
 import type { ProbedPool, ProbeGuard } from "./probe.js";
 import { dnsTargets, type Membership, ResolveLoop } from "./resolve-loop.js";
@@ -91,15 +91,14 @@ export interface EmbedServers extends Pick<ProbedPool, "ready" | "waiting"> {
  */
 export async function embed(
   state: RunState,
-  runs: readonly ModelRun[],
+  runs: readonly OpenModel[],
   items: readonly WorkItem[],
   pool: EmbedServers,
   fleet: Fleet = { resolve: systemResolve, changes: [] },
 ): Promise<void> {
   const { ledger, config, reader, corpus, progress, signal } = state;
   const byAlias = new Map(runs.map((r) => [r.model.alias, r]));
-  const matrices = new Map<string, NpyMatrixFile>();
-  for (const r of runs) if (r.matrix) matrices.set(r.model.alias, r.matrix);
+  const matrices = new Map<string, NpyMatrixFile>(runs.map((r) => [r.model.alias, r.matrix]));
   const committer = new Committer(ledger, matrices, config.checkpointInterval);
   const manyServers = pool.ready.length + pool.waiting.length > 1;
   // The probe texts' token counts (and ids, for batches of ids) from the first server's tokenizer.
@@ -145,7 +144,7 @@ export async function embed(
       check: (item, embeddings) => {
         if (debug) answeredAt.set(item, Date.now());
         const run = byAlias.get(item.alias);
-        return run ? batchProblem(item, embeddings, storedModel(run).normalize, corpus) : null;
+        return run ? batchProblem(item, embeddings, run.stored.normalize, corpus) : null;
       },
       retried: (item, server, problem) => {
         ledger.addRetried(item.alias);

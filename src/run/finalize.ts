@@ -6,7 +6,13 @@ import { buildMetadata } from "../output/metadata.js";
 import { paddingEfficiency } from "../plan/planner.js";
 import { writeRowHashes } from "../reuse/hashes.js";
 import { checkCoverage } from "./coverage.js";
-import { activeSeconds, allBatchesDone, type ModelRun, refresh, storedModel } from "./model-run.js";
+import {
+  activeSeconds,
+  allBatchesDone,
+  type ModelRun,
+  type OpenModel,
+  refresh,
+} from "./model-run.js";
 import type { Membership } from "./resolve-loop.js";
 import type { RunState } from "./state.js";
 
@@ -38,7 +44,7 @@ export interface RunSummary {
 /** Writes the final files of every model whose batches are all done, then marks it finalized. */
 export async function finalizeAll(
   state: Omit<RunState, "signal">,
-  runs: readonly ModelRun[],
+  runs: readonly OpenModel[],
   processingSeconds: number,
   /** Throws when the run no longer holds the output folder. */
   checkLock: () => void = () => {},
@@ -51,8 +57,7 @@ export async function finalizeAll(
     if (!allBatchesDone(totals)) {
       throw new Error(`${run.model.alias} has ${totals.batches - totals.doneBatches} batches left`);
     }
-    const { matrix } = run;
-    if (!matrix) throw new Error(`${run.model.alias} has no matrix`);
+    const { matrix, stored } = run;
     const alias = run.model.alias;
     checkCoverage(alias, ledger.batches(alias), ledger.doneCopies(alias), matrix, corpus);
     progress.note(`writing the outputs of ${run.model.alias} (${config.outputFormat.join(", ")})`);
@@ -62,7 +67,7 @@ export async function finalizeAll(
       processingSeconds: previous.processingSeconds + processingSeconds,
     };
     // So that this output can be a --reuse source of a later run.
-    writeRowHashes(run.paths.hashes, reader, corpus.rows, storedModel(run).prefix);
+    writeRowHashes(run.paths.hashes, reader, corpus.rows, stored.prefix);
     const extra = [run.paths.hashes];
     await finalizeModel(
       run.paths,
@@ -78,7 +83,7 @@ export async function finalizeAll(
         return buildMetadata({
           config,
           model: run.model,
-          ledgerModel: storedModel(run),
+          ledgerModel: stored,
           totals,
           run: record,
           corpus,

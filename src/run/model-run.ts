@@ -5,7 +5,11 @@ import type { OutputPaths } from "../output/finalize.js";
 import type { NpyMatrixFile } from "../output/npy.js";
 import type { TokenStore } from "../plan/tokens.js";
 
-/** One model of the run, carried through every phase. */
+/**
+ * One model of the run, carried through every phase, as the checkpoint's
+ * opening finds it: planned or not yet. The phases after planning take the
+ * narrower records below, in which what they use is present.
+ */
 export interface ModelRun {
   readonly model: RunModel;
   readonly paths: OutputPaths;
@@ -15,7 +19,7 @@ export interface ModelRun {
   server: LoadedModel | null;
   /** Progress as the ledger last said. */
   status: ModelStatus;
-  /** The working .npy while the model is being embedded. */
+  /** The working .npy, once opened (closed when the run ends). */
   matrix: NpyMatrixFile | null;
   /** From its first batch sent to its last batch written, this run (ms since the epoch). */
   window: { first: number; last: number } | null;
@@ -24,6 +28,24 @@ export interface ModelRun {
   rowsCopiedThisRun: number;
   /** The token ids this run's measuring pass kept (batches then carry ids, not texts). */
   store: TokenStore | null;
+}
+
+/** A model with its plan in the checkpoint: what the plan phase hands on. */
+export interface PlannedModel extends ModelRun {
+  readonly stored: LedgerModel;
+}
+
+/** A planned model with its working .npy open: what copying, embedding and finalizing write into. */
+export interface OpenModel extends PlannedModel {
+  readonly matrix: NpyMatrixFile;
+}
+
+export function isPlanned(run: ModelRun): run is PlannedModel {
+  return run.stored !== null;
+}
+
+export function isOpen(run: ModelRun): run is OpenModel {
+  return run.stored !== null && run.matrix !== null;
 }
 
 /** Reads the model's status afresh; call after anything that writes its batches. */
@@ -40,14 +62,8 @@ export function allBatchesDone(status: ModelStatus): boolean {
 }
 
 /** Needs a server: not planned yet, or batches left (copies need none). */
-export function needsServers(status: ModelStatus): boolean {
-  return !status.planned || status.doneBatches < status.batches;
-}
-
-/** The stored model, which every phase after planning relies on. */
-export function storedModel(run: ModelRun): LedgerModel {
-  if (!run.stored) throw new Error(`${run.model.alias} is not planned`);
-  return run.stored;
+export function needsServers(run: ModelRun): boolean {
+  return !isPlanned(run) || run.status.doneBatches < run.status.batches;
 }
 
 /** Seconds between the model's first batch sent and its last written, this run. */

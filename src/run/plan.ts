@@ -12,7 +12,7 @@ import { paddingEfficiency, planBatches } from "../plan/planner.js";
 import { TokenStore, tokenStorePath } from "../plan/tokens.js";
 import { decideRows, decisionNote } from "../reuse/decide.js";
 import { attachFollowers } from "../reuse/plan-rows.js";
-import { type ModelRun, refresh } from "./model-run.js";
+import { isPlanned, type ModelRun, type PlannedModel, refresh } from "./model-run.js";
 import type { RunState } from "./state.js";
 
 /** A counter that cannot count: the planner estimates lengths from characters, and says so. */
@@ -35,27 +35,29 @@ function engineNote(info: LoadedModel): string {
  * Gives each model the first server's view of it, then plans the batches of
  * models new to the checkpoint and stores them, all pending, with the limits
  * they were cut with. A model planned before keeps its plan: if this run's
- * limits would cut it otherwise, one note says so.
+ * limits would cut it otherwise, one note says so. Returns every model, planned.
  */
 export async function planModels(
   state: Omit<RunState, "signal">,
   runs: readonly ModelRun[],
   first: ServerSession,
   counter: TokenCounter,
-): Promise<void> {
+): Promise<PlannedModel[]> {
   const { ledger, config, reader, corpus, progress } = state;
   const overruled: { alias: string; plan: PlanLimitsUsed }[] = [];
+  const planned: PlannedModel[] = [];
   for (const [position, run] of runs.entries()) {
     const info = first.models.get(run.model.alias);
     if (!info) throw new Error(`server ${first.target} did not load ${run.model.alias}`);
     run.server = info;
     const limits = batchLimits(config, first.info?.limits ?? undefined, info.dim);
-    if (run.stored) {
+    if (isPlanned(run)) {
       checkSameWeights(run.stored, info);
       const plan = run.stored.plannedWith;
       if (plan && !run.status.finalized && !samePlanLimits(plan, limits)) {
         overruled.push({ alias: run.model.alias, plan });
       }
+      planned.push(run);
       continue;
     }
     // Rows reused from earlier outputs or duplicating another row are not sent.
@@ -98,18 +100,20 @@ export async function planModels(
       `${run.model.alias}: ${sent}${plan.batches.length} batches of up to ${limits.batchSize} paragraphs, padding efficiency ${paddingEfficiency(plan).toFixed(3)}${countedWith(measured.counted, counter, info.modelKey)}${engineNote(info)}`,
     );
     const plannedWith = { batchSize: limits.batchSize, maxBatchTokens: limits.maxBatchTokens };
-    run.stored = ledgerModelOf(run.model, info, position, plannedWith);
+    const stored = ledgerModelOf(run.model, info, position, plannedWith);
     ledger.addModel(
-      run.stored,
+      stored,
       batches,
       decided ? { sources: decided.sources, copies: decided.rows.copies } : undefined,
     );
+    planned.push(Object.assign(run, { stored }));
     refresh(run, ledger);
   }
   // Only limits the user set are "not used": the defaults are no request.
   if (overruled.length > 0 && config.planLimitsGiven) {
     progress.note(storedPlanNote(config, overruled));
   }
+  return planned;
 }
 
 function samePlanLimits(a: PlanLimitsUsed, b: PlanLimitsUsed): boolean {
@@ -132,15 +136,16 @@ export function storedPlanNote(
 /**
  * With the servers of the run known: they must agree on every model, every
  * paragraph must fit their text limit, and models new to the checkpoint are
- * measured on the first one and planned.
+ * measured on the first one and planned. Returns every model, planned.
  */
 export async function planWithServers(
   state: RunState,
   runs: readonly ModelRun[],
   ready: readonly ServerSession[],
-): Promise<void> {
+): Promise<PlannedModel[]> {
   const [first] = ready;
-  if (!first) return;
+  // The pool has one at least (it stops the run with none).
+  if (!first) throw new Error("no server is ready to plan with");
   checkAgreement(ready, state.config.models);
   checkServerTextLimit(
     state.corpus,
@@ -148,5 +153,5 @@ export async function planWithServers(
     ready.map((s) => s.info?.limits?.maxTextChars ?? 0),
   );
   const counter = first.backend.tokenCounter(state.signal) ?? NO_COUNTER;
-  await planModels(state, runs, first, counter);
+  return await planModels(state, runs, first, counter);
 }

@@ -20,7 +20,14 @@ import { restartFiles } from "../output/own-files.js";
 import { tokenStorePaths } from "../plan/tokens.js";
 import type { Progress } from "../progress.js";
 import { checkShardCheckpoint } from "../shard/shard.js";
-import { allBatchesDone, type ModelRun, refresh, storedModel } from "./model-run.js";
+import {
+  allBatchesDone,
+  isPlanned,
+  type ModelRun,
+  type OpenModel,
+  type PlannedModel,
+  refresh,
+} from "./model-run.js";
 
 export const CHECKPOINT_FILE = "embed-multi.checkpoint.sqlite";
 
@@ -84,8 +91,9 @@ export function openCheckpoint(
     );
     for (const run of models) {
       const complete = isComplete(run.paths, config);
-      if (run.status.finalized && !complete) {
-        const source = reexportSource(run.paths, corpus.rows, storedModel(run).dim);
+      // A finalized model was planned.
+      if (isPlanned(run) && run.status.finalized && !complete) {
+        const source = reexportSource(run.paths, corpus.rows, run.stored.dim);
         const wanted = `${config.outputFormat.join(", ")} in ${config.outputDtype}`;
         if (source.ok) {
           // Finalizing derives every output from this matrix: no server, no embedding.
@@ -163,9 +171,14 @@ export function runPaths(config: RunConfig): string[] {
  * The working .npy of a model: reopened when resuming, created otherwise.
  * If it was lost while batches were marked done, those batches are redone.
  */
-export function openMatrix(run: ModelRun, rows: number, ledger: Ledger, progress: Progress): void {
+export function openMatrix(
+  run: PlannedModel,
+  rows: number,
+  ledger: Ledger,
+  progress: Progress,
+): OpenModel {
   const { paths } = run;
-  const { dim } = storedModel(run);
+  const { dim } = run.stored;
   const fail = (err: unknown) => describeFsError(err, "create", paths.workingNpy);
   // A crash during finalizing can leave the matrix under its final name.
   try {
@@ -174,17 +187,14 @@ export function openMatrix(run: ModelRun, rows: number, ledger: Ledger, progress
     throw fail(err);
   }
   const reopened = NpyMatrixFile.reopen(paths.workingNpy, rows, dim);
-  if (reopened) {
-    run.matrix = reopened;
-    return;
-  }
+  if (reopened) return Object.assign(run, { matrix: reopened });
   if (run.status.doneBatches > 0 || run.status.doneCopies > 0) {
     progress.note(`${paths.workingNpy} is missing or damaged: embedding ${run.model.alias} again`);
     ledger.resetModel(run.model.alias);
     refresh(run, ledger);
   }
   try {
-    run.matrix = NpyMatrixFile.create(paths.workingNpy, rows, dim);
+    return Object.assign(run, { matrix: NpyMatrixFile.create(paths.workingNpy, rows, dim) });
   } catch (err) {
     throw fail(err);
   }

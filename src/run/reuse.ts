@@ -2,18 +2,18 @@ import type { Ledger } from "../checkpoint/ledger.js";
 import type { RunConfig } from "../config.js";
 import type { Progress } from "../progress.js";
 import { copyReused } from "../reuse/copy.js";
-import { type ModelRun, refresh, storedModel } from "./model-run.js";
+import { type OpenModel, refresh } from "./model-run.js";
 
 /** The rows of each model that earlier outputs hold, copied into its matrix before embedding. */
 export function copyReusedRows(
-  runs: readonly ModelRun[],
+  runs: readonly OpenModel[],
   ledger: Ledger,
   config: Pick<RunConfig, "checkpointInterval">,
   progress: Progress,
 ): void {
   const targets = runs.flatMap((run) =>
-    run.matrix && run.status.doneCopies < run.status.copies
-      ? [{ alias: run.model.alias, dim: storedModel(run).dim, matrix: run.matrix }]
+    run.status.doneCopies < run.status.copies
+      ? [{ alias: run.model.alias, dim: run.stored.dim, matrix: run.matrix }]
       : [],
   );
   if (targets.length === 0) return;

@@ -93,12 +93,15 @@ export class SpotSource implements SpotHooks {
       room = Math.min(room, Math.floor((limits.maxBatchTokens - item.paddedTokens) / length));
     }
     if (room <= 0) return null;
-    const known = this.known(item.alias).filter(
-      (k) => k.tokens <= length && (payload.tokens === undefined || k.ids !== null),
-    );
+    const fits = (k: SpotRow) =>
+      k.tokens <= length && (payload.tokens === undefined || k.ids !== null);
+    // As many rows as the stored probes can fill: they are the same in every run and on
+    // every server, so the batch's shape is too; learned rows may stand in for some of them.
+    const fill = Math.min(room, this.probeRows(item.alias).filter(fits).length);
+    if (fill <= 0) return null;
     const picked = pickSpots(
-      known,
-      room,
+      this.known(item.alias).filter(fits),
+      fill,
       Number.isFinite(length) ? length : 0,
       Number.POSITIVE_INFINITY,
       server,
@@ -148,7 +151,7 @@ export class SpotSource implements SpotHooks {
     }
   }
 
-  private known(alias: string): SpotRow[] {
+  private probeRows(alias: string): SpotRow[] {
     // Stored during the run (no server was ready at the start): counts estimated, no ids.
     if (!this.probes.has(alias)) {
       const stored = this.ledger.probes(alias);
@@ -156,7 +159,11 @@ export class SpotSource implements SpotHooks {
         this.probes.set(alias, probeRows(stored.vectors, null, null));
       }
     }
-    return [...(this.probes.get(alias) ?? []), ...(this.learnedRows.get(alias) ?? [])];
+    return this.probes.get(alias) ?? [];
+  }
+
+  private known(alias: string): SpotRow[] {
+    return [...this.probeRows(alias), ...(this.learnedRows.get(alias) ?? [])];
   }
 }
 

@@ -1,7 +1,27 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
-import type { EmbeddedServerConfig } from "../config.js";
 import { ServerError } from "../errors.js";
+
+/**
+ * The local server's engines: sentence-transformers picks the fastest forward that matches
+ * torch float32 at load (OpenVINO on a CPU); openvino and torch name the CPU one; debug
+ * computes fake vectors without a model.
+ */
+export const LOCAL_ENGINES = ["sentence-transformers", "openvino", "torch", "debug"] as const;
+export type LocalEngine = (typeof LOCAL_ENGINES)[number];
+
+/** How the run starts its local servers (validated by the run's config). */
+export interface EmbeddedServerConfig {
+  /** The inference server's console script. */
+  readonly command: string;
+  readonly modelDir: string;
+  readonly engine: LocalEngine;
+  readonly debugDim: number;
+  /** torch threads; 0 = the server's default. */
+  readonly threads: number;
+  /** --verbose: the server logs each batch (EMBED_LOG_LEVEL=debug) and its lines are shown. */
+  readonly verbose: boolean;
+}
 
 /** Importing torch and starting up takes seconds; the first run on a cold disk, more. */
 const START_TIMEOUT_MS = 180_000;

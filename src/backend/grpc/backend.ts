@@ -1,5 +1,4 @@
 import { status } from "@grpc/grpc-js";
-import type { RunModel } from "../../config.js";
 import { ServerError } from "../../errors.js";
 import type {
   InfoResponse,
@@ -13,6 +12,7 @@ import type {
   ConnectionOptions,
   HealthReport,
   LoadedModel,
+  ModelToLoad,
   ServerDescription,
   TokenCounter,
 } from "../types.js";
@@ -49,7 +49,7 @@ export class GrpcBackend implements Backend {
   }
 
   async loadModel(
-    model: RunModel,
+    model: ModelToLoad,
     device: string,
     timeoutMs: number,
     signal?: AbortSignal,
@@ -71,7 +71,9 @@ export class GrpcBackend implements Backend {
           (res) => res,
           (err: unknown) => {
             if (err instanceof RpcError && err.code === status.UNIMPLEMENTED) return null;
-            throw err;
+            // A server gone between its load and the counting is the server's fault, in words.
+            if (signal?.aborted) throw err;
+            throw explain(this.target, "counting tokens", err);
           },
         ),
     };
@@ -86,7 +88,7 @@ export class GrpcBackend implements Backend {
   }
 }
 
-export function loadRequest(model: RunModel, device: string): LoadModelRequest {
+export function loadRequest(model: ModelToLoad, device: string): LoadModelRequest {
   return {
     modelId: model.modelId,
     revision: model.revision,

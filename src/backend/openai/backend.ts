@@ -1,5 +1,4 @@
 import { join } from "node:path";
-import type { OpenAIRunConfig, RunModel } from "../../config.js";
 import { ServerError } from "../../errors.js";
 import {
   type Backend,
@@ -9,6 +8,7 @@ import {
   type BatchStream,
   type HealthReport,
   type LoadedModel,
+  type ModelToLoad,
   type ServerDescription,
   type TokenCounter,
 } from "../types.js";
@@ -23,6 +23,7 @@ import {
 import { OpenAIClient } from "./client.js";
 import { discoverModel, type ServedModel } from "./discover.js";
 import { HttpEmbedError } from "./fault.js";
+import type { OpenAIRunConfig } from "./settings.js";
 import { type TokenCounter as TextTokenCounter, tokenCounter } from "./tokenizer.js";
 
 /** What every openai backend of a run shares. */
@@ -31,11 +32,11 @@ export interface OpenAIOptions {
   readonly maxRequestInputs: number;
   readonly maxRequestTokens: number;
   /** The name a model is served under (served_model_name, else its model id). */
-  readonly servedName: (model: RunModel) => string;
+  readonly servedName: (model: ModelToLoad) => string;
   /** True: never ask for base64 for this model (config encoding_format: float). */
-  readonly floatOnly: (model: RunModel) => boolean;
+  readonly floatOnly: (model: ModelToLoad) => boolean;
   /** A model's token counter: its tokenizer.json, or the estimate from characters. */
-  readonly counterFor: (model: RunModel) => TextTokenCounter;
+  readonly counterFor: (model: ModelToLoad) => TextTokenCounter;
 }
 
 /** No key, OpenAI's caps, model ids as served names, lengths estimated. */
@@ -74,7 +75,7 @@ export function openAIOptions(config: OpenAIRunConfig, modelDir: string): OpenAI
 }
 
 interface LoadedHere {
-  readonly model: RunModel;
+  readonly model: ModelToLoad;
   readonly served: ServedModel;
   readonly settings: RequestSettings;
   readonly counter: TextTokenCounter;
@@ -144,7 +145,7 @@ export class OpenAIBackend implements Backend {
   }
 
   async loadModel(
-    model: RunModel,
+    model: ModelToLoad,
     _device: string,
     timeoutMs: number,
     signal?: AbortSignal,
@@ -315,7 +316,7 @@ export function toBackendError(target: string, err: unknown): BackendError {
   );
 }
 
-function startupError(target: string, model: RunModel, err: unknown): ServerError {
+function startupError(target: string, model: ModelToLoad, err: unknown): ServerError {
   if (err instanceof HttpEmbedError) {
     return new ServerError(
       `server ${target}: model "${model.alias}": ${err.status ? `HTTP ${err.status}: ` : ""}${err.detail}`,
