@@ -1,5 +1,11 @@
 import type { LoadedModel } from "../backend/types.js";
-import type { RunModel } from "../config.js";
+
+/** What these checks read of a model of the run. */
+interface Quantized {
+  readonly alias: string;
+  readonly quantize: string;
+}
+
 import { ExitError, ServerError } from "../errors.js";
 
 /** A quantized model strays further from float32 than --quantize_min_cosine allows. */
@@ -9,7 +15,7 @@ export class FidelityError extends ExitError {}
  * A server must have quantized as asked, and said how close it stayed: one that predates
  * --quantize ignores the field (proto3) and would embed in float32 under an int8 label.
  */
-export function checkQuantized(target: string, model: RunModel, info: LoadedModel): void {
+export function checkQuantized(target: string, model: Quantized, info: LoadedModel): void {
   if (info.quantize === model.quantize && (model.quantize === "none" || info.quantizeFidelity)) {
     return;
   }
@@ -25,7 +31,7 @@ export function checkQuantized(target: string, model: RunModel, info: LoadedMode
  */
 export function checkFidelity(
   sessions: readonly { target: string; models: ReadonlyMap<string, LoadedModel> }[],
-  models: readonly RunModel[],
+  models: readonly Quantized[],
   minCosine: number,
 ): void {
   for (const model of models) {

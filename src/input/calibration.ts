@@ -1,5 +1,4 @@
 import { createHash } from "node:crypto";
-import type { RunModel } from "../config.js";
 import { RowReader } from "./rows.js";
 import type { CorpusIndex } from "./scan.js";
 
@@ -63,7 +62,10 @@ function cutText(text: string, chars: number): string {
 }
 
 /** The run's models, the quantized ones carrying the sample (read once, only if one is). */
-export function withCalibration(models: readonly RunModel[], corpus: CorpusIndex): RunModel[] {
+export function withCalibration<M extends { readonly quantize: string }>(
+  models: readonly M[],
+  corpus: CorpusIndex,
+): (M & { readonly calibrationTexts?: readonly string[] })[] {
   if (!models.some((m) => m.quantize !== "none")) return [...models];
   const texts = calibrationTexts(corpus);
   return models.map((m) => (m.quantize === "none" ? m : { ...m, calibrationTexts: texts }));
