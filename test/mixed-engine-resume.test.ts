@@ -37,7 +37,8 @@ function corpus(): string[] {
 
 test("resume mixes engines where the probe passes, and only there", async () => {
   const { input, out } = inputDir("mixed-engines", corpus());
-  const flags = { batch_size: 4, max_workers: 1, threads: 2, output_format: "npy" };
+  // Spot checks off: a run stopped at a batch keeps only what a passed check released.
+  const flags = { batch_size: 4, max_workers: 1, threads: 2, output_format: "npy", spot_check: 0 };
   const threads = ["--threads", "2"];
 
   // 1. torch: every batch after the marked one's is never sent (the run stops at it).

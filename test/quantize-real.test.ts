@@ -30,7 +30,15 @@ const MODEL = "all-MiniLM-L6-v2";
 const ROWS = 40;
 const MARKER = "zz-poison-zz";
 const base = { input_file: "in.jsonl", output_dir: "out", models: [MODEL] };
-const FLAGS = { quantize: "int8", batch_size: 8, threads: 2, output_format: "npy" };
+// Spot checks off: a run stopped at a batch keeps only what a passed check released, and
+// known rows in a batch change its last bits; this file is about the quantized model.
+const FLAGS = {
+  quantize: "int8",
+  batch_size: 8,
+  threads: 2,
+  output_format: "npy",
+  spot_check: 0,
+};
 
 /** The input of every run here: 40 paragraphs, the one of median length marked (a faulty
  * server fails its batch; the real one embeds it like any other). */
