@@ -51,6 +51,7 @@ test("a model is finalized only when every batch is done; then its outputs and s
       truncated: 1,
       paddingEfficiency: 1,
       outputs: [run.paths.metadata],
+      quantizeFidelity: null,
     });
     assert.equal(summary.nothingToDo, false);
   } finally {
