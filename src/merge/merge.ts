@@ -220,6 +220,8 @@ const SAME_FIELDS = [
   "max_length",
   "pooling",
   "truncate_dim",
+  // int8 shards share one calibration sample (taken from the whole input): same figures too.
+  "quantize",
   "input_sha256",
   "input_size",
 ] as const;
