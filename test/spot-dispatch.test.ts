@@ -40,9 +40,19 @@ type Fault = (n: number) => boolean;
 
 /** A stream that answers every batch right away, wrong where the fault says so. */
 class AutoStream implements BatchStream {
-  constructor(private readonly server: { sent: number; fault: Fault; batches: BackendBatch[] }) {}
+  constructor(
+    private readonly server: {
+      sent: number;
+      fault: Fault;
+      batches: BackendBatch[];
+      open: number;
+      peak: number;
+    },
+  ) {}
   async send(batch: BackendBatch): Promise<BatchOutcome> {
     const n = this.server.sent++;
+    this.server.open++;
+    this.server.peak = Math.max(this.server.peak, this.server.open);
     this.server.batches.push(batch);
     const wrong = this.server.fault(n);
     const data = new Float32Array(batch.texts.length * DIM);
@@ -52,6 +62,7 @@ class AutoStream implements BatchStream {
       data.set(v, r * DIM);
     });
     await new Promise((resolve) => setImmediate(resolve));
+    this.server.open--;
     return {
       ok: true,
       vectors: {
@@ -67,7 +78,7 @@ class AutoStream implements BatchStream {
 }
 
 function server(target: string, fault: Fault) {
-  const state = { sent: 0, fault, batches: [] as BackendBatch[] };
+  const state = { sent: 0, fault, batches: [] as BackendBatch[], open: 0, peak: 0 };
   const backend = new MemoryBackend(target, () => new AutoStream(state));
   const session: ServerSession = {
     target,
@@ -142,12 +153,13 @@ async function dispatch(
   servers: ReturnType<typeof server>[],
   batches: WorkItem[],
   spots: TestSpots,
+  maxWorkers = 2,
 ): Promise<{ written: Map<number, Written>; notes: string[]; error: unknown }> {
   const written = new Map<number, Written>();
   const notes: string[] = [];
   const dispatcher = new Dispatcher(
     servers.map((s) => s.session),
-    { maxWorkers: 2, batchTimeoutMs: 1000, serverTimeoutMs: 10_000, maxAttempts: 3 },
+    { maxWorkers, batchTimeoutMs: 1000, serverTimeoutMs: 10_000, maxAttempts: 3 },
     {
       payload: (item) => ({ texts: Array.from(item.rows, text), tokens: undefined }),
       accept: (item, embeddings, srv) => {
@@ -260,4 +272,16 @@ test("a server holds at most --checkpoint_interval rows unchecked: a batch of kn
   // What was checked before it went wrong is written, and only that.
   assert.ok(written.size >= 12, `${written.size} batches written`);
   for (const [b, w] of written) assert.ok(w.right, `batch ${b} is right`);
+});
+
+test("a batch of known rows takes a place in the window: --max_workers 1 never has two requests in flight", async () => {
+  // A server that regroups concurrent requests (TEI, infinity) would otherwise put a check
+  // beside an ordinary batch and change the bits of its rows.
+  const only = server("only:1", never);
+  const { written, error } = await dispatch([only], work(30), new TestSpots(0.01, 8), 1);
+  assert.equal(error, null);
+  assert.equal(written.size, 30);
+  const checks = only.state.batches.filter((b) => b.texts.every((t) => t.startsWith("probe")));
+  assert.ok(checks.length >= 5, `${checks.length} batches of known rows alone`);
+  assert.equal(only.state.peak, 1, "one request at a time, checks included");
 });

@@ -302,14 +302,21 @@ export class Dispatcher {
   /** Fills every up server's window from the queue. */
   private pump(): void {
     for (const slot of this.slots) {
-      if (!this.finished && slot.state === "up" && !slot.check && this.holdsTooMuch(slot)) {
-        this.sendCheck(slot);
-      }
-      while (
+      // A batch of known rows takes a place in the window like any other: a server that
+      // regroups concurrent requests into its own forward batches (TEI, infinity) must not
+      // get one beside an ordinary batch that --max_workers 1 keeps alone (the bits of its
+      // rows would depend on when the check was sent).
+      const inFlight = () => slot.inFlight.size + (slot.check ? 1 : 0);
+      if (
         !this.finished &&
         slot.state === "up" &&
-        slot.inFlight.size < this.options.maxWorkers
+        !slot.check &&
+        inFlight() < this.options.maxWorkers &&
+        this.holdsTooMuch(slot)
       ) {
+        this.sendCheck(slot);
+      }
+      while (!this.finished && slot.state === "up" && inFlight() < this.options.maxWorkers) {
         const at = this.nextFor(slot);
         if (at < 0) {
           if (slot.held.length > 0 && !slot.check) this.sendCheck(slot);
