@@ -44,7 +44,14 @@ test("each paragraph is tokenized once per model; the ids and texts paths give i
     "models:\n  e5-style-minilm:\n    model_name: sentence-transformers/all-MiniLM-L6-v2\n    prefix: 'passage: '\n",
   );
   await withServer(["--threads", "2"], async (server) => {
-    const args = cliArgs(input, out, STEMS, { config, servers: server.target, batch_size: 16 });
+    // Spot checks off: their known rows (the probe texts counted once per model, the batch of
+    // known rows at the end, sent as texts) are tokenized too; this counts the input's rows.
+    const args = cliArgs(input, out, STEMS, {
+      config,
+      servers: server.target,
+      batch_size: 16,
+      spot_check: 0,
+    });
     const first = await runCli(args);
     assert.equal(first.code, 0, first.stderr);
     // Rows the plan sends: each distinct model input once (the example repeats a few paragraphs).

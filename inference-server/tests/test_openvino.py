@@ -67,10 +67,13 @@ def weights32(backend: SentenceTransformerBackend) -> Weights:
 def test_the_default_on_a_cpu_is_openvino_and_gives_float32_vectors_of_the_fixture(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Nothing set: the server picks OpenVINO on this CPU, and each of the 1,200 fixture
-    paragraphs comes back within cosine 0.9999 of a float32 SentenceTransformer.encode."""
-    texts = fixture_texts()
-    assert len(texts) == 1200
+    """Nothing set: the server picks OpenVINO on this CPU, and every third of the 1,200
+    fixture paragraphs (all lengths, the truncated ones too) comes back within cosine 0.9999
+    of a float32 SentenceTransformer.encode. All 1,200 through the CLI are in
+    bench/RESULTS.md (least cosine 0.999999999999); a third keeps CI time down."""
+    everything = fixture_texts()
+    assert len(everything) == 1200
+    texts = everything[::3]
     config = model_config()
     assert config.engine == "sentence-transformers" and config.dtype == "float32"
     server = RunningServer(config)
