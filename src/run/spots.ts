@@ -123,7 +123,9 @@ export class SpotSource implements SpotHooks {
     const row = item.rows[r] as number;
     const run = this.runs.get(item.alias);
     const { dim } = embeddings;
-    const bytes = embeddings.data.slice(r * dim * 4, (r + 1) * dim * 4);
+    // A copy of the row alone: the answer's bytes may be a Node Buffer, whose slice() is a
+    // view of the whole message (or pool), and whose .buffer would give every row of it.
+    const bytes = new Uint8Array(embeddings.data.subarray(r * dim * 4, (r + 1) * dim * 4));
     const ids = run?.store?.holds([row]) ? splitIds(run.store.batch([row]))[0] : undefined;
     const list = this.learnedRows.get(item.alias) ?? [];
     list.push({
